@@ -1,0 +1,85 @@
+"""The small interface every backend implements; the harness owns everything else.
+
+The harness (``bench.loop``) owns the training loop, the batch order, the
+clocks and the records. A backend only knows how to hold the data on its
+device, take one SGD step on a batch of row indices, evaluate a split, and
+export/import its weights. A difference measured between two backends is then
+a difference between frameworks and nothing else.
+
+Parameter state is exchanged as ``{name: np.ndarray}`` with the names and
+shapes of ``nn.Linear`` inside an ``nn.ModuleList`` called ``linears``:
+``linears.{i}.weight`` of shape (out, in) and ``linears.{i}.bias`` of shape
+(out,), i = 0 for the input layer up to len(hidden_dims) for the output layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bench.config import Config
+from bench.data.dataset import Dataset
+
+
+@dataclass
+class StepRecords:
+    """What a backend accumulated over the train_batch calls since the last pop."""
+
+    losses: np.ndarray  # (n_steps,) float64: the mean batch loss of every step, in order
+    correct: int        # training predictions that were right (from the forward pass of each step)
+    seen: int           # training samples stepped on
+    # backend-specific per-epoch seconds worth a column of their own, e.g. {"data_seconds": 4.5}
+    # for a backend whose steps include producing the batches; they go into epochs.csv as they are
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    impl: str    # "numpy", "torch", ...
+    device: str  # "cpu", "cuda", "cuda:1", ...
+
+    def load_data(self, data: Dataset) -> None:
+        """Put every split on the device once (no copy per step afterwards)."""
+
+    def init_model(self, seed: int) -> None:
+        """Build a fresh model and optimizer; the init is drawn from ``seed`` alone."""
+
+    def device_indices(self, order: np.ndarray) -> Any:
+        """Copy one epoch's row order (host int64) to the device, once per epoch.
+
+        The harness slices the result and hands each slice to :meth:`train_batch`.
+        """
+
+    def train_batch(self, idx: Any) -> None:
+        """One SGD step on training rows ``idx`` (a slice of :meth:`device_indices`).
+
+        Must not synchronise the device: losses and correct counts stay on it
+        until :meth:`pop_step_records`.
+        """
+
+    def pop_step_records(self) -> StepRecords:
+        """Return and reset the per-step losses and correct counts."""
+
+    def synchronize(self) -> None:
+        """Wait until all queued device work is done (a no-op on CPU)."""
+
+    def evaluate(self, split: str) -> tuple[float, float]:
+        """(mean loss, accuracy) of the current weights on "train", "val" or "test"."""
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Copy of the weights as host arrays under the shared names."""
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Overwrite the weights (and reset optimizer state) from shared names."""
+
+    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+        """Seconds for ``repeats`` rounds of the matrix products (M, K, N) alone, synchronised."""
+
+    def describe(self) -> dict[str, Any]:
+        """Options worth recording with every result (threads, compile mode, dtype, ...)."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory of this backend's run, or None where it cannot be measured."""
+

@@ -1,0 +1,52 @@
+"""User-facing errors and the wrapper that turns them into one line and exit 2.
+
+Every mistake a user can make (a bad flag, a bad config value, a missing
+extra, an unavailable backend, unreadable data) raises :class:`UserError`.
+Command-line entry points run through :func:`run_cli`, which prints the
+message as one line on stderr and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; its message is one line."""
+
+
+class ConfigError(UserError):
+    """An invalid configuration value: names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"invalid {field}: {value!r} (allowed: {allowed})")
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UserError(message)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
+            prog: str | None = None) -> None:
+    """Run ``main(argv)`` and exit; a :class:`UserError` becomes one line and exit 2."""
+    prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "bench")
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code or 0)

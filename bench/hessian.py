@@ -1,0 +1,448 @@
+"""The extreme eigenvalues of the training-loss Hessian at the best-validation model, NumPy and PyTorch.
+
+Run it as::
+
+    python -m bench.hessian --data-dir ../shared/cifar10             # the defaults below, a few minutes
+    python -m bench.hessian --hidden-dims 128 --train-subset 45000 --epochs 10 --k 3
+    python -m bench.hessian --dataset synthetic --hidden-dims 8 --batch-examples 64   # seconds
+
+One harness run (``bench.loop.train_run`` on one backend, ``--backends``,
+default numpy:cpu) trains the model of the Config; its best-validation weights
+and its initial weights are the two points measured. At each, the Hessian H
+of the mean cross-entropy on a fixed batch (the first ``--batch-examples``
+training rows, float64) is probed two ways, THEORY.md §5:
+
+* PyTorch: Hessian-vector products by double backward in float64;
+* NumPy: central differences of the NumPy MLP's analytic gradient in float64,
+  (g(θ + εu) − g(θ − εu)) / 2ε (``--eps``; see ``bench.theory.hvp``);
+
+and each is fed to Lanczos (``scipy.sparse.linalg.eigsh`` on a
+``LinearOperator``, the same start vector for both) for the ``--k`` largest
+and the ``--k`` most negative eigenvalues. The two estimates must agree within
+``--rtol`` (1 %). Before that, both products are validated against the exact
+Hessian (``torch.func.hessian``, ``numpy.linalg.eigvalsh``) of a tiny model of
+the same activation: ``--check-hidden`` units on the first ``--check-features``
+input features of the first ``--check-examples`` training rows, at its
+initialisation and after 500 full-batch gradient steps (``--check-rtol``). A
+failed check or a disagreement is one line on stderr and exit status 1, after
+every file is written.
+
+Command defaults (where the flag or TOML key is not given; they keep a run to
+a few minutes on two cores): ``COMMAND_DEFAULTS`` below. The Hessian is that of
+the loss alone: with ``--weight-decay λ`` the training objective's Hessian is
+H + λI (every eigenvalue shifted by λ). Outputs in ``--out`` (default
+``results/<timestamp>_hessian/``): ``hessian.csv`` (every Ritz value),
+``hessian_summary.csv``, ``agreement.csv``, ``exact_check.csv``,
+``epochs.csv`` (the training run), ``hessian.png``, ``env.json``, ``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.backends import resolve
+from bench.config import Config, add_config_arguments
+from bench.datasource import load_for_config
+from bench.env import collect_env
+from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.io import write_csv, write_json, write_text
+from bench.loop import train_run
+from bench.report import md_table
+from bench.theory.cli import command_config, data_info, make_output_dir, positive_float, positive_int
+from bench.theory.hvp import DEFAULT_EPS, NumpyFiniteDifferenceHVP, TorchHVP, exact_hessian, lanczos
+from bench.theory.params import Arch
+from bench.threads import default_threads, limit_threads
+
+PROG = "python -m bench.hessian"
+EXIT_DISAGREE = 1
+# Config fields this command defaults differently when not given: a small model and a short run
+COMMAND_DEFAULTS: dict[str, Any] = {"hidden_dims": [32], "train_subset": 10000, "epochs": 5,
+                                    "backends": ["numpy:cpu"]}
+IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central differences)"}
+CHECK_TRAIN_STEPS = 500  # full-batch gradient steps of the tiny model before its second check
+CHECK_LR = 0.5
+
+
+@dataclass
+class Options:
+    """The command's own settings (the model and the run are in Config)."""
+
+    batch_examples: int = 1000  # training rows of the fixed batch the Hessian is taken on
+    k: int = 5                  # eigenvalues at each end
+    tol: float = 1e-8           # ARPACK relative accuracy of the Ritz values
+    max_matvecs: int = 3000     # cap on Hessian-vector products per Lanczos call
+    eps: float = DEFAULT_EPS    # central-difference step (NumPy side)
+    rtol: float = 0.01          # NumPy vs PyTorch: largest relative difference allowed
+    check_features: int = 32    # the tiny exact-Hessian model: input features,
+    check_hidden: int = 8       # hidden units,
+    check_examples: int = 300   # and examples
+    check_rtol: float = 1e-4    # Lanczos vs exact, relative
+
+
+def build_parser() -> OneLineArgumentParser:
+    d = Options()
+    p = OneLineArgumentParser(
+        prog=PROG,
+        description="Largest and most negative eigenvalues of the training-loss Hessian at init and "
+                    "at the best-validation weights, by PyTorch double backward and by NumPy finite "
+                    "differences, each through Lanczos. Command defaults where not given: "
+                    + ", ".join(f"{k}={v}" for k, v in COMMAND_DEFAULTS.items()))
+    add_config_arguments(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (must not exist yet, or be empty; "
+                   "default: results/<timestamp>_hessian/)")
+    p.add_argument("--batch-examples", type=positive_int("batch_examples"), default=d.batch_examples,
+                   help=f"training rows of the fixed batch (default: {d.batch_examples})")
+    p.add_argument("--k", type=positive_int("k"), default=d.k,
+                   help=f"eigenvalues at each end of the spectrum (default: {d.k})")
+    p.add_argument("--tol", type=positive_float("tol"), default=d.tol,
+                   help=f"Lanczos (ARPACK) relative tolerance (default: {d.tol})")
+    p.add_argument("--max-matvecs", type=positive_int("max_matvecs", 10), default=d.max_matvecs,
+                   help=f"Hessian-vector products per Lanczos call at most (default: {d.max_matvecs})")
+    p.add_argument("--eps", type=positive_float("eps"), default=d.eps,
+                   help=f"central-difference step along a unit direction (default: {d.eps})")
+    p.add_argument("--rtol", type=positive_float("rtol"), default=d.rtol,
+                   help=f"NumPy vs PyTorch: relative difference allowed (default: {d.rtol})")
+    p.add_argument("--check-features", type=positive_int("check_features"), default=d.check_features,
+                   help=f"exact check: input features of the tiny model (default: {d.check_features})")
+    p.add_argument("--check-hidden", type=positive_int("check_hidden"), default=d.check_hidden,
+                   help=f"exact check: hidden units of the tiny model (default: {d.check_hidden})")
+    p.add_argument("--check-examples", type=positive_int("check_examples"), default=d.check_examples,
+                   help=f"exact check: training rows (default: {d.check_examples})")
+    p.add_argument("--check-rtol", type=positive_float("check_rtol"), default=d.check_rtol,
+                   help=f"exact check: relative error allowed (default: {d.check_rtol})")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def options_from_args(args) -> Options:
+    return Options(batch_examples=args.batch_examples, k=args.k, tol=args.tol,
+                   max_matvecs=args.max_matvecs, eps=args.eps, rtol=args.rtol,
+                   check_features=args.check_features, check_hidden=args.check_hidden,
+                   check_examples=args.check_examples, check_rtol=args.check_rtol)
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def ncv_for(k: int, n: int) -> int:
+    """Lanczos basis size: ARPACK's default max(2k + 1, 20), at most n."""
+    return min(n, max(2 * k + 1, 20))
+
+
+def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: Options) -> dict[str, Any]:
+    """Top-k (LA) and bottom-k (SA) Ritz values of ``op`` with the matvec cap of ``opts``."""
+    ncv = ncv_for(k, n)
+    maxiter = max(1, opts.max_matvecs // max(1, ncv - k))
+    return {which: lanczos(op, n, k, which, v0=v0, tol=opts.tol, maxiter=maxiter, ncv=ncv)
+            for which in ("LA", "SA")}
+
+
+def measure_point(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+                  opts: Options, v0: np.ndarray, stage: str, log) -> tuple[list[dict], list[dict]]:
+    """Ritz rows and summary rows of both implementations at one point."""
+    n = arch.n_params()
+    k = min(opts.k, n - 1)
+    ritz, summary = [], []
+    for impl in ("torch", "numpy"):
+        t0 = time.perf_counter()
+        if impl == "torch":
+            op = TorchHVP(arch, state, x, y)
+            loss, grad = float(op.loss), op.gradient()
+        else:
+            op = NumpyFiniteDifferenceHVP(arch, state, x, y, eps=opts.eps)
+            grad = op.gradient()
+            loss = math.nan
+        ends = spectrum_ends(op, n, k, v0, opts)
+        seconds = time.perf_counter() - t0
+        for which, e in ends.items():
+            for rank, value in enumerate(e.values[::-1] if which == "LA" else e.values):
+                ritz.append({"stage": stage, "impl": impl, "method": IMPL_LABELS[impl], "which": which,
+                             "rank": rank, "eigenvalue": float(value), "converged": e.converged,
+                             "matvecs": e.matvecs, "seconds": e.seconds})
+        top, bottom = ends["LA"], ends["SA"]
+        lam_max = float(top.values[-1]) if len(top.values) else math.nan
+        lam_min = float(bottom.values[0]) if len(bottom.values) else math.nan
+        summary.append({"stage": stage, "impl": impl, "method": IMPL_LABELS[impl], "n_params": n,
+                        "batch_examples": len(y), "loss": loss, "grad_norm": float(np.linalg.norm(grad)),
+                        "lambda_max": lam_max, "lambda_min": lam_min,
+                        "ratio_min_max": lam_min / lam_max,
+                        "converged": top.converged and bottom.converged,
+                        "matvecs": top.matvecs + bottom.matvecs, "seconds": seconds})
+        log(f"{stage:>7} {impl:<5}: lambda_max {lam_max:.6g}, lambda_min {lam_min:.6g} "
+            f"({top.matvecs + bottom.matvecs} products, {seconds:.1f} s)")
+    # the loss is the same function on both sides; report torch's for both rows
+    for row in summary:
+        row["loss"] = summary[0]["loss"]
+    return ritz, summary
+
+
+def agreement(summary: pd.DataFrame, rtol: float) -> pd.DataFrame:
+    """|numpy − torch| / |torch| of λ_max and λ_min at each stage."""
+    rows = []
+    for stage, g in summary.groupby("stage", sort=False):
+        by = g.set_index("impl")
+        for q in ("lambda_max", "lambda_min"):
+            t, nmp = float(by.loc["torch", q]), float(by.loc["numpy", q])
+            rel = abs(nmp - t) / abs(t) if t != 0 else (0.0 if nmp == 0 else math.inf)
+            rows.append({"stage": stage, "quantity": q, "torch": t, "numpy": nmp, "rel_diff": rel,
+                         "rtol": rtol, "ok": bool(rel <= rtol)})
+    return pd.DataFrame(rows)
+
+
+def tiny_points(arch: Arch, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The tiny model's initial weights and its weights after full-batch gradient descent (float64)."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench.theory.params import torch_model
+    from impl_numpy.mlp import MLP
+
+    init = MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
+               residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.float64).state_dict()
+    model = torch_model(arch, init, np.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=CHECK_LR)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(CHECK_TRAIN_STEPS):
+        opt.zero_grad()
+        F.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return {"init": init, f"after {CHECK_TRAIN_STEPS} GD steps": model.export_state()}
+
+
+def exact_check(arch: Arch, points: dict[str, dict[str, np.ndarray]], x: np.ndarray, y: np.ndarray,
+                opts: Options, seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Lanczos on both products vs ``eigvalsh`` of the exact Hessian, per point and end."""
+    n = arch.n_params()
+    k = min(opts.k, n - 1)
+    v0 = np.random.default_rng([seed, 2]).standard_normal(n)
+    rows, spectra = [], {}
+    for point, state in points.items():
+        exact = np.linalg.eigvalsh(exact_hessian(arch, state, x, y))  # (n,) ascending
+        spectra[point] = exact
+        ops = {"torch": TorchHVP(arch, state, x, y),
+               "numpy": NumpyFiniteDifferenceHVP(arch, state, x, y, eps=opts.eps)}
+        for impl, op in ops.items():
+            ends = spectrum_ends(op, n, k, v0, opts)
+            for which, e in ends.items():
+                ritz = e.values[::-1] if which == "LA" else e.values
+                ref = exact[::-1][:k] if which == "LA" else exact[:k]
+                for rank, (r, x_ref) in enumerate(zip(ritz, ref)):
+                    rel = abs(r - x_ref) / abs(x_ref)
+                    rows.append({"point": point, "impl": impl, "method": IMPL_LABELS[impl], "which": which,
+                                 "rank": rank, "exact": float(x_ref), "lanczos": float(r),
+                                 "rel_err": float(rel), "rtol": opts.check_rtol,
+                                 "ok": bool(rel <= opts.check_rtol)})
+    return pd.DataFrame(rows), spectra
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.DataFrame,
+                 path: Path) -> Path:
+    """Ritz values per implementation and stage (symlog), and the tiny model's exact spectrum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(dict.fromkeys(ritz["stage"]))
+    fig, axes = plt.subplots(1, len(stages) + 1, figsize=(4.6 * (len(stages) + 1), 4.2), squeeze=False)
+    colours = {"LA": "tab:red", "SA": "tab:blue"}
+    for ax, stage in zip(axes[0], stages):
+        s = ritz[ritz.stage == stage]
+        for j, impl in enumerate(("torch", "numpy")):
+            for which in ("LA", "SA"):
+                v = s[(s.impl == impl) & (s.which == which)]["eigenvalue"].to_numpy()
+                ax.scatter(np.full(v.shape, j) + (0.08 if which == "SA" else -0.08), v,
+                           color=colours[which], marker="_" if impl == "torch" else "x", s=160,
+                           label=("top-k" if which == "LA" else "bottom-k") if j == 0 else None)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_yscale("symlog", linthresh=max(1e-3, float(np.abs(s["eigenvalue"]).min()) or 1e-3))
+        ax.set_xticks([0, 1], ["torch\ndouble backward", "numpy\ncentral diff."])
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_title(f"{stage}: Ritz values")
+        ax.set_ylabel("eigenvalue of H (symlog)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[0][-1]
+    for (point, ev), c in zip(spectra.items(), ("tab:gray", "tab:green")):
+        ax.plot(np.arange(len(ev)), ev, color=c, lw=1.2, label=f"exact, {point}")
+        sub = check[(check.point == point) & (check.impl == "numpy")]
+        pos = np.where(sub.which == "LA", len(ev) - 1 - sub["rank"], sub["rank"])
+        ax.scatter(pos, sub["lanczos"], color=c, marker="x", s=40, label=f"Lanczos (numpy), {point}")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("index (ascending)")
+    ax.set_title("tiny model: exact spectrum")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch, run: dict[str, Any],
+                 summary: pd.DataFrame, agree: pd.DataFrame, check: pd.DataFrame,
+                 tiny: Arch) -> str:
+    data = env["data"]
+    ok = bool(agree["ok"].all() and check["ok"].all())
+    worst = check.groupby(["point", "impl"], sort=False)["rel_err"].max().reset_index()
+    lines = [
+        "## The Hessian at the minimum (THEORY.md §5)", "",
+        f"- Model: {data['n_features'] if 'n_features' in data else arch.n_inputs} → {list(arch.hidden_dims)} → "
+        f"{arch.n_classes}, {arch.activation}" + (", residual" if arch.residual else "")
+        + f"; {arch.n_params():,} parameters.",
+        f"- Run: `{run['backend']}`, seed {run['seed']}, {config.epochs} epochs of SGD lr {config.lr}, "
+        f"batch {config.batch_size}, on {data['n_train']} training images ({data['source']}, fingerprint "
+        f"`{str(data['fingerprint'])[:16]}…`); status {run['status']}, best validation accuracy "
+        f"{run['best_val_acc']:.4f} at epoch {run['best_epoch']}, test accuracy {run['test_acc']:.4f}. "
+        "`trained` is that best-validation model; `init` the same run's initial weights.",
+        f"- Hessian of the mean cross-entropy (no weight-decay term) on a fixed batch: the first "
+        f"{opts.batch_examples} training rows, float64. PyTorch: double backward. NumPy: central "
+        f"differences of the analytic gradient, ε = {opts.eps:g} along a unit direction. Lanczos: "
+        f"`scipy.sparse.linalg.eigsh`, k = {opts.k} at each end, tol {opts.tol:g}, at most "
+        f"{opts.max_matvecs} products per end, the same start vector for both implementations.",
+        f"- Machine: {env['cpu']['model']}, {env['threads']} threads; NumPy {env['versions'].get('numpy')}, "
+        f"PyTorch {env['versions'].get('torch')}, SciPy {env['versions'].get('scipy')}; command "
+        f"`{' '.join(env.get('command', []))}`.", "",
+        "### Extreme eigenvalues", "",
+        "`ratio_min_max` = λ_min / λ_max. A strict minimum has every eigenvalue > 0; a negative λ_min "
+        "that is small against λ_max is the 'approximately a minimum' of THEORY.md §5.", "",
+        md_table(summary.drop(columns=["method"])), "",
+        "![Ritz values and the tiny model's exact spectrum](hessian.png)", "",
+        "### NumPy versus PyTorch", "",
+        ("Within the tolerance at every stage." if agree["ok"].all()
+         else "**Disagreement beyond the tolerance; the command exits 1.**"), "",
+        md_table(agree, floatfmt=".6g"), "",
+        "### Exact check on a tiny model", "",
+        f"{tiny.n_inputs} inputs (the first {tiny.n_inputs} features) → {list(tiny.hidden_dims)} → "
+        f"{tiny.n_classes}, {tiny.activation}, {tiny.n_params()} parameters, on the first "
+        f"{opts.check_examples} training rows; the exact Hessian by `torch.func.hessian` "
+        "(forward over reverse, a different route from the double backward) and `numpy.linalg.eigvalsh`; "
+        f"points: its initialisation and after {CHECK_TRAIN_STEPS} full-batch gradient steps (lr "
+        f"{CHECK_LR}). Largest relative error of the {opts.k} Ritz values at each end:", "",
+        md_table(worst), "",
+        ("Every Ritz value within the tolerance." if check["ok"].all()
+         else f"**Some Ritz values are off by more than {opts.check_rtol:g}; the command exits 1.**"), "",
+        "Files: `hessian.csv` (every Ritz value), `hessian_summary.csv`, `agreement.csv`, "
+        "`exact_check.csv`, `epochs.csv` (the training run), `hessian.png`, `env.json`.", "",
+    ]
+    if not ok:
+        lines.insert(2, "**A check failed: see below.**\n")
+    return "\n".join(lines)
+
+
+def run_hessian(config: Config, opts: Options, out: str | None, *, progress: bool = True
+                ) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, measure, write every output; returns (folder, summary, agreement, exact check)."""
+    chosen, _ = resolve(config.backends)
+    if len(chosen) != 1:
+        raise UserError(f"{PROG} trains on one backend; got {', '.join(c.name for c in chosen)}")
+    backend = chosen[0].make(config)
+    seed = config.seeds[0]
+    path = make_output_dir(out, config, "hessian")
+    threads = config.threads or default_threads()
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    with limit_threads(threads):
+        data = load_for_config(config, seed, progress=progress)
+        n_train = len(data.y_train)
+        for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
+            if value > n_train:
+                raise UserError(f"invalid {name}: {value} (allowed: at most the {n_train} training rows)")
+        if opts.check_features > data.n_features:
+            raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
+                            f"{data.n_features} input features)")
+        env = collect_env(threads, {"config": config.to_dict(), "hessian": dataclasses.asdict(opts),
+                                    "data": data_info(data), "backend": chosen[0].name})
+        write_json(env, path / "env.json")
+
+        # --- exact check on a tiny model first: no point in a long run if the products are wrong
+        tiny = Arch(opts.check_features, (opts.check_hidden,), data.n_classes, config.activation,
+                    config.alpha, False)
+        xs = np.ascontiguousarray(data.x_train[:opts.check_examples, :opts.check_features], dtype=np.float64)
+        ys = data.y_train[:opts.check_examples].astype(np.int64)
+        t0 = time.perf_counter()
+        check, spectra = exact_check(tiny, tiny_points(tiny, seed, xs, ys), xs, ys, opts, seed)
+        log(f"exact check ({tiny.n_params()} parameters): largest relative error "
+            f"{check['rel_err'].max():.3g} ({time.perf_counter() - t0:.1f} s)")
+
+        # --- the harness run; its initial and best-validation weights
+        t0 = time.perf_counter()
+        backend.load_data(data)
+        backend.init_model(seed)
+        init_state = backend.export_state()
+        result = train_run(backend, data, config, seed, initial_state=init_state)
+        if result.run.get("best_epoch") is None:
+            raise UserError(f"the training run ended {result.status} before any validation; "
+                            "nothing to measure (try a smaller --lr)")
+        trained_state = backend.export_state()  # the best-validation weights (train_run restored them)
+        log(f"training: {result.status}, best val acc {result.run['best_val_acc']:.4f} at epoch "
+            f"{result.run['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
+
+        arch = Arch(data.n_features, tuple(config.hidden_dims), data.n_classes, config.activation,
+                    config.alpha, config.residual)
+        x = np.ascontiguousarray(data.x_train[:opts.batch_examples], dtype=np.float64)  # (B, n_features)
+        y = data.y_train[:opts.batch_examples].astype(np.int64)                         # (B,)
+        v0 = np.random.default_rng([seed, 1]).standard_normal(arch.n_params())
+        ritz_rows, summary_rows = [], []
+        for stage, state in (("init", init_state), ("trained", trained_state)):
+            r, s = measure_point(arch, state, x, y, opts, v0, stage, log)
+            ritz_rows += r
+            summary_rows += s
+
+    ritz, summary = pd.DataFrame(ritz_rows), pd.DataFrame(summary_rows)
+    agree = agreement(summary, opts.rtol)
+    write_csv(ritz, path / "hessian.csv")
+    write_csv(summary, path / "hessian_summary.csv")
+    write_csv(agree, path / "agreement.csv")
+    write_csv(check, path / "exact_check.csv")
+    write_csv(pd.DataFrame(result.epochs), path / "epochs.csv")
+    plot_hessian(ritz, spectra, check, path / "hessian.png")
+    env.update(run=result.run, agreement_ok=bool(agree["ok"].all()), exact_check_ok=bool(check["ok"].all()))
+    write_json(env, path / "env.json")
+    write_text(build_report(env, config, opts, arch, result.run, summary, agree, check, tiny),
+               path / "report.md")
+    return path, summary, agree, check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    opts = options_from_args(args)
+    config = command_config(args, prog=PROG, owned={}, defaults=COMMAND_DEFAULTS)
+    path, summary, agree, check = run_hessian(config, opts, args.out, progress=not args.quiet)
+    print(md_table(summary[["stage", "impl", "lambda_max", "lambda_min", "ratio_min_max", "matvecs",
+                            "seconds"]], floatfmt=".6g"))
+    print(md_table(agree, floatfmt=".3g"))
+    print(f"results: {path}")
+    problems = []
+    if not check["ok"].all():
+        w = check.loc[check["rel_err"].idxmax()]
+        problems.append(f"exact check failed: {w['impl']} {w['which']} rank {w['rank']} at {w['point']}: "
+                        f"relative error {w['rel_err']:.3g} > {w['rtol']:g}")
+    if not agree["ok"].all():
+        w = agree.loc[agree["rel_diff"].idxmax()]
+        problems.append(f"numpy and torch disagree on {w['quantity']} at {w['stage']}: "
+                        f"{w['numpy']:.6g} vs {w['torch']:.6g} (relative {w['rel_diff']:.3g} > {w['rtol']:g})")
+    if problems:
+        print(f"{PROG}: error: " + "; ".join(problems) + f" (details in {path})", file=sys.stderr)
+        return EXIT_DISAGREE
+    return 0
+
+
+def cli() -> None:
+    run_cli(main, prog=PROG)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,236 @@
+"""NumPy / PyTorch time ratio of every micro-benchmarked operation: a CSV pivot and a log-scale chart.
+
+Run:
+    # run benchmarks/ once, save it in pytest-benchmark's storage, then build the pivot and chart
+    python -m bench.op_ratios --run --out results/op_ratios [-- EXTRA_PYTEST_ARGS]
+    # or build them from a run saved earlier with --benchmark-save / --benchmark-json
+    python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json --out results/op_ratios
+
+``--run`` is ``pytest benchmarks -p no:cacheprovider --benchmark-save=ops
+--benchmark-json=OUT/ops.json`` plus whatever follows ``--`` (e.g.
+``-- --bench-threads 1 -k linear``); ``pytest-benchmark compare`` and
+``pytest benchmarks --benchmark-compare`` read the saved copy as usual.
+
+Writes into ``--out``:
+
+* ``op_ratios.csv``: one row per operation and size (``op``, ``batch``,
+  ``hidden``; ``hidden`` is empty where the op does not depend on it), a
+  ``median_s_<backend>`` column per backend (median seconds of one call) and a
+  ``ratio_<device>`` column per device with both implementations:
+  ``median_s_numpy:<device> / median_s_torch:<device>`` (> 1: PyTorch is
+  faster).
+* ``op_ratios.png``: those ratios as horizontal bars on a log scale, with a
+  line at 1.
+
+Everything is read from each benchmark's ``extra_info`` (``op``, ``backend``,
+``batch``, ``hidden``), never from test names; benchmarks without it are
+ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.io import write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+CSV_NAME = "op_ratios.csv"
+PNG_NAME = "op_ratios.png"
+RUN_JSON_NAME = "ops.json"
+NUMER, DENOM = "numpy", "torch"  # ratio = NUMER time / DENOM time on the same device
+KEYS = ("op", "batch", "hidden")
+REQUIRED_INFO = ("op", "backend", "batch")
+
+
+def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per benchmark (op, batch, hidden, backend, impl, device, median_s) and the run's machine_info.
+
+    Raises :class:`UserError` for an unreadable file, a file that is not a
+    pytest-benchmark JSON, or one without any benchmark carrying the extra_info.
+    """
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise UserError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
+    rows = []
+    for b in doc["benchmarks"]:
+        info = b.get("extra_info") if isinstance(b, dict) else None
+        median = (b.get("stats") or {}).get("median") if isinstance(b, dict) else None
+        if not isinstance(info, dict) or any(k not in info for k in REQUIRED_INFO) or median is None:
+            continue
+        impl, sep, device = str(info["backend"]).partition(":")
+        if not sep:
+            raise UserError(f"{path}: benchmark {b.get('name')!r} has backend {info['backend']!r}; "
+                            "expected impl:device, e.g. numpy:cpu")
+        rows.append({"op": str(info["op"]), "batch": info["batch"], "hidden": info.get("hidden"),
+                     "backend": f"{impl}:{device}", "impl": impl, "device": device,
+                     "median_s": float(median)})
+    if not rows:
+        raise UserError(f"{path} has no benchmark with stats and extra_info {'/'.join(REQUIRED_INFO)} "
+                        f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
+                        "benchmarks/, without --benchmark-disable?)")
+    df = pd.DataFrame(rows)
+    df["batch"] = df["batch"].astype("Int64")
+    df["hidden"] = pd.to_numeric(df["hidden"]).astype("Int64")  # <NA> where the op has no hidden width
+    dup = df.duplicated(["op", "batch", "hidden", "backend"], keep=False)
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise UserError(f"{path}: more than one benchmark for op {r['op']}, batch {r['batch']}, "
+                        f"hidden {r['hidden']}, backend {r['backend']}")
+    return df, doc.get("machine_info") or {}
+
+
+def pivot(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows (op, batch, hidden); median_s_<backend> columns; ratio_<device> = numpy / torch.
+
+    Ops keep the order in which they were first run; sizes ascend within an op.
+    Backends are ordered by device, then implementation (numpy before torch).
+    """
+    op_order = {op: i for i, op in enumerate(dict.fromkeys(df["op"]))}
+    backends = sorted(df["backend"].unique(), key=lambda b: (b.partition(":")[2], b))
+    wide = (df.pivot_table(index=list(KEYS), columns="backend", values="median_s", aggfunc="first",
+                           dropna=False)
+              .reindex(columns=backends))
+    wide = wide.dropna(how="all")  # size combinations that never occurred together
+    out = wide.reset_index()
+    out.columns.name = None
+    out = out.rename(columns={b: f"median_s_{b}" for b in backends})
+    for device in dict.fromkeys(b.partition(":")[2] for b in backends):
+        num, den = f"median_s_{NUMER}:{device}", f"median_s_{DENOM}:{device}"
+        if num in out and den in out:
+            out[f"ratio_{device}"] = out[num] / out[den]
+    out["_op"] = out["op"].map(op_order)
+    out = out.sort_values(["_op", "batch", "hidden"], na_position="first").drop(columns="_op")
+    return out.reset_index(drop=True)
+
+
+def ratio_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("ratio_")]
+
+
+def row_label(r: pd.Series) -> str:
+    hidden = "" if pd.isna(r["hidden"]) else f" h{r['hidden']}"
+    return f"{r['op']} b{r['batch']}{hidden}"
+
+
+def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -> Path:
+    """Horizontal bars of every ratio_<device> column, log scale, a line at 1; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ratio_columns(table)
+    shown = table.dropna(subset=cols, how="all").reset_index(drop=True)
+    n = len(shown)
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.22 * n * max(1, len(cols))))
+    height = 0.8 / len(cols)
+    y = np.arange(n)
+    for k, col in enumerate(cols):
+        ax.barh(y + (k - (len(cols) - 1) / 2) * height, shown[col].to_numpy(float), height=height,
+                label=f"{col.removeprefix('ratio_')}: {NUMER} / {DENOM}")
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(y, [row_label(r) for _, r in shown.iterrows()], fontsize=7)
+    ax.invert_yaxis()  # first op on top, as in the CSV
+    ax.set_xlabel(f"median time ratio {NUMER} / {DENOM} (log; > 1: {DENOM} faster)")
+    threads = (machine_info.get("mlpbench") or {}).get("threads")
+    cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
+    gpu = (machine_info.get("gpu") or {}).get("name") if isinstance(machine_info.get("gpu"), dict) else None
+    where = ", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s)
+    ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else ""), fontsize=9)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> Path:
+    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json."""
+    json_path = out / RUN_JSON_NAME
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
+           "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
+    print("+", " ".join(cmd), flush=True)
+    code = subprocess.run(cmd, cwd=REPO).returncode
+    if code != 0:
+        raise UserError(f"pytest exited with status {code}; see its output above "
+                        f"(nothing written to {out / CSV_NAME})")
+    return json_path
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog="python -m bench.op_ratios",
+                              description="NumPy / PyTorch ratio table and chart from a saved "
+                                          "pytest-benchmark JSON of benchmarks/.")
+    p.add_argument("saved", nargs="?", type=Path,
+                   help="a JSON written by --benchmark-save (.benchmarks/<machine>/NNNN_name.json) "
+                        "or --benchmark-json")
+    p.add_argument("--run", action="store_true",
+                   help="first run benchmarks/ (saved as 'ops' and as OUT/ops.json); pytest "
+                        "arguments may follow a '--'")
+    p.add_argument("--out", type=Path, required=True,
+                   help=f"folder for {CSV_NAME} and {PNG_NAME} (created if missing)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pytest_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, pytest_args = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    if args.run == (args.saved is not None):
+        raise UserError("give either a saved JSON or --run, not both" if args.run
+                        else "give a saved pytest-benchmark JSON, or --run to make one")
+    if pytest_args and not args.run:
+        raise UserError(f"pytest arguments after '--' need --run: {' '.join(pytest_args)}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = run_benchmarks(args.out, pytest_args) if args.run else args.saved
+    df, machine_info = load_saved(saved)
+    table = pivot(df)
+    if not ratio_columns(table):
+        raise UserError(f"{saved}: no device has both a {NUMER} and a {DENOM} benchmark "
+                        f"(backends: {', '.join(sorted(df['backend'].unique()))})")
+    write_csv(table, args.out / CSV_NAME)
+    plot_ratios(table, machine_info, args.out / PNG_NAME)
+    with pd.option_context("display.width", 200, "display.max_rows", None,
+                           "display.float_format", "{:.3g}".format):
+        print(table.to_string(index=False))
+    print(f"wrote {args.out / CSV_NAME} and {args.out / PNG_NAME} from {saved}")
+    return 0
+
+
+def cli() -> None:
+    run_cli(main, prog="python -m bench.op_ratios")
+
+
+if __name__ == "__main__":
+    cli()

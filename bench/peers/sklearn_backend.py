@@ -1,0 +1,293 @@
+"""scikit-learn's ``MLPClassifier`` as a harness backend (``sklearn:cpu``), driven as far as it allows.
+
+The harness loop (``bench.loop``) calls :meth:`SklearnBackend.train_batch`
+once per batch; scikit-learn cannot take one step from outside, so
+``train_batch`` only records the batch's row indices, and
+:meth:`SklearnBackend.synchronize` (inside the epoch clock, like a device
+sync) gathers the epoch's rows in the harness's order and runs ONE
+``partial_fit`` over them with ``shuffle=False`` and ``batch_size=B``: the
+same batches, in the same order, as every other backend. What cannot be made
+identical (init, the weight-decay mapping, the loss clipping) and how it is
+handled: docs/peers.md.
+
+Needs the ``peers`` extra; importing this module without scikit-learn raises
+ImportError, which the registry turns into a one-line error naming the extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.neural_network import MLPClassifier
+
+from bench.backend_api import StepRecords
+from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
+from bench.data.dataset import SPLITS, Dataset
+from bench.errors import UserError
+from impl_numpy.backend import NumpyBackend
+from impl_numpy.mlp import MLP
+
+SKLEARN_ACTIVATIONS = ("relu", "tanh")  # of the suite's activations, the ones MLPClassifier has
+
+
+def available(device: str) -> tuple[bool, str]:
+    """scikit-learn runs on the CPU only."""
+    if device == "cpu":
+        return True, "scikit-learn on the CPU"
+    return False, f"scikit-learn runs on the CPU only (ask for sklearn:cpu, not sklearn:{device})"
+
+
+class ProbedMLPClassifier(MLPClassifier):
+    """``MLPClassifier`` that also records every SGD step's batch loss and correct count.
+
+    The harness records, for every backend, each step's mean batch loss and
+    how many of the batch's forward-pass predictions were right.
+    ``partial_fit`` computes both but keeps only the epoch mean
+    (``loss_curve_``), so two private methods are wrapped to read them as
+    they go by: ``_forward_pass`` (its last activation is the batch's softmax)
+    and ``_backprop`` (its return value is the batch loss; ``y`` is the
+    one-hot batch). Nothing scikit-learn computes is changed; the probe adds
+    an argmax over (S, C) per step, which every other backend also does.
+    Both methods exist with these arguments in scikit-learn 1.3 to 1.9;
+    :func:`check_probe` fails loudly if a version drops them.
+    """
+
+    def _forward_pass(self, activations):
+        activations = super()._forward_pass(activations)
+        self.probe_probs_ = activations[-1]  # (S, C) softmax of the current batch
+        return activations
+
+    def _backprop(self, X, y, *args, **kwargs):
+        loss, coef_grads, intercept_grads = super()._backprop(X, y, *args, **kwargs)
+        probs = self.probe_probs_                     # (S, C)
+        labels = y.argmax(axis=1)                     # (S,) from the one-hot (S, C) bool
+        data_loss = loss
+        if self.alpha:
+            # scikit-learn's batch loss includes its L2 term 0.5 alpha ||W||^2 / S; record the
+            # data loss alone, as the other backends do, with scikit-learn's own clipping
+            eps = np.finfo(probs.dtype).eps
+            p_y = np.clip(probs[np.arange(len(labels)), labels], eps, 1 - eps)
+            data_loss = -np.mean(np.log(p_y))
+        self.probe_losses_.append(float(data_loss))
+        self.probe_correct_ += int(np.count_nonzero(probs.argmax(axis=1) == labels))
+        return loss, coef_grads, intercept_grads
+
+    def reset_probe(self) -> None:
+        self.probe_losses_: list[float] = []
+        self.probe_correct_ = 0
+
+
+def check_probe() -> str | None:
+    """None if this scikit-learn has the two private methods the probe wraps, else why not."""
+    missing = [m for m in ("_forward_pass", "_backprop") if not hasattr(MLPClassifier, m)]
+    if missing:
+        return (f"scikit-learn {sklearn.__version__}'s MLPClassifier has no {', '.join(missing)} "
+                "(the per-step records need them; scikit-learn 1.3 to 1.9 have them)")
+    return None
+
+
+class SklearnBackend:
+    """One ``MLPClassifier(solver="sgd")`` and the dataset as host arrays; see bench.backend_api.Backend."""
+
+    impl = "sklearn"
+
+    def __init__(self, config: Config, device: str = "cpu"):
+        ok, reason = available(device)
+        if not ok:
+            raise UserError(f"backend sklearn:{device} is not available: {reason}")
+        if config.activation not in SKLEARN_ACTIVATIONS:
+            raise UserError(f"backend sklearn:cpu: scikit-learn's MLPClassifier has no "
+                            f"{config.activation} activation; use --activation relu or "
+                            f"--activation tanh (or leave sklearn:cpu out)")
+        if config.residual:
+            raise UserError("backend sklearn:cpu: scikit-learn's MLPClassifier has no residual "
+                            "blocks; use --no-residual (or leave sklearn:cpu out)")
+        problem = check_probe()
+        if problem:
+            raise UserError(f"backend sklearn:cpu: {problem}")
+        self.config = config
+        self.device = device
+        self.dtype = np.dtype(config.dtype)
+        # scikit-learn's coef gradient is (X^T delta + alpha W) / S, torch's g + weight_decay W
+        # with g = X^T delta / S: alpha = weight_decay * S gives the same update of the weights.
+        # NOTE: scikit-learn never decays the intercepts; torch.optim.SGD decays biases too.
+        self.alpha = config.weight_decay * config.batch_size
+        self.clf: ProbedMLPClassifier | None = None
+        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._epoch_x: np.ndarray | None = None  # (steps * S, n_inputs) the epoch's rows in order
+        self._pending: list[np.ndarray] = []     # row indices of the batches not yet stepped on
+        self._seen = 0
+        self._n_features, self._n_classes = CIFAR10_N_FEATURES, CIFAR10_N_CLASSES
+        # the GEMM-only reference: scikit-learn multiplies with NumPy's matmul, on NumPy's BLAS
+        self._gemm = NumpyBackend(config, "cpu")
+
+    # ------------------------------------------------------------ data and model
+
+    def load_data(self, data: Dataset) -> None:
+        """Every split as C-contiguous host arrays of the config dtype (float32 stays float32)."""
+        if data.n_classes < 3:
+            raise UserError(f"backend sklearn:cpu needs 3 or more classes (with {data.n_classes} "
+                            "MLPClassifier has one logistic output, not a softmax)")
+        self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
+                               np.ascontiguousarray(data.split(name)[1], dtype=np.int64))
+                        for name in SPLITS}
+        self._n_features, self._n_classes = data.n_features, data.n_classes
+        steps = len(data.y_train) // self.config.batch_size
+        self._epoch_x = np.empty((max(steps, 1) * self.config.batch_size, data.n_features), self.dtype)
+
+    def init_model(self, seed: int) -> None:
+        """A fresh classifier holding the NumPy MLP's initial weights for ``seed``, momentum zero.
+
+        scikit-learn allocates its weights in the first ``partial_fit`` (its own
+        Glorot-uniform init, drawn from ``random_state``). That first call is
+        made here on the first batch of training rows, then every weight is
+        overwritten with the NumPy MLP's init for the same seed
+        (Kaiming-normal on fan-in from ``np.random.default_rng(seed)``, zero
+        biases) and the optimizer is dropped, so no trace of that step is left.
+        """
+        if not self._splits:
+            raise RuntimeError("SklearnBackend.init_model: call load_data first")
+        c = self.config
+        self.clf = ProbedMLPClassifier(
+            hidden_layer_sizes=tuple(c.hidden_dims), activation=c.activation, solver="sgd",
+            alpha=self.alpha, batch_size=c.batch_size, learning_rate="constant",
+            learning_rate_init=c.lr, momentum=c.momentum, nesterovs_momentum=False,
+            shuffle=False, random_state=seed, early_stopping=False)
+        self.clf.reset_probe()
+        x, y = self._splits["train"]
+        self.clf.partial_fit(x[:c.batch_size], y[:c.batch_size], classes=np.arange(self._n_classes))
+        init = MLP(self._n_features, c.hidden_dims, self._n_classes, c.activation,
+                   rng=np.random.default_rng(seed), dtype=self.dtype)
+        self.import_state(init.state_dict())
+        self._reset_records()
+
+    # ------------------------------------------------------------ training
+
+    def device_indices(self, order: np.ndarray) -> np.ndarray:
+        """The epoch's order as a host int64 array (the data never leaves the host)."""
+        return np.ascontiguousarray(order, dtype=np.int64)
+
+    def train_batch(self, idx: np.ndarray) -> None:
+        """Record the batch's rows; the step itself is taken in :meth:`synchronize`."""
+        if idx.shape[0] != self.config.batch_size:
+            raise ValueError(f"sklearn:cpu takes batches of exactly {self.config.batch_size} rows "
+                             f"(partial_fit cuts them itself), got {idx.shape[0]}")
+        self._pending.append(idx)
+
+    def synchronize(self) -> None:
+        """Step on every recorded batch: one ``partial_fit`` over their rows, in their order.
+
+        With ``shuffle=False`` and ``batch_size=S``, ``partial_fit`` cuts the
+        rows into exactly the recorded batches and takes one SGD step on each.
+        Timed as part of the epoch: the gather of the rows (the other backends
+        gather each batch inside their step) and scikit-learn's input
+        validation.
+        """
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending)             # (steps * S,)
+        x = self._epoch_x[:len(rows)]                    # (steps * S, n_inputs)
+        np.take(self._splits["train"][0], rows, axis=0, out=x)
+        y = self._splits["train"][1][rows]               # (steps * S,)
+        before = len(self.clf.probe_losses_)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self.clf.partial_fit(x, y)
+        taken = len(self.clf.probe_losses_) - before
+        if taken != len(self._pending):
+            raise RuntimeError(f"partial_fit took {taken} steps for {len(self._pending)} batches")
+        self._seen += len(rows)
+        self._pending = []
+
+    def pop_step_records(self) -> StepRecords:
+        rec = StepRecords(losses=np.asarray(self.clf.probe_losses_, dtype=np.float64),
+                          correct=self.clf.probe_correct_, seen=self._seen)
+        self._reset_records()
+        return rec
+
+    def _reset_records(self) -> None:
+        self.clf.reset_probe()
+        self._pending = []
+        self._seen = 0
+
+    # ------------------------------------------------------------ evaluation and state
+
+    def evaluate(self, split: str) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) from ``predict_proba``, in chunks of eval_batch_size.
+
+        The loss is ``-log p_y`` with ``p`` clipped to [eps, 1 - eps] of the
+        dtype, as scikit-learn's own training loss clips it (a sample can add at
+        most -log(eps), 15.9 in float32).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        x, y = self._splits[split]
+        n, chunk = len(y), self.config.eval_batch_size
+        if n == 0:
+            return float("nan"), float("nan")
+        loss_sum, correct = 0.0, 0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for s in range(0, n, chunk):
+                p = self.clf.predict_proba(x[s:s + chunk])        # (C, n_classes) softmax
+                yb = y[s:s + chunk]                               # (C,)
+                eps = np.finfo(p.dtype).eps
+                p_y = np.clip(p[np.arange(len(yb)), yb], eps, 1 - eps)
+                loss_sum -= float(np.sum(np.log(p_y), dtype=np.float64))
+                correct += int(np.count_nonzero(p.argmax(axis=1) == yb))
+        return loss_sum / n, correct / n
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """``linears.{i}.weight`` = ``coefs_[i].T`` (out, in), ``linears.{i}.bias`` = ``intercepts_[i]``."""
+        state = {}
+        for i, (w, b) in enumerate(zip(self.clf.coefs_, self.clf.intercepts_)):
+            state[f"linears.{i}.weight"] = w.T.copy()  # (out, in) from scikit-learn's (in, out)
+            state[f"linears.{i}.bias"] = b.copy()       # (out,)
+        return state
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy the weights in place (names and shapes checked) and drop the momentum.
+
+        Deleting ``_optimizer`` makes the next ``partial_fit`` build a fresh
+        ``SGDOptimizer`` with zero velocities, as a new torch optimizer would.
+        """
+        own = self.export_state()
+        problems = [f"missing {n}" for n in own if n not in state]
+        problems += [f"unexpected {n}" for n in state if n not in own]
+        problems += [f"{n} has shape {tuple(np.shape(state[n]))}, expected {own[n].shape}"
+                     for n in own if n in state and tuple(np.shape(state[n])) != own[n].shape]
+        if problems:
+            raise ValueError("import_state: " + "; ".join(problems))
+        for i, (w, b) in enumerate(zip(self.clf.coefs_, self.clf.intercepts_)):
+            np.copyto(w, np.asarray(state[f"linears.{i}.weight"]).T, casting="unsafe")  # (in, out)
+            np.copyto(b, np.asarray(state[f"linears.{i}.bias"]), casting="unsafe")      # (out,)
+        self.clf.__dict__.pop("_optimizer", None)
+
+    # ------------------------------------------------------------ measurement
+
+    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+        """The NumPy backend's GEMM-only timing: scikit-learn's products are NumPy matmuls."""
+        return self._gemm.gemm_seconds(shapes, repeats)
+
+    def describe(self) -> dict[str, Any]:
+        from threadpoolctl import threadpool_info
+
+        c = self.config
+        return {"impl": self.impl, "device": self.device, "dtype": self.dtype.name,
+                "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
+                "estimator": "MLPClassifier(solver='sgd', learning_rate='constant', "
+                             f"nesterovs_momentum=False, shuffle=False, alpha={self.alpha:g})",
+                "activation": c.activation,
+                "driving": "one partial_fit per epoch over the harness's batches, in order",
+                "step_records": "per-step loss and correct count read by a probe on "
+                                "MLPClassifier._forward_pass/_backprop",
+                "init": "the NumPy MLP's Kaiming-normal init for the seed (copied in)",
+                "blas": [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
+                                                   "architecture", "threading_layer")}
+                         for lib in threadpool_info() if lib.get("user_api") == "blas"]}
+
+    def peak_memory_bytes(self) -> int | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"SklearnBackend(device={self.device!r}, clf={self.clf!r})"

@@ -1,0 +1,92 @@
+"""The harness's PNG plots (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _per_epoch(epochs: pd.DataFrame, column: str, ylabel: str, title: str, path: Path) -> Path:
+    """Mean over seeds per backend and epoch, with a min-max band across seeds."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for backend, ep in epochs.groupby("backend", sort=False):
+        g = ep.groupby("epoch")[column]
+        mean, lo, hi, n = g.mean(), g.min(), g.max(), int(ep["seed"].nunique())
+        (line,) = ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, label=f"{backend} (n={n})")
+        if n > 1:
+            ax.fill_between(mean.index, lo.to_numpy(), hi.to_numpy(), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + (" — mean, band = min..max over seeds" if epochs["seed"].nunique() > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_train_loss(epochs: pd.DataFrame, path: Path) -> Path:
+    return _per_epoch(epochs, "train_loss", "training loss (mean over the epoch's batches)",
+                      "Training loss", path)
+
+
+def plot_val_acc(epochs: pd.DataFrame, path: Path) -> Path:
+    return _per_epoch(epochs, "val_acc", "validation accuracy", "Validation accuracy", path)
+
+
+def plot_epoch_time(summary: pd.DataFrame, gemm: pd.DataFrame, path: Path) -> Path:
+    """Median epoch time per backend (IQR whiskers), each with its own GEMM-only time as a line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    x = np.arange(len(summary))
+    med = summary["median_epoch_seconds"].to_numpy(float)
+    iqr = summary["epoch_seconds_iqr"].to_numpy(float)
+    ax.bar(x, med, yerr=np.nan_to_num(iqr / 2), capsize=4, color="tab:blue", alpha=0.7,
+           label="median epoch (IQR)")
+    g = gemm.set_index("backend")["gemm_seconds"] if len(gemm) else pd.Series(dtype=float)
+    for i, b in enumerate(summary["backend"]):
+        if b in g.index and np.isfinite(g[b]):
+            ax.hlines(g[b], i - 0.4, i + 0.4, colors="tab:red", linestyles="--",
+                      label="GEMM-only time" if i == 0 else None)
+    ax.set_xticks(x, summary["backend"], rotation=15)
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("Epoch time (training only, device synchronised)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lockstep(steps: pd.DataFrame, path: Path) -> Path:
+    """Per-step loss of every backend and its absolute difference to the first backend."""
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True)
+    seed = steps["seed"].iloc[0]
+    s = steps[steps["seed"] == seed]
+    ref_name = s["backend"].iloc[0]
+    ref = s[s["backend"] == ref_name].set_index("step")["loss"]
+    for backend, st in s.groupby("backend", sort=False):
+        loss = st.set_index("step")["loss"]
+        ax1.plot(loss.index, loss.to_numpy(), lw=0.8, label=backend)
+        if backend != ref_name:
+            diff = (loss - ref).abs().to_numpy()
+            ax2.semilogy(loss.index, np.maximum(diff, 1e-12), lw=0.8, label=f"|{backend} − {ref_name}|")
+    ax1.set_ylabel("batch loss")
+    ax1.set_title(f"Lock-step run, seed {seed}")
+    ax1.legend()
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("absolute loss difference")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

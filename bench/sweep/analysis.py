@@ -1,0 +1,128 @@
+"""The numbers the sweep's plots and report draw: epoch-time ratios, accuracies, crossovers.
+
+All functions take the rows of ``sweep.csv`` (``store.read_rows``: grid
+columns as canonical text) and the grid from ``sweep.json`` (``{field:
+[canonical values in grid order]}``). Only rows with status ``ok`` enter the
+numbers; the others are shown by their status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+NUMPY, TORCH = "numpy", "torch"  # the two implementations whose epoch-time ratio is mapped
+
+
+def split_backend(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``impl`` and ``device`` columns from ``backend`` (``impl:device``)."""
+    parts = [str(b).partition(":") for b in rows["backend"]]
+    return rows.assign(impl=[p[0] for p in parts], device=[p[2] for p in parts])
+
+
+def ratio_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
+    """Per grid point and device: the median over seeds of NumPy's and PyTorch's median epoch time.
+
+    Columns: the grid fields, ``device``, ``numpy_seconds``, ``torch_seconds``,
+    ``ratio`` (NumPy / PyTorch: above 1 PyTorch is faster), ``n_numpy``,
+    ``n_torch`` (seeds that finished ``ok``). Devices with only one of the two
+    implementations are left out.
+    """
+    fields = list(grid)
+    ok = split_backend(rows[rows["status"] == "ok"])
+    ok = ok[ok["impl"].isin([NUMPY, TORCH])]
+    cols = [*fields, "device", "numpy_seconds", "torch_seconds", "ratio", "n_numpy", "n_torch"]
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    g = ok.groupby([*fields, "device", "impl"])["median_epoch_seconds"]
+    med = g.median().unstack("impl")
+    n = g.count().unstack("impl")
+    if NUMPY not in med or TORCH not in med:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame({"numpy_seconds": med[NUMPY], "torch_seconds": med[TORCH],
+                        "n_numpy": n[NUMPY], "n_torch": n[TORCH]}).reset_index()
+    out["ratio"] = out["numpy_seconds"] / out["torch_seconds"]
+    out = out[out["device"].isin(paired_devices(rows))]
+    return out[cols].reset_index(drop=True)
+
+
+def paired_devices(rows: pd.DataFrame) -> list[str]:
+    """Devices with both a numpy and a torch backend in the sweep, in order of first appearance."""
+    b = split_backend(rows)
+    devices = list(dict.fromkeys(b["device"]))
+    return [d for d in devices
+            if {NUMPY, TORCH} <= set(b.loc[b["device"] == d, "impl"])]
+
+
+def accuracy_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
+    """Per grid point and backend: mean and std of test accuracy over the ``ok`` seeds, and the statuses."""
+    fields = list(grid)
+    out = []
+    for key, r in rows.groupby([*fields, "backend"], sort=False):
+        ok = r[r["status"] == "ok"]["test_acc"].astype(float)
+        statuses = sorted(set(r["status"]) - {"ok"})
+        out.append({**dict(zip([*fields, "backend"], key)), "test_acc_mean": ok.mean(),
+                    "test_acc_std": ok.std(ddof=1) if len(ok) > 1 else math.nan, "n": len(ok),
+                    "failed": ",".join(statuses)})
+    return pd.DataFrame(out, columns=[*fields, "backend", "test_acc_mean", "test_acc_std", "n", "failed"])
+
+
+def slices(grid: dict[str, list[str]]) -> Iterator[tuple[dict[str, str], str]]:
+    """One 2-D slice per combination of the fields after the first two: ({field: value}, file suffix)."""
+    rest = list(grid)[2:]
+    for combo in itertools.product(*(grid[f] for f in rest)):
+        fixed = dict(zip(rest, combo))
+        suffix = "".join(f"__{f}-{v}" for f, v in fixed.items())
+        yield fixed, suffix
+
+
+def matrix(frame: pd.DataFrame, grid: dict[str, list[str]], column: str,
+           fixed: dict[str, str]) -> np.ndarray:
+    """``column`` as a (len(y values), len(x values)) array, x = first grid field, y = second; NaN where absent."""
+    fields = list(grid)
+    xs = grid[fields[0]]
+    ys = grid[fields[1]] if len(fields) > 1 else [""]
+    z = np.full((len(ys), len(xs)), np.nan)
+    sel = frame
+    for f, v in fixed.items():
+        sel = sel[sel[f] == v]
+    for r in sel.to_dict("records"):
+        i = ys.index(r[fields[1]]) if len(fields) > 1 else 0
+        z[i, xs.index(r[fields[0]])] = r[column]
+    return z
+
+
+def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str,
+                        fixed: dict[str, str]) -> list[str]:
+    """Where the ratio crosses 1 along the first field, for each value of the second, in words."""
+    fields = list(grid)
+    x = fields[0]
+    z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+    ys = grid[fields[1]] if len(fields) > 1 else [""]
+    out = []
+    for i, yv in enumerate(ys):
+        where = f"{fields[1]}={yv}" if len(fields) > 1 else "the grid"
+        row = z[i]
+        have = [(xv, r) for xv, r in zip(grid[x], row) if np.isfinite(r)]
+        if not have:
+            out.append(f"{where}: no finished pair")
+            continue
+        lo, hi = min(r for _, r in have), max(r for _, r in have)
+        if all(r > 1 for _, r in have):
+            out.append(f"{where}: PyTorch faster at every {x} measured (ratio {lo:.2f}–{hi:.2f})")
+            continue
+        if all(r < 1 for _, r in have):
+            out.append(f"{where}: NumPy faster at every {x} measured (ratio {lo:.2f}–{hi:.2f})")
+            continue
+        steps = []
+        for (xa, ra), (xb, rb) in zip(have, have[1:]):
+            if (ra - 1) * (rb - 1) < 0:
+                faster = "PyTorch" if rb > 1 else "NumPy"
+                steps.append(f"between {x}={xa} ({ra:.2f}) and {x}={xb} ({rb:.2f}), {faster} "
+                             f"faster from {xb}")
+        out.append(f"{where}: crosses 1 " + "; ".join(steps))
+    return out

@@ -1,0 +1,164 @@
+"""The sweep grid: ``FIELD=V1,V2,...`` over any Config field, parsed with the field's type.
+
+Syntax of one ``--grid`` item::
+
+    batch_size=32,128,512        # commas separate the grid values
+    hidden_dims=64,256,1024      # a list field takes one list per value: "64" is [64]
+    hidden_dims=512x256,1024     # "x" (or a space, quoted) separates the layers of one value
+    "hidden_dims=512 256,1024"   # the same grid: [[512, 256], [1024]]
+    train_subset=none,5000       # an optional field takes "none"
+    residual=false,true          # booleans: true/false, yes/no, on/off, 1/0
+
+Every value is also held in a canonical text form (``512x256``, ``none``,
+``true``, ``0.1``); the point's key in ``sweep.csv`` is made of these, so a
+resumed sweep recognises the points it has already run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.config import FIELDS, Config, _field_kind
+from bench.errors import UserError
+
+# fields a grid may not cover, and why
+NOT_IN_GRID = {
+    "backends": "backends are crossed with every point; use --backends",
+    "seeds": "seeds are crossed with every point; use --seeds",
+    "lockstep": "a sweep runs each backend on its own; lock-step runs belong to bench.compare",
+}
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+LAYER_SEP = re.compile(r"[x\s]+")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The swept fields in the order given, each with its values (typed) in the order given."""
+
+    fields: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]  # values[i] are the values of fields[i]
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination, the first field varying slowest: [{field: value, ...}, ...]."""
+        return [dict(zip(self.fields, combo)) for combo in itertools.product(*self.values)]
+
+    def canonical(self) -> dict[str, list[str]]:
+        """{field: [canonical text of each value]}: what sweep.json stores and resumes compare."""
+        return {f: [canonical(v) for v in vals] for f, vals in zip(self.fields, self.values)}
+
+    def describe(self) -> str:
+        return " ".join(f"{f}={','.join(vals)}" for f, vals in self.canonical().items())
+
+
+def canonical(value: Any) -> str:
+    """The text form of one grid value: ``512x256``, ``none``, ``true``, ``0.1``, ``128``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "x".join(canonical(v) for v in value)
+    if isinstance(value, float):
+        text = repr(value)  # the shortest text that reads back as the same float
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def point_key(point: dict[str, Any]) -> tuple[str, ...]:
+    """The canonical values of one point, in the grid's field order."""
+    return tuple(canonical(v) for v in point.values())
+
+
+def parse_grid(items: Sequence[str]) -> Grid:
+    """Parse ``["batch_size=32,128", "hidden_dims=64,512x256"]``; any mistake is one UserError."""
+    if not items:
+        raise UserError("--grid needs at least one FIELD=V1,V2,... item")
+    fields: list[str] = []
+    values: list[tuple[Any, ...]] = []
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise UserError(f"--grid item {item!r} is not FIELD=V1,V2,... (e.g. batch_size=32,128)")
+        if name not in FIELDS:
+            raise UserError(f"--grid: unknown field {name!r} (allowed: "
+                            f"{', '.join(f for f in FIELDS if f not in NOT_IN_GRID)})")
+        if name in NOT_IN_GRID:
+            raise UserError(f"--grid: {name} cannot be swept ({NOT_IN_GRID[name]})")
+        if name in fields:
+            raise UserError(f"--grid: {name} is given twice")
+        parsed = tuple(_parse_value(name, v) for v in text.split(","))
+        texts = [canonical(v) for v in parsed]
+        dup = next((t for t in texts if texts.count(t) > 1), None)
+        if dup is not None:
+            raise UserError(f"--grid: {name} lists the value {dup} twice")
+        fields.append(name)
+        values.append(parsed)
+    return Grid(tuple(fields), tuple(values))
+
+
+def _parse_value(name: str, text: str) -> Any:
+    """One grid value of field ``name`` from its text, typed like the field."""
+    elem, is_list, optional = _field_kind(FIELDS[name])
+    text = text.strip()
+    if text == "":
+        raise UserError(f"--grid: {name} has an empty value (write {name}=V1,V2,...)")
+    if optional and text.lower() == "none":
+        return None
+    if is_list:
+        return [_parse_scalar(name, elem, t, is_list=True) for t in LAYER_SEP.split(text) if t]
+    return _parse_scalar(name, elem, text, is_list=False)
+
+
+def _parse_scalar(name: str, elem: type, text: str, *, is_list: bool) -> Any:
+    if elem is bool:
+        low = text.lower()
+        if low in TRUE or low in FALSE:
+            return low in TRUE
+        raise UserError(f"--grid: invalid {name}: {text!r} (allowed: true or false)")
+    try:
+        return elem(text)
+    except ValueError:
+        kind = {int: "integer", float: "number", str: "string"}[elem]
+        allowed = (f"{kind}s, one list per grid value with its items joined by 'x', e.g. 512x256"
+                   if is_list else f"a {kind}" if kind != "integer" else "an integer")
+        raise UserError(f"--grid: invalid {name}: {text!r} (allowed: {allowed})") from None
+
+
+def point_configs(base: Config, grid: Grid) -> list[tuple[dict[str, Any], Config]]:
+    """(point, validated Config) for every grid point; the first invalid point is a UserError."""
+    out = []
+    for point in grid.points():
+        cfg = dataclasses.replace(base, **{k: _copy(v) for k, v in point.items()})
+        try:
+            cfg.validate()
+        except UserError as exc:
+            raise UserError(f"grid point {describe_point(point)}: {exc}") from None
+        out.append((point, cfg))
+    return out
+
+
+def describe_point(point: dict[str, Any]) -> str:
+    return " ".join(f"{k}={canonical(v)}" for k, v in point.items())
+
+
+def first_values(grid: Grid) -> dict[str, Any]:
+    """The first value of every grid field (to build and check the base config)."""
+    return {f: _copy(vals[0]) for f, vals in zip(grid.fields, grid.values)}
+
+
+def _copy(v: Any) -> Any:
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def check_no_overlap(grid: Grid, flags: Iterable[str]) -> None:
+    """A field both swept and given as a flag is ambiguous: a UserError."""
+    both = [f for f in grid.fields if f in set(flags)]
+    if both:
+        flag = "--" + both[0].replace("_", "-")
+        raise UserError(f"{both[0]} is both swept by --grid and set by {flag}; drop one of them")

@@ -1,0 +1,134 @@
+"""The sweep's PNGs (matplotlib, headless): the epoch-time ratio map per device, accuracy per point.
+
+Both are heatmaps over the first two grid fields (x: the first, y: the
+second); a grid with more fields gets one PNG per combination of the others.
+Cells are equally spaced whatever the values, so a log-spaced grid
+(32, 128, 512, ...) is drawn on a log scale.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.sweep.analysis import matrix  # noqa: E402
+
+
+def _axes_labels(ax, grid: dict[str, list[str]], ylabel: bool = True) -> None:
+    fields = list(grid)
+    ax.set_xticks(range(len(grid[fields[0]])), grid[fields[0]])
+    ax.set_xlabel(fields[0])
+    if len(fields) > 1:
+        ax.set_yticks(range(len(grid[fields[1]])), grid[fields[1]])
+        if ylabel:
+            ax.set_ylabel(fields[1])
+    else:
+        ax.set_yticks([])
+
+
+def _title_suffix(fixed: dict[str, str]) -> str:
+    return (" — " + ", ".join(f"{k}={v}" for k, v in fixed.items())) if fixed else ""
+
+
+def crosses_one(z: np.ndarray) -> bool:
+    """Whether a level-1 contour exists: 2-D, with finite ratios on both sides of 1."""
+    finite = z[np.isfinite(z)]
+    return bool(z.shape[0] >= 2 and z.shape[1] >= 2 and (finite < 1).any() and (finite > 1).any())
+
+
+def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fixed: dict[str, str],
+               path: Path, subtitle: str = "") -> Path:
+    """Heatmap of NumPy / PyTorch median epoch time on ``device``, annotated, with the ratio-1 contour.
+
+    Colour is log2 of the ratio, centred on 1 (white): blue where PyTorch is
+    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair.
+    """
+    z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+    nx, ny = z.shape[1], z.shape[0]
+    fig, ax = plt.subplots(figsize=(1.3 * nx + 2.8, 1.0 * ny + 2.2))
+    logz = np.log2(z)
+    span = max(1.0, float(np.nanmax(np.abs(logz)))) if np.isfinite(logz).any() else 1.0
+    cmap = plt.get_cmap("RdBu").copy()
+    cmap.set_bad("0.85")
+    im = ax.imshow(np.ma.masked_invalid(logz), cmap=cmap, vmin=-span, vmax=span, origin="lower",
+                   aspect="auto")
+    for i in range(ny):
+        for j in range(nx):
+            text = f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "—"
+            dark = np.isfinite(logz[i, j]) and abs(logz[i, j]) > 0.6 * span
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    if crosses_one(z):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # masked cells may leave no segment in a corner
+            cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(logz), levels=[0.0],
+                            colors="black", linewidths=2.0)
+        if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
+            ax.plot([], [], color="black", lw=2.0, label="crossover (ratio = 1)")
+            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), frameon=False, fontsize=8)
+    step = max(1.0, np.ceil(span / 4))  # at most nine ticks, at powers of two
+    ticks = np.arange(-np.floor(span / step), np.floor(span / step) + 1) * step
+    cbar = fig.colorbar(im, ax=ax, ticks=ticks)
+    cbar.ax.set_yticklabels([f"{2.0 ** t:g}×" for t in ticks])
+    cbar.set_label("NumPy / PyTorch epoch time (>1: PyTorch faster)")
+    _axes_labels(ax, grid)
+    ax.set_title(f"NumPy / PyTorch median epoch time on {device}{_title_suffix(fixed)}"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str],
+                  path: Path) -> Path:
+    """One heatmap per backend of the mean test accuracy (%) per grid point; failed cells name their status."""
+    backends = list(dict.fromkeys(acc["backend"]))
+    fields = list(grid)
+    nx = len(grid[fields[0]])
+    ny = len(grid[fields[1]]) if len(fields) > 1 else 1
+    fig, axes = plt.subplots(1, len(backends), figsize=(len(backends) * (1.1 * nx + 1.6) + 1.2,
+                                                        0.9 * ny + 2.0), squeeze=False)
+    values = acc["test_acc_mean"].astype(float)
+    vmin = float(np.nanmin(values)) * 100 if values.notna().any() else 0.0
+    vmax = float(np.nanmax(values)) * 100 if values.notna().any() else 100.0
+    im = None
+    for k, (ax, backend) in enumerate(zip(axes[0], backends)):
+        sel = acc[acc["backend"] == backend]
+        z = matrix(sel, grid, "test_acc_mean", fixed) * 100
+        failed = matrix(sel.assign(f=sel["failed"].ne("").astype(float)), grid, "f", fixed)
+        status = {(r[fields[1]] if len(fields) > 1 else "", r[fields[0]]): r["failed"]
+                  for r in _select(sel, fixed).to_dict("records")}
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("0.85")
+        im = ax.imshow(np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1e-9),
+                       origin="lower", aspect="auto")
+        ys = grid[fields[1]] if len(fields) > 1 else [""]
+        for i, yv in enumerate(ys):
+            for j, xv in enumerate(grid[fields[0]]):
+                if np.isfinite(z[i, j]):
+                    text = f"{z[i, j]:.1f}" + ("*" if failed[i, j] == 1 else "")
+                else:
+                    text = status.get((yv, xv)) or "—"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if np.isfinite(z[i, j]) and z[i, j] < (vmin + vmax) / 2 else "black")
+        _axes_labels(ax, grid, ylabel=k == 0)
+        ax.set_title(backend, fontsize=10)
+    fig.colorbar(im, ax=list(axes[0]), label="test accuracy %")
+    fig.suptitle(f"Test accuracy per grid point (mean over seeds){_title_suffix(fixed)}; "
+                 "* = some seeds failed", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _select(frame: pd.DataFrame, fixed: dict[str, str]) -> pd.DataFrame:
+    for f, v in fixed.items():
+        frame = frame[frame[f] == v]
+    return frame

@@ -1,0 +1,161 @@
+"""The sweep's outputs drawn from its folder: the PNGs and ``report.md`` (machines, maps, failures)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.io import write_text
+from bench.loop import WARMUP_STEPS
+from bench.report import md_table
+from bench.sweep import plots
+from bench.sweep.analysis import accuracy_frame, crossover_sentences, matrix, paired_devices, \
+    ratio_frame, slices
+from bench.sweep.store import SPEC_FILE, read_rows
+
+
+def write_outputs(out: Path) -> dict[str, Any]:
+    """Draw every PNG and write report.md from sweep.csv; returns the ratios and the crossover sentences."""
+    out = Path(out)
+    spec = json.loads((out / SPEC_FILE).read_text())
+    grid = spec["grid"]
+    rows = read_rows(out)
+    envs = _host_envs(out)
+    ratios = ratio_frame(rows, grid)
+    acc = accuracy_frame(rows, grid)
+    hosts = ", ".join(sorted(set(rows["hostname"]) - {""})) if "hostname" in rows else ""
+    ratio_figs: dict[str, str] = {}  # label (device and slice) -> PNG
+    acc_figs: list[tuple[str, str]] = []  # (title, PNG)
+    crossings: dict[str, list[str]] = {}
+    for device in paired_devices(rows):
+        for fixed, suffix in slices(grid):
+            name = f"ratio_{_safe(device)}{suffix}.png"
+            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=hosts)
+            label = f"{device}{_fixed_text(fixed)}"
+            ratio_figs[label] = name
+            crossings[label] = crossover_sentences(ratios, grid, device, fixed)
+    if len(acc):
+        for fixed, suffix in slices(grid):
+            name = f"accuracy{suffix}.png"
+            plots.plot_accuracy(acc, grid, fixed, out / name)
+            acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
+    write_text(build_report(spec, rows, envs, ratios, acc, ratio_figs, acc_figs, crossings),
+               out / "report.md")
+    return {"ratios": ratios, "crossings": crossings,
+            "figures": [*ratio_figs.values(), *(n for _, n in acc_figs)]}
+
+
+def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
+    """Per device (and slice): the ratio as a table, rows = second grid field, columns = first."""
+    fields = list(grid)
+    out = {}
+    for device in dict.fromkeys(ratios["device"]):
+        for fixed, _ in slices(grid):
+            z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+            ys = grid[fields[1]] if len(fields) > 1 else [""]
+            head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
+            table = pd.DataFrame(z, columns=grid[fields[0]])
+            table.insert(0, head, ys)
+            out[f"{device}{_fixed_text(fixed)}"] = table
+    return out
+
+
+def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[str, Any]],
+                 ratios: pd.DataFrame, acc: pd.DataFrame, ratio_figs: dict[str, str],
+                 acc_figs: list[tuple[str, str]], crossings: dict[str, list[str]]) -> str:
+    grid = spec["grid"]
+    counts = rows["status"].value_counts()
+    total = len(spec["backends"]) * len(spec["seeds"]) * math.prod(len(v) for v in grid.values())
+    lines = ["# NumPy vs PyTorch sweep", ""]
+    lines += ["## Setup", "",
+              "- Grid: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in grid.items()),
+              f"- Backends: {', '.join(spec['backends'])}; seeds: {spec['seeds']}",
+              f"- Tasks: {len(rows)} of {total} recorded — "
+              + ", ".join(f"{s} {n}" for s, n in counts.items()),
+              "- Base settings (every point; the grid overrides its own fields): "
+              + ", ".join(f"{k}={v}" for k, v in spec["config"].items() if k not in grid),
+              ]
+    for i, run in enumerate(spec.get("runs", []), 1):
+        lines.append(f"- Run {i} (`{run['run_id']}`, {run['executor']}, {run['started']}): "
+                     f"`{run['command']}`")
+    lines += ["", "### Machines", ""]
+    for host, env in envs.items():
+        lines.append("- " + _machine_line(host, env))
+    executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
+    lines += ["",
+              "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
+              "harness of `bench.compare` (`bench.loop.train_run`). `median_epoch_seconds` is the median "
+              "over the run's epochs after the first (the only epoch when there is one) of the training "
+              "steps between two device synchronisations; excluded are data loading, evaluation and "
+              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone. The map's "
+              "ratio is the median over seeds of NumPy's time divided by that of PyTorch on the same "
+              "device (above 1: PyTorch is faster).",
+              ""]
+    if any(e.startswith("dask") for e in executors):
+        lines += ["Some tasks ran on a Dask cluster (" + ", ".join(executors) + "): each worker ran "
+                  "one task at a time, but workers sharing a machine share its cores, so their "
+                  "timings are comparable only with tasks run the same way.", ""]
+
+    lines += ["## Crossover", ""]
+    tables = ratio_tables(ratios, grid)
+    if not tables:
+        lines += ["No device has finished NumPy and PyTorch tasks to compare.", ""]
+    for label, table in tables.items():
+        lines += [f"### {label}: NumPy / PyTorch median epoch time", "",
+                  md_table(table, floatfmt=".2f"), ""]
+        lines += [f"- {s}" for s in crossings.get(label, [])]
+        lines += [""]
+        if label in ratio_figs:
+            lines += [f"![NumPy / PyTorch epoch-time ratio, {label}]({ratio_figs[label]})", ""]
+
+    lines += ["## Accuracy", ""]
+    for title, name in acc_figs:
+        lines += [f"![{title}]({name})", ""]
+    if len(acc):
+        view = acc.assign(**{"test acc %": [
+            "" if math.isnan(m) else f"{100 * m:.2f}" + ("" if math.isnan(s) else f" ± {100 * s:.2f}")
+            for m, s in zip(acc["test_acc_mean"], acc["test_acc_std"])]})
+        lines += [md_table(view[[*grid, "backend", "test acc %", "n", "failed"]]), ""]
+
+    failed = rows[rows["status"] != "ok"]
+    if len(failed):
+        lines += ["## Failed tasks", "",
+                  md_table(failed[[*grid, "backend", "seed", "status", "error", "hostname"]]), ""]
+    lines += ["## Files", "",
+              "`sweep.csv` (one row per grid point × backend × seed: timings, accuracy, status, the "
+              "machine that ran it), `epochs.csv` (every epoch of every task), `sweep.json` (the grid "
+              "and settings a resume must repeat), `env_<host>.json` (machine, versions, BLAS, threads "
+              "per host), the PNGs above.", ""]
+    return "\n".join(lines)
+
+
+def _machine_line(host: str, env: dict[str, Any]) -> str:
+    cpu, gpu, v = env.get("cpu", {}), env.get("gpu"), env.get("versions", {})
+    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads)"
+                     for b in env.get("blas", []) if b.get("user_api") == "blas")
+    return (f"`{host}`: {cpu.get('model')}, {cpu.get('logical_cores')} logical cores, "
+            f"{env.get('threads')} threads per task; "
+            + (f"GPU {gpu['name']} (CUDA {gpu.get('cuda_runtime')}, driver {gpu.get('driver')})"
+               if gpu else "no GPU")
+            + f"; Python {env.get('python')}, NumPy {v.get('numpy')}, PyTorch {v.get('torch')}; "
+            f"BLAS {blas or 'unknown'}; git {env.get('git_commit')}")
+
+
+def _host_envs(out: Path) -> dict[str, dict[str, Any]]:
+    envs = {}
+    for path in sorted(out.glob("env_*.json")):
+        env = json.loads(path.read_text())
+        envs[env.get("hostname", path.stem[4:])] = env
+    return envs
+
+
+def _fixed_text(fixed: dict[str, str]) -> str:
+    return "".join(f", {k}={v}" for k, v in fixed.items())
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)

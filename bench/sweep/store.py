@@ -1,0 +1,190 @@
+"""The sweep folder: ``sweep.json`` (what is swept), ``sweep.csv`` (one row per finished task), resumable.
+
+Every finished task is written at once: the whole CSV is rewritten to a
+temporary file beside it and renamed over it (``bench.io.write_csv``), so a
+killed sweep leaves the CSV as it was after the last finished task, never
+half a row. A task's key is its grid values (canonical text), its backend and
+its seed; re-running the same sweep into the same folder skips every key
+whose status is final (``ok``, ``diverged``) and runs the rest again (the
+missing ones, and the failed ones: ``error``, ``oom``, ``worker_lost``),
+replacing their rows.
+
+One sweep at a time may write a folder: a second one fails with one line
+(an exclusive ``flock`` on ``.sweep.lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.io import write_csv, write_json
+from bench.sweep.point import TaskResult
+
+SPEC_FILE = "sweep.json"
+ROWS_FILE = "sweep.csv"
+EPOCHS_FILE = "epochs.csv"
+LOCK_FILE = ".sweep.lock"
+FINAL = ("ok", "diverged")  # statuses a re-run keeps; the others are run again
+FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds",
+                 "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "hostname")
+
+
+class SweepStore:
+    """The rows of one sweep folder, kept in memory and rewritten atomically on every change."""
+
+    def __init__(self, out: Path, spec: dict[str, Any]):
+        self.out = Path(out)
+        self.spec = spec
+        self.fields: list[str] = list(spec["grid"])
+        self.key_columns = [*self.fields, "backend", "seed"]
+        self._lock = None
+        self._rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._epochs: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._env_written: set[str] = set()
+        self.resumed = False
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, out: str | Path, spec: dict[str, Any]) -> "SweepStore":
+        """Create the folder, or resume it when it holds the same sweep; a different one is a UserError."""
+        store = cls(Path(out), _plain(spec))
+        path = store.out
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {path} exists and is not a folder")
+        existing = path / SPEC_FILE
+        if path.is_dir() and any(path.iterdir()) and not existing.exists():
+            raise UserError(f"--out {path} is not empty and holds no {SPEC_FILE} (not a sweep folder; "
+                            "pick a new folder)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
+        store._take_lock()
+        if existing.exists():
+            store._resume(existing)
+        else:
+            write_json(store.spec, existing)
+        return store
+
+    def _take_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        fh = (self.out / LOCK_FILE).open("a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise UserError(f"another sweep is writing to {self.out} (wait for it, or pick another "
+                            "--out)") from None
+        self._lock = fh
+
+    def _resume(self, spec_path: Path) -> None:
+        try:
+            old = json.loads(spec_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{spec_path}: cannot read the stored sweep ({exc})") from None
+        if old.get("grid") != self.spec["grid"]:
+            raise UserError(f"--out {self.out} holds a different sweep: its grid is "
+                            f"{_grid_text(old.get('grid', {}))}, not {_grid_text(self.spec['grid'])} "
+                            "(repeat the same grid to resume, or pick a new --out)")
+        old_cfg, new_cfg = old.get("config", {}), self.spec["config"]
+        for name in sorted(set(old_cfg) | set(new_cfg)):
+            if old_cfg.get(name) != new_cfg.get(name):
+                raise UserError(f"--out {self.out} holds a sweep with {name} = {old_cfg.get(name)!r}, "
+                                f"not {new_cfg.get(name)!r} (resume with the same settings, or pick a "
+                                "new --out)")
+        # more backends or seeds extend the sweep; the ones already stored stay in the spec
+        for name in ("backends", "seeds"):
+            self.spec[name] = list(dict.fromkeys([*old.get(name, []), *self.spec[name]]))
+        self.spec["runs"] = old.get("runs", [])
+        write_json(self.spec, spec_path)
+        self._load()
+        self.resumed = True
+
+    def _load(self) -> None:
+        rows_path = self.out / ROWS_FILE
+        if rows_path.exists() and rows_path.stat().st_size > 0:
+            df = pd.read_csv(rows_path, dtype=str, keep_default_na=False)
+            missing = [c for c in self.key_columns if c not in df.columns]
+            if missing:
+                raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
+            for row in df.to_dict("records"):
+                self._rows[self._key(row)] = row
+        epochs_path = self.out / EPOCHS_FILE
+        if epochs_path.exists() and epochs_path.stat().st_size > 0:
+            ep = pd.read_csv(epochs_path, dtype=str, keep_default_na=False)
+            if all(c in ep.columns for c in self.key_columns):
+                for row in ep.to_dict("records"):
+                    self._epochs.setdefault(self._key(row), []).append(row)
+
+    # ------------------------------------------------------------ rows
+
+    def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row[c]) for c in self.key_columns)
+
+    def done(self) -> set[tuple[str, ...]]:
+        """Keys whose stored status is final: a re-run skips them."""
+        return {k for k, r in self._rows.items() if r.get("status") in FINAL}
+
+    def add(self, result: TaskResult) -> None:
+        """Record one finished task (replacing an earlier failed row of the same key) and write it out."""
+        key = self._key(result.row)
+        self._rows.pop(key, None)
+        self._rows[key] = result.row
+        self._epochs[key] = [{**e, "run_id": result.row.get("run_id", "")} for e in result.epochs]
+        host = str(result.row.get("hostname", ""))
+        if result.env and host not in self._env_written:
+            write_json(result.env, self.out / env_file(host))
+            self._env_written.add(host)
+        epochs = [e for rows in self._epochs.values() for e in rows]
+        if epochs:
+            write_csv(pd.DataFrame(epochs), self.out / EPOCHS_FILE)
+        write_csv(self.frame(), self.out / ROWS_FILE)  # last: sweep.csv is the record of what is done
+
+    def frame(self) -> pd.DataFrame:
+        """Every stored row, key columns first (strings for rows read back from disk)."""
+        df = pd.DataFrame(list(self._rows.values()))
+        if df.empty:
+            return df
+        first = [c for c in (*self.fields, *FIRST_COLUMNS) if c in df.columns]
+        return df[first + [c for c in df.columns if c not in first]]
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+
+def env_file(hostname: str) -> str:
+    """``env_<hostname>.json`` with anything but letters, digits, '.', '-' and '_' replaced."""
+    return f"env_{re.sub(r'[^A-Za-z0-9._-]', '_', hostname) or 'unknown'}.json"
+
+
+def read_rows(out: Path) -> pd.DataFrame:
+    """sweep.csv with the key columns as text and the measured columns as numbers."""
+    spec = json.loads((Path(out) / SPEC_FILE).read_text())
+    df = pd.read_csv(Path(out) / ROWS_FILE, dtype=str, keep_default_na=False)
+    text = {*spec["grid"], "backend", "status", "error", "hostname", "cpu_model", "gpu", "worker",
+            "executor", "run_id", "started_at", "finished_at", "data_fingerprint"}
+    for c in df.columns:
+        if c not in text:
+            df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
+    return df
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as JSON would give it back (tuples become lists), so stored and new specs compare equal."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _grid_text(grid: dict[str, list[str]]) -> str:
+    return " ".join(f"{k}={','.join(v)}" for k, v in grid.items()) or "(none)"

@@ -1,0 +1,40 @@
+"""One CPU thread count for every backend: BLAS through threadpoolctl, torch's intra-op pool."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def limit_threads(n: int) -> Iterator[int]:
+    """Run the body with ``n`` threads in every BLAS/OpenMP pool and in torch, then restore."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=n):
+        if torch is not None:
+            torch.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            if torch is not None and before is not None:
+                torch.set_num_threads(before)
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's view of the loaded BLAS/OpenMP libraries (name, version, threads, kernel)."""
+    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture",
+            "threading_layer")
+    return [{k: v for k, v in lib.items() if k in keep} for lib in threadpool_info()]

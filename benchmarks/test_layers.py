@@ -1,0 +1,151 @@
+"""Forward and backward of each layer: linear 3072 -> H, ELU/ReLU/Tanh on (B, H), softmax-CE on (B, 10).
+
+Both sides time what their training step runs for that layer:
+
+* NumPy: the ``impl_numpy.modules`` module with ``reuse_buffers = True`` (as
+  the MLP sets it for training); a backward call reads the cache of a
+  forward call made before the clock starts.
+* PyTorch: the ops ``impl_torch`` uses (``F.linear`` as in ``nn.Linear``, the
+  model's activation modules, ``F.cross_entropy``), with ``requires_grad`` on
+  the operands that have it in training, so the forward records its autograd
+  graph as in a training step. A backward call is
+  ``torch.autograd.grad(out, inputs, dout, retain_graph=True)`` on a graph
+  built once before the clock starts: autograd's engine and the backward
+  kernels, exactly what ``loss.backward()`` runs for that node, and nothing
+  of the forward; ``retain_graph`` keeps the saved tensors for the next call.
+  The gradients are returned, not accumulated into ``.grad`` (NumPy's
+  backward overwrites its grads too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import impl_numpy.modules as npm
+import impl_torch.model as tm
+from benchmarks.inputs import (BATCHES, N_CLASSES, N_INPUTS, SIZE_IDS, SIZES, BackendSpec,
+                               host_inputs)
+
+ACTS = ("elu", "relu", "tanh")
+ALPHA = 1.0  # ELU alpha, the config default
+
+
+def _numpy_linear(spec: BackendSpec, inp) -> npm.LinearModule:
+    """A hidden-style LinearModule 3072 -> H holding the shared weight and bias."""
+    lin = npm.LinearModule(N_INPUTS, inp.hidden, rng=np.random.default_rng(0), dtype=np.float32,
+                           xp=spec.xp)
+    lin.reuse_buffers = True
+    lin.params["weight"][...] = spec.array(inp.weight)  # (H, 3072)
+    lin.params["bias"][...] = spec.array(inp.bias)      # (H,)
+    return lin
+
+
+def _numpy_module(module: npm.Module) -> npm.Module:
+    module.reuse_buffers = True
+    return module
+
+
+# ---------------------------------------------------------------- linear
+
+
+@pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
+def test_linear_forward(measure, backend: BackendSpec, batch: int, hidden: int) -> None:
+    inp = host_inputs(batch, hidden)
+    if backend.impl == "numpy":
+        lin, x = _numpy_linear(backend, inp), backend.array(inp.x)
+        fn, timed = (lambda: lin.forward(x)), "LinearModule.forward (keeps x for backward)"
+    else:
+        x = backend.tensor(inp.x)  # the data: no gradient, as for the input layer
+        w, b = backend.tensor(inp.weight, True), backend.tensor(inp.bias, True)
+        fn, timed = (lambda: F.linear(x, w, b)), "F.linear, weight and bias requiring grad"
+    measure(fn, backend, op="linear_fwd", batch=batch, hidden=hidden, timed=timed,
+            shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "out": (batch, hidden)})
+
+
+@pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
+def test_linear_backward(measure, backend: BackendSpec, batch: int, hidden: int) -> None:
+    """dX, dW and db: the backward of a hidden layer (the input layer skips dX; see train_step)."""
+    inp = host_inputs(batch, hidden)
+    if backend.impl == "numpy":
+        lin, x, dout = _numpy_linear(backend, inp), backend.array(inp.x), backend.array(inp.dlin)
+        lin.forward(x)
+        fn, timed = (lambda: lin.backward(dout)), "LinearModule.backward: dX, dW, db"
+    else:
+        x = backend.tensor(inp.x, True)
+        w, b = backend.tensor(inp.weight, True), backend.tensor(inp.bias, True)
+        dout = backend.tensor(inp.dlin)
+        out = F.linear(x, w, b)
+        fn = lambda: torch.autograd.grad(out, (x, w, b), dout, retain_graph=True)  # noqa: E731
+        timed = "torch.autograd.grad of F.linear w.r.t. x, weight, bias"
+    measure(fn, backend, op="linear_bwd", batch=batch, hidden=hidden, timed=timed,
+            shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "dout": (batch, hidden)})
+
+
+# ---------------------------------------------------------------- activations
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
+def test_activation_forward(measure, backend: BackendSpec, batch: int, hidden: int, act: str) -> None:
+    inp = host_inputs(batch, hidden)
+    if backend.impl == "numpy":
+        mod, h = _numpy_module(npm.make_activation(act, ALPHA)), backend.array(inp.h)
+        fn, timed = (lambda: mod.forward(h)), f"{type(mod).__name__}.forward (keeps the output)"
+    else:
+        mod, h = tm.make_activation(act, ALPHA), backend.tensor(inp.h, True)
+        fn, timed = (lambda: mod(h)), f"nn.{type(mod).__name__} on an input requiring grad"
+    measure(fn, backend, op=f"{act}_fwd", batch=batch, hidden=hidden, timed=timed,
+            shapes={"x": (batch, hidden)})
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
+def test_activation_backward(measure, backend: BackendSpec, batch: int, hidden: int, act: str) -> None:
+    inp = host_inputs(batch, hidden)
+    if backend.impl == "numpy":
+        mod = _numpy_module(npm.make_activation(act, ALPHA))
+        h, dout = backend.array(inp.h), backend.array(inp.dh)
+        mod.forward(h)
+        fn, timed = (lambda: mod.backward(dout)), f"{type(mod).__name__}.backward"
+    else:
+        mod, h, dout = tm.make_activation(act, ALPHA), backend.tensor(inp.h, True), backend.tensor(inp.dh)
+        out = mod(h)
+        fn = lambda: torch.autograd.grad(out, h, dout, retain_graph=True)  # noqa: E731
+        timed = f"torch.autograd.grad of nn.{type(mod).__name__} w.r.t. its input"
+    measure(fn, backend, op=f"{act}_bwd", batch=batch, hidden=hidden, timed=timed,
+            shapes={"x": (batch, hidden), "dout": (batch, hidden)})
+
+
+# ---------------------------------------------------------------- loss (depends on the batch only)
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
+def test_softmax_ce_forward(measure, backend: BackendSpec, batch: int) -> None:
+    inp = host_inputs(batch, 128)  # the logits and labels do not depend on the hidden width
+    if backend.impl == "numpy":
+        loss, z, y = _numpy_module(npm.SoftmaxCrossEntropyModule()), backend.array(inp.logits), backend.array(inp.y)
+        fn, timed = (lambda: loss.forward(z, y)), "SoftmaxCrossEntropyModule.forward (mean loss, keeps p)"
+    else:
+        z, y = backend.tensor(inp.logits, True), backend.tensor(inp.y)
+        fn, timed = (lambda: F.cross_entropy(z, y)), "F.cross_entropy (mean), logits requiring grad"
+    measure(fn, backend, op="softmax_ce_fwd", batch=batch, hidden=None, timed=timed,
+            shapes={"logits": (batch, N_CLASSES), "y": (batch,)})
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
+def test_softmax_ce_backward(measure, backend: BackendSpec, batch: int) -> None:
+    inp = host_inputs(batch, 128)
+    if backend.impl == "numpy":
+        loss, z, y = _numpy_module(npm.SoftmaxCrossEntropyModule()), backend.array(inp.logits), backend.array(inp.y)
+        loss.forward(z, y)  # backward reuses this softmax because z is the same array
+        fn, timed = (lambda: loss.backward(z, y)), "SoftmaxCrossEntropyModule.backward: (p - onehot(y)) / B"
+    else:
+        z, y = backend.tensor(inp.logits, True), backend.tensor(inp.y)
+        out = F.cross_entropy(z, y)
+        fn = lambda: torch.autograd.grad(out, z, retain_graph=True)  # noqa: E731
+        timed = "torch.autograd.grad of F.cross_entropy w.r.t. the logits"
+    measure(fn, backend, op="softmax_ce_bwd", batch=batch, hidden=None, timed=timed,
+            shapes={"logits": (batch, N_CLASSES), "y": (batch,)})

@@ -1,0 +1,178 @@
+"""The PyTorch backend of the harness (``bench.backend_api.Backend``), on any torch device.
+
+The data moves to the device once (:meth:`TorchBackend.load_data`); each
+epoch's row order is one host-to-device copy; every step gathers its batch on
+the device and leaves its loss and correct count there, so no step waits for
+the device. Optional speed-ups, off by default and recorded by
+:meth:`TorchBackend.describe`: ``torch_compile`` (a compiled forward + loss),
+``cuda_graph`` (the whole step replayed as one CUDA graph) and ``tf32``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.backend_api import StepRecords
+from bench.config import Config
+from bench.data.dataset import SPLITS, Dataset
+from bench.errors import UserError
+from impl_torch import device as devices
+from impl_torch.device import available  # noqa: F401  (the registry looks it up here)
+from impl_torch.gemm import gemm_seconds
+from impl_torch.model import TorchMLP
+from impl_torch.step import CompiledStep, EagerStep, GraphedStep
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class TorchBackend:
+    """One TorchMLP, its SGD optimizer and the dataset, all on ``device``."""
+
+    impl = "torch"
+
+    def __init__(self, config: Config, device: str = "cpu"):
+        self.config = config
+        self.device = device
+        self.dev = torch.device(device)
+        self.dtype = DTYPES[config.dtype]
+        cuda = self.dev.type == "cuda"
+        if config.cuda_graph and not cuda:
+            raise UserError(f"cuda_graph needs a CUDA device (backend torch:{device})")
+        if config.cuda_graph and config.torch_compile != "none":
+            raise UserError(f"cuda_graph and torch_compile={config.torch_compile} are alternative "
+                            "speed-ups; choose one")
+        # NOTE: TF32 is a CUDA setting; entered around every matmul-running call on CUDA only
+        self._precision = devices.Tf32Matmul(config.tf32) if cuda else nullcontext()
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.model: TorchMLP | None = None
+        self.optimizer: torch.optim.SGD | None = None
+        self._step: EagerStep | GraphedStep | None = None
+        self._losses: torch.Tensor | None = None   # (capacity,) per-step losses, on the device
+        self._correct: torch.Tensor | None = None  # (), int64, on the device
+        self._n_steps = 0
+        self._seen = 0
+
+    # ------------------------------------------------------------ data and model
+
+    def load_data(self, data: Dataset) -> None:
+        """Every split to the device once: x as the config dtype, y as int64."""
+        self._splits = {name: (_to_device(data.split(name)[0], self.dev, self.dtype),
+                               _to_device(data.split(name)[1], self.dev, torch.int64))
+                        for name in SPLITS}
+        self.n_features, self.n_classes = data.n_features, data.n_classes
+        steps = len(data.y_train) // self.config.batch_size
+        self._losses = torch.empty(max(steps, 1), dtype=self.dtype, device=self.dev)
+        self._correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+        if self.dev.type == "cuda":
+            devices.synchronize(self.dev)
+            torch.cuda.reset_peak_memory_stats(self.dev)
+
+    def init_model(self, seed: int) -> None:
+        """A fresh TorchMLP drawn from a CPU ``torch.Generator`` seeded with ``seed``, and its SGD."""
+        if not self._splits:
+            raise RuntimeError("TorchBackend.init_model: call load_data first")
+        c = self.config
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.model = TorchMLP(self.n_features, c.hidden_dims, self.n_classes, c.activation,
+                              alpha=c.alpha, residual=c.residual, generator=gen,
+                              dtype=self.dtype, device=self.dev)
+        # NOTE: foreach applies the update to all parameters in one multi-tensor kernel on CUDA
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
+                                         weight_decay=c.weight_decay, foreach=True)
+        x_train, y_train = self._splits["train"]
+        if c.torch_compile != "none":
+            self._step = CompiledStep(self.model, self.optimizer, x_train, y_train, c.torch_compile)
+        else:
+            self._step = EagerStep(self.model, self.optimizer, x_train, y_train)
+            if c.cuda_graph:
+                self._step = GraphedStep(self._step, c.batch_size, self.dev)
+        self._reset_records()
+
+    # ------------------------------------------------------------ training
+
+    def device_indices(self, order: np.ndarray) -> torch.Tensor:
+        """One epoch's row order on the device: the one host-to-device copy of the epoch."""
+        return torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.dev)
+
+    def train_batch(self, idx: torch.Tensor) -> None:
+        """One SGD step on rows ``idx``; the loss and correct count stay on the device."""
+        with self._precision:
+            loss, correct = self._step(idx)
+        if self._n_steps == len(self._losses):  # more steps than an epoch between pops: grow
+            self._losses = torch.cat([self._losses, torch.empty_like(self._losses)])
+        self._losses[self._n_steps] = loss  # a device copy, no sync
+        self._correct += correct
+        self._n_steps += 1
+        self._seen += idx.shape[0]
+
+    def pop_step_records(self) -> StepRecords:
+        """The steps since the last pop: one device-to-host copy (the only sync)."""
+        losses = self._losses[:self._n_steps].to("cpu", torch.float64).numpy()
+        rec = StepRecords(losses=losses, correct=int(self._correct), seen=self._seen)
+        self._reset_records()
+        return rec
+
+    def synchronize(self) -> None:
+        devices.synchronize(self.dev)
+
+    # ------------------------------------------------------------ evaluation and state
+
+    def evaluate(self, split: str) -> tuple[float, float]:
+        """(mean loss, accuracy) on ``split``, in chunks of eval_batch_size, without autograd."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        x, y = self._splits[split]
+        n, chunk = len(y), self.config.eval_batch_size
+        if n == 0:
+            return math.nan, math.nan
+        with torch.inference_mode(), self._precision:
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.dev)
+            correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+            for s in range(0, n, chunk):
+                logits = self.model(x[s:s + chunk])                                   # (C, n_classes)
+                loss_sum += F.cross_entropy(logits, y[s:s + chunk], reduction="sum")  # F1 summed
+                correct += (logits.argmax(1) == y[s:s + chunk]).sum()
+        return float(loss_sum) / n, int(correct) / n
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return self.model.export_state()
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy the weights in place and restart the optimizer's momentum."""
+        self.model.import_state(state)
+        self._step.reset_optimizer()
+
+    # ------------------------------------------------------------ measurement
+
+    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+        with self._precision:
+            return gemm_seconds(shapes, repeats, self.dev, self.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {"impl": self.impl, "device": self.device, **devices.device_info(self.dev),
+                "dtype": c.dtype, "torch_compile": c.torch_compile, "cuda_graph": c.cuda_graph,
+                "tf32": c.tf32 and self.dev.type == "cuda", "optimizer": "torch.optim.SGD(foreach)"}
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak CUDA memory allocated since load_data; None on other devices."""
+        if self.dev.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(self.dev))
+
+    def _reset_records(self) -> None:
+        self._n_steps = 0
+        self._seen = 0
+        self._correct.zero_()
+
+
+def _to_device(a: np.ndarray, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``a`` as a tensor on ``dev``; on CPU with the same dtype it shares the array's memory."""
+    t = torch.from_numpy(np.ascontiguousarray(a)) if a.flags.writeable else torch.tensor(a)
+    return t.to(device=dev, dtype=dtype)

@@ -1,0 +1,44 @@
+"""Shared test helpers: the real command line in a subprocess, and where the real data lives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "cifar10"
+
+
+def real_data_dir() -> Path | None:
+    """The CIFAR-10 copy for real-data tests: $MLPBENCH_DATA_DIR, else ../shared/cifar10."""
+    env = os.environ.get("MLPBENCH_DATA_DIR")
+    for cand in ([Path(env)] if env else []) + [SHARED_CIFAR]:
+        if cand.is_dir() and any(cand.iterdir()):
+            return cand
+    return None
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run ``python -m <module> args`` in a subprocess from a temp cwd (``proc.cwd``)."""
+    def run(module: str, *args: str, timeout: float = 300, env: dict | None = None):
+        full_env = {**os.environ, "MLPBENCH_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+        proc.cwd = tmp_path  # where relative outputs went
+        return proc
+    return run
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """Exit status 2, one line on stderr naming what was wrong, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)

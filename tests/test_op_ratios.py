@@ -1,0 +1,111 @@
+"""bench.op_ratios on a small handmade pytest-benchmark JSON: the pivot, the ratios, the chart, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from bench.errors import run_cli
+from bench.op_ratios import main
+from conftest import assert_one_line_error
+
+
+def _bench(op, backend, batch, hidden, median, name=None):
+    """One benchmark entry as pytest-benchmark saves it (only the fields the tool may read)."""
+    return {"group": f"{op} b{batch}", "name": name or f"test_{op}[{backend}]",
+            "fullname": f"benchmarks/x.py::test_{op}[{backend}]", "params": {}, "param": backend,
+            "extra_info": {"op": op, "backend": backend, "batch": batch, "hidden": hidden,
+                           "dtype": "float32", "threads": 2},
+            "options": {}, "stats": {"min": median / 2, "max": median * 2, "median": median,
+                                     "mean": median, "rounds": 5}}
+
+
+def _saved(tmp_path, benchmarks, name="0001_ops.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "Test CPU"},
+                                                 "mlpbench": {"threads": 2}, "gpu": None},
+                                "commit_info": {}, "benchmarks": benchmarks,
+                                "datetime": "2025-01-01T00:00:00", "version": "5.3.1"}))
+    return path
+
+
+HANDMADE = [
+    _bench("linear_fwd", "numpy:cpu", 32, 128, 4e-4),
+    _bench("linear_fwd", "torch:cpu", 32, 128, 1e-4),
+    _bench("linear_fwd", "numpy:cpu", 32, 1024, 3e-3),
+    _bench("linear_fwd", "torch:cpu", 32, 1024, 6e-3),
+    _bench("linear_fwd", "torch:cuda", 32, 1024, 2e-5),  # no numpy:cuda: no ratio_cuda for this row
+    _bench("softmax_ce_fwd", "torch:cpu", 128, None, 5e-5),
+    _bench("softmax_ce_fwd", "numpy:cpu", 128, None, 1e-4),
+    _bench("linear_fwd", "numpy:cuda", 32, 128, 8e-5),
+    _bench("linear_fwd", "torch:cuda", 32, 128, 2e-5),
+    {"name": "test_other", "extra_info": {}, "stats": {"median": 1.0}},  # not ours: ignored
+]
+
+
+def test_pivot_csv_and_chart(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(_saved(tmp_path, HANDMADE)), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "op_ratios.csv")
+    assert list(table.columns) == ["op", "batch", "hidden", "median_s_numpy:cpu", "median_s_torch:cpu",
+                                   "median_s_numpy:cuda", "median_s_torch:cuda", "ratio_cpu",
+                                   "ratio_cuda"]
+    # ops in the order first run, sizes ascending; the loss has no hidden width
+    assert table[["op", "batch"]].values.tolist() == [["linear_fwd", 32]] * 2 + [["softmax_ce_fwd", 128]]
+    assert table["hidden"].tolist()[:2] == [128, 1024] and math.isnan(table["hidden"][2])
+    assert table["ratio_cpu"].tolist() == pytest.approx([4.0, 0.5, 2.0])
+    assert table["ratio_cuda"][0] == pytest.approx(4.0)
+    assert table["ratio_cuda"][1:].isna().all()
+    assert table["median_s_torch:cuda"][1] == pytest.approx(2e-5)
+    png = (out / "op_ratios.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    assert "op_ratios.csv" in capsys.readouterr().out
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv, prog="op_ratios")
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "is not JSON"),
+    ('{"machine_info": {}}', "no 'benchmarks' list"),
+    ('{"benchmarks": []}', "has no benchmark with stats and extra_info"),
+    (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)]}),
+     "no device has both a numpy and a torch benchmark"),
+    (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy", 32, 128, 1e-3)]}),
+     "expected impl:device"),
+    (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)] * 2}),
+     "more than one benchmark for op linear_fwd"),
+])
+def test_bad_saved_json_is_one_line_exit_2(tmp_path, capsys, content, needle):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    err = _error([str(path), "--out", str(tmp_path / "out")], capsys)
+    assert needle in err and str(path) in err
+    assert not (tmp_path / "out" / "op_ratios.csv").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--out", "o"], "give a saved pytest-benchmark JSON, or --run"),
+    (["x.json", "--run", "--out", "o"], "not both"),
+    (["x.json"], "--out"),
+    (["x.json", "--out", "o", "--", "-k", "linear"], "need --run"),
+    (["missing.json", "--out", "o"], "cannot read missing.json"),
+])
+def test_bad_arguments_are_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    assert needle in _error(argv, capsys)
+
+
+def test_command_line_module(cli):
+    """The real ``python -m bench.op_ratios``: a missing file is one line and exit 2."""
+    proc = cli("bench.op_ratios", "nowhere.json", "--out", "o")
+    assert_one_line_error(proc, "cannot read nowhere.json")
