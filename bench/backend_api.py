@@ -19,7 +19,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from bench.config import Config
 from bench.data.dataset import Dataset
 
 

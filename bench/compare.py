@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -36,12 +35,9 @@ from bench.errors import EXIT_INTERRUPTED, OneLineArgumentParser, UserError, run
 from bench.io import write_csv, write_json, write_text
 from bench.loop import RunResult, train_run
 from bench.report import build_report, md_table, summary_view
-from bench.roofline import epoch_flop, step_gemms
+from bench.roofline import epoch_flop, measure_gemms, roofline_columns
 from bench.stats import compare_pairs, summarise
 from bench.threads import default_threads, limit_threads
-
-GEMM_REPEATS = 3  # GEMM-only epochs timed per backend; the median is reported
-
 
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
@@ -136,14 +132,6 @@ def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
                 worst["max_rel"] = float(rel.max())
                 worst["where"] = f"{b}, seed {seed}, step {int(rel.idxmax())}"
     return worst
-
-
-def measure_gemms(backend, config: Config, n_features: int, n_classes: int, n_train: int) -> float:
-    """Median seconds of one epoch's matrix products alone on this backend (after one warm-up round)."""
-    shapes = step_gemms(n_features, config.hidden_dims, n_classes, config.batch_size)
-    steps = n_train // config.batch_size
-    backend.gemm_seconds(shapes, max(1, steps // 10))  # warm-up
-    return float(np.median([backend.gemm_seconds(shapes, steps) for _ in range(GEMM_REPEATS)]))
 
 
 @dataclass
@@ -263,10 +251,10 @@ def _write_outputs(out: Path, config: Config, env: dict[str, Any], rec: Recorder
     summary = summarise(runs, epochs)
     flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
                       len(data.y_train))
-    summary["gemm_seconds"] = summary["backend"].map(gemm)
-    summary["epoch_to_gemm"] = summary["median_epoch_seconds"] / summary["gemm_seconds"]
-    summary["achieved_gflops"] = flop / summary["median_epoch_seconds"] / 1e9
-    summary["gemm_gflops"] = flop / summary["gemm_seconds"] / 1e9
+    summary["gemm_seconds"] = summary["backend"].map(gemm).astype(float)
+    for name, col in roofline_columns(summary["median_epoch_seconds"], summary["gemm_seconds"],
+                                      flop).items():
+        summary[name] = col
     write_csv(summary, out / "summary.csv")
     pairs = compare_pairs(runs, epochs)
     write_csv(pairs, out / "pairs.csv")

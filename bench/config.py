@@ -177,7 +177,7 @@ def _check(ok: bool, name: str, value: object, allowed: str) -> None:
 # ---------------------------------------------------------------- field types
 
 
-def _field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
+def field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
     """(element type, is_list, optional) of a Config field's annotation."""
     hint = typing.get_type_hints(Config)[f.name]
     optional = False
@@ -200,7 +200,7 @@ def _type_name(elem: type, is_list: bool) -> str:
 
 def _coerce_toml(name: str, value: Any, where: str) -> Any:
     """Check a TOML value against the field's type; ints are accepted for floats."""
-    elem, is_list, _optional = _field_kind(FIELDS[name])
+    elem, is_list, _optional = field_kind(FIELDS[name])
 
     def ok(v: Any) -> bool:
         if elem is float:
@@ -258,7 +258,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (flat keys, "
                         "the names of the flags with underscores)")
     for f in dataclasses.fields(Config):
-        elem, is_list, _optional = _field_kind(f)
+        elem, is_list, _optional = field_kind(f)
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         help_text = f"{f.metadata['help']} (default: {_show_default(default)})"
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
@@ -282,7 +282,7 @@ def _show_default(v: Any) -> str:
 
 
 def _split_list(name: str, tokens: list[str]) -> list[Any]:
-    elem, _is_list, _optional = _field_kind(FIELDS[name])
+    elem, _is_list, _optional = field_kind(FIELDS[name])
     items = [t for tok in tokens for t in tok.split(",") if t.strip() != ""]
     out = []
     for item in items:
@@ -301,7 +301,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for name in FIELDS:
         if name in vars(args):
             v = getattr(args, name)
-            elem, is_list, _ = _field_kind(FIELDS[name])
+            elem, is_list, _ = field_kind(FIELDS[name])
             values[name] = _split_list(name, v) if is_list else v
     return Config(**values).validate()
 

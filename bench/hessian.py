@@ -51,16 +51,28 @@ import numpy as np
 import pandas as pd
 
 from bench.backends import resolve
-from bench.config import Config, add_config_arguments
+from bench.config import CIFAR10_N_FEATURES, Config, add_config_arguments
 from bench.datasource import load_for_config
 from bench.env import collect_env
 from bench.errors import OneLineArgumentParser, UserError, run_cli
 from bench.io import write_csv, write_json, write_text
 from bench.loop import train_run
 from bench.report import md_table
-from bench.theory.cli import command_config, data_info, make_output_dir, positive_float, positive_int
-from bench.theory.hvp import DEFAULT_EPS, NumpyFiniteDifferenceHVP, TorchHVP, exact_hessian, lanczos
-from bench.theory.params import Arch
+from bench.theory.cli import (
+    command_config,
+    data_info,
+    make_output_dir,
+    positive_float,
+    positive_int,
+)
+from bench.theory.hvp import (
+    DEFAULT_EPS,
+    NumpyFiniteDifferenceHVP,
+    TorchHVP,
+    exact_hessian,
+    lanczos,
+)
+from bench.theory.params import Arch, flatten, unflatten
 from bench.threads import default_threads, limit_threads
 
 PROG = "python -m bench.hessian"
@@ -157,7 +169,7 @@ def measure_point(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np
         t0 = time.perf_counter()
         if impl == "torch":
             op = TorchHVP(arch, state, x, y)
-            loss, grad = float(op.loss), op.gradient()
+            loss, grad = op.loss.item(), op.gradient()
         else:
             op = NumpyFiniteDifferenceHVP(arch, state, x, y, eps=opts.eps)
             grad = op.gradient()
@@ -200,23 +212,17 @@ def agreement(summary: pd.DataFrame, rtol: float) -> pd.DataFrame:
 
 
 def tiny_points(arch: Arch, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """The tiny model's initial weights and its weights after full-batch gradient descent (float64)."""
-    import torch
-    import torch.nn.functional as F
-
-    from bench.theory.params import torch_model
+    """The tiny model's initial weights (the NumPy MLP's draw from ``seed``) and its weights after
+    ``CHECK_TRAIN_STEPS`` full-batch gradient-descent steps on (x, y), in float64."""
     from impl_numpy.mlp import MLP
 
     init = MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
                residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.float64).state_dict()
-    model = torch_model(arch, init, np.float64)
-    opt = torch.optim.SGD(model.parameters(), lr=CHECK_LR)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    grad = NumpyFiniteDifferenceHVP(arch, init, x, y).gradient  # the analytic gradient at any θ
+    theta = flatten(init, arch)
     for _ in range(CHECK_TRAIN_STEPS):
-        opt.zero_grad()
-        F.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    return {"init": init, f"after {CHECK_TRAIN_STEPS} GD steps": model.export_state()}
+        theta = theta - CHECK_LR * grad(theta)  # θ ← θ − η ∇L(θ)
+    return {"init": init, f"after {CHECK_TRAIN_STEPS} GD steps": unflatten(theta, arch)}
 
 
 def exact_check(arch: Arch, points: dict[str, dict[str, np.ndarray]], x: np.ndarray, y: np.ndarray,
@@ -250,7 +256,7 @@ def exact_check(arch: Arch, points: dict[str, dict[str, np.ndarray]], x: np.ndar
 
 def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.DataFrame,
                  path: Path) -> Path:
-    """Ritz values per implementation and stage (symlog), and the tiny model's exact spectrum."""
+    """Ritz values per implementation and stage, and the tiny model's exact spectrum (symlog)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,11 +274,10 @@ def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.D
                            color=colours[which], marker="_" if impl == "torch" else "x", s=160,
                            label=("top-k" if which == "LA" else "bottom-k") if j == 0 else None)
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_yscale("symlog", linthresh=max(1e-3, float(np.abs(s["eigenvalue"]).min()) or 1e-3))
         ax.set_xticks([0, 1], ["torch\ndouble backward", "numpy\ncentral diff."])
         ax.set_xlim(-0.6, 1.6)
         ax.set_title(f"{stage}: Ritz values")
-        ax.set_ylabel("eigenvalue of H (symlog)")
+        ax.set_ylabel("eigenvalue of H")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax = axes[0][-1]
@@ -300,7 +305,7 @@ def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch,
     worst = check.groupby(["point", "impl"], sort=False)["rel_err"].max().reset_index()
     lines = [
         "## The Hessian at the minimum (THEORY.md §5)", "",
-        f"- Model: {data['n_features'] if 'n_features' in data else arch.n_inputs} → {list(arch.hidden_dims)} → "
+        f"- Model: {arch.n_inputs} → {list(arch.hidden_dims)} → "
         f"{arch.n_classes}, {arch.activation}" + (", residual" if arch.residual else "")
         + f"; {arch.n_params():,} parameters.",
         f"- Run: `{run['backend']}`, seed {run['seed']}, {config.epochs} epochs of SGD lr {config.lr}, "
@@ -319,7 +324,7 @@ def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch,
         "### Extreme eigenvalues", "",
         "`ratio_min_max` = λ_min / λ_max. A strict minimum has every eigenvalue > 0; a negative λ_min "
         "that is small against λ_max is the 'approximately a minimum' of THEORY.md §5.", "",
-        md_table(summary.drop(columns=["method"])), "",
+        md_table(summary.drop(columns=["method"]), floatfmt=".6g"), "",
         "![Ritz values and the tiny model's exact spectrum](hessian.png)", "",
         "### NumPy versus PyTorch", "",
         ("Within the tolerance at every stage." if agree["ok"].all()
@@ -351,18 +356,17 @@ def run_hessian(config: Config, opts: Options, out: str | None, *, progress: boo
         raise UserError(f"{PROG} trains on one backend; got {', '.join(c.name for c in chosen)}")
     backend = chosen[0].make(config)
     seed = config.seeds[0]
+    for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
+        if value > config.n_train:
+            raise UserError(f"invalid {name}: {value} (allowed: at most the {config.n_train} training rows)")
+    if opts.check_features > CIFAR10_N_FEATURES:
+        raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
+                        f"{CIFAR10_N_FEATURES} input features)")
     path = make_output_dir(out, config, "hessian")
     threads = config.threads or default_threads()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     with limit_threads(threads):
         data = load_for_config(config, seed, progress=progress)
-        n_train = len(data.y_train)
-        for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
-            if value > n_train:
-                raise UserError(f"invalid {name}: {value} (allowed: at most the {n_train} training rows)")
-        if opts.check_features > data.n_features:
-            raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
-                            f"{data.n_features} input features)")
         env = collect_env(threads, {"config": config.to_dict(), "hessian": dataclasses.asdict(opts),
                                     "data": data_info(data), "backend": chosen[0].name})
         write_json(env, path / "env.json")

@@ -1,15 +1,16 @@
 """NumPy / PyTorch time ratio of every micro-benchmarked operation: a CSV pivot and a log-scale chart.
 
-Run:
-    # run benchmarks/ once, save it in pytest-benchmark's storage, then build the pivot and chart
-    python -m bench.op_ratios --run --out results/op_ratios [-- EXTRA_PYTEST_ARGS]
-    # or build them from a run saved earlier with --benchmark-save / --benchmark-json
-    python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json --out results/op_ratios
+Run it as::
+
+    python -m bench.op_ratios --run --out results/op_ratios        # run benchmarks/, save, pivot, chart
+    python -m bench.op_ratios --run --out DIR -- --bench-threads 1  # pytest arguments after '--'
+    python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json --out DIR  # a run saved earlier
 
 ``--run`` is ``pytest benchmarks -p no:cacheprovider --benchmark-save=ops
 --benchmark-json=OUT/ops.json`` plus whatever follows ``--`` (e.g.
-``-- --bench-threads 1 -k linear``); ``pytest-benchmark compare`` and
-``pytest benchmarks --benchmark-compare`` read the saved copy as usual.
+``-- --bench-threads 1 -k linear``), run from the repository root;
+``pytest-benchmark compare`` and ``pytest benchmarks --benchmark-compare``
+read the copy saved under ``.benchmarks/`` as usual.
 
 Writes into ``--out``:
 
@@ -142,13 +143,16 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -
     height = 0.8 / len(cols)
     y = np.arange(n)
     for k, col in enumerate(cols):
-        ax.barh(y + (k - (len(cols) - 1) / 2) * height, shown[col].to_numpy(float), height=height,
+        r = shown[col].to_numpy(float)
+        # bars grow from 1 (equal times) towards the ratio: right where DENOM is faster
+        ax.barh(y + (k - (len(cols) - 1) / 2) * height, r - 1, left=1, height=height,
                 label=f"{col.removeprefix('ratio_')}: {NUMER} / {DENOM}")
     ax.axvline(1.0, color="black", lw=1)
     ax.set_xscale("log")
     ax.set_yticks(y, [row_label(r) for _, r in shown.iterrows()], fontsize=7)
     ax.invert_yaxis()  # first op on top, as in the CSV
-    ax.set_xlabel(f"median time ratio {NUMER} / {DENOM} (log; > 1: {DENOM} faster)")
+    ax.set_xlabel(f"median time ratio {NUMER} / {DENOM} (log)   "
+                  f"< 1: {NUMER} faster | > 1: {DENOM} faster")
     threads = (machine_info.get("mlpbench") or {}).get("threads")
     cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
     gpu = (machine_info.get("gpu") or {}).get("name") if isinstance(machine_info.get("gpu"), dict) else None
@@ -161,6 +165,9 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the chart from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,7 +179,7 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -
 
 def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> Path:
     """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json."""
-    json_path = out / RUN_JSON_NAME
+    json_path = out.resolve() / RUN_JSON_NAME  # pytest runs from the repository root
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
            "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
     print("+", " ".join(cmd), flush=True)

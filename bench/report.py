@@ -41,6 +41,11 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
         "epoch / GEMM": summary.get("epoch_to_gemm"),
         "GFLOP/s": summary.get("achieved_gflops"),
     })
+    at = v.columns.get_loc("IQR s") + 1  # the split of the epoch time, where a backend records one
+    for col, label in (("median_data_seconds", "data s"), ("median_compute_seconds", "compute s")):
+        if col in summary and summary[col].notna().any():
+            v.insert(at, label, summary[col])
+            at += 1
     if summary["n_failed"].any():
         v["failed runs"] = summary["n_failed"]
     return v
@@ -64,7 +69,7 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
         + (f"; GPU {gpu['name']} (CUDA {gpu.get('cuda_runtime')}, driver {gpu.get('driver')})" if gpu else "; no GPU"),
         f"- Versions: Python {env['python']}, NumPy {v.get('numpy')}, PyTorch {v.get('torch')}"
         + (f", CuPy {v.get('cupy') or v.get('cupy-cuda12x')}" if (v.get('cupy') or v.get('cupy-cuda12x')) else ""),
-        f"- BLAS: " + "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads"
+        "- BLAS: " + "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads"
                                  + (f", {b['architecture']}" if b.get('architecture') else "") + ")"
                                  for b in env.get("blas", []) if b.get("user_api") == "blas"),
         f"- OPENBLAS_CORETYPE: {env['env_vars'].get('OPENBLAS_CORETYPE') or 'not set'}, "
@@ -95,6 +100,11 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
     lines += ["## Summary", "", md_table(summary_view(summary)), ""]
     lines += ["Epoch times are pooled over every run's epochs after the first; IQR is their "
               "interquartile range.", ""]
+    if "median_data_seconds" in summary and summary["median_data_seconds"].notna().any():
+        lines += ["`data s` and `compute s` (medians, same epochs): for a backend that produces its "
+                  "batches inside the epoch (torch-dataloader), the time the loop waited for the next "
+                  "batch and the rest of the epoch; on CUDA a step still running on the GPU can hide "
+                  "inside `data s` (docs/peers.md).", ""]
     if len(pairs):
         lines += ["## Are the differences real?", ""]
         lines += [f"- {s}" for s in pair_sentences(pairs)]

@@ -48,3 +48,23 @@ def epoch_flop(n_inputs: int, hidden_dims: list[int], n_classes: int, batch: int
     """Floating-point operations of one epoch's matrix products (drop_last batches)."""
     steps = n_train // batch
     return steps * sum(g.flop for g in step_gemms(n_inputs, hidden_dims, n_classes, batch))
+
+
+GEMM_REPEATS = 3  # GEMM-only epochs timed per backend; the median is reported
+
+
+def measure_gemms(backend, config, n_features: int, n_classes: int, n_train: int) -> float:
+    """Median seconds of one epoch's matrix products alone on ``backend`` (after one warm-up round)."""
+    import numpy as np
+
+    shapes = step_gemms(n_features, config.hidden_dims, n_classes, config.batch_size)
+    steps = n_train // config.batch_size
+    backend.gemm_seconds(shapes, max(1, steps // 10))  # warm-up
+    return float(np.median([backend.gemm_seconds(shapes, steps) for _ in range(GEMM_REPEATS)]))
+
+
+def roofline_columns(median_epoch_seconds, gemm_seconds, flop: int) -> dict:
+    """epoch/GEMM ratio and GFLOP/s, for floats or pandas columns alike (NaN GEMM time → NaN)."""
+    return {"epoch_to_gemm": median_epoch_seconds / gemm_seconds,
+            "achieved_gflops": flop / median_epoch_seconds / 1e9,
+            "gemm_gflops": flop / gemm_seconds / 1e9}

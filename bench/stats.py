@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 ALPHA = 0.05  # significance level used in the report's sentences
+SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
 
 
 def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -22,7 +22,8 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for backend, r in runs.groupby("backend", sort=False):
         ok = r[r["status"] == "ok"]
-        times = _steady_epoch_times(epochs[epochs["backend"] == backend])
+        ep = epochs[epochs["backend"] == backend]
+        times = _steady_epoch_times(ep)
         q25, q50, q75 = (np.percentile(times, [25, 50, 75]) if len(times) else (math.nan,) * 3)
         rows.append({
             "backend": backend,
@@ -34,8 +35,17 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
             "epoch_seconds_iqr": q75 - q25,
             "epoch_seconds_min": float(np.min(times)) if len(times) else math.nan,
             "n_epochs_timed": len(times),
+            # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
+            **{f"median_{c}": _steady_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
         })
     return pd.DataFrame(rows)
+
+
+def _steady_median(ep: pd.DataFrame, column: str) -> float:
+    """Median of ``column`` over the same epochs as the epoch times; NaN where never recorded."""
+    later = ep[ep["epoch"] > 1]
+    values = (later if len(later) else ep)[column].dropna()
+    return float(values.median()) if len(values) else math.nan
 
 
 def _steady_epoch_times(ep: pd.DataFrame) -> np.ndarray:
@@ -51,6 +61,8 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
         return math.nan, math.nan
+    from scipy import stats  # here, not at import: sweep workers never test
+
     res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 

@@ -1,6 +1,7 @@
 """pytest-benchmark set-up for benchmarks/: one thread count for all, machine info, backends, the timing helper.
 
-Run:
+Run it as::
+
     pytest benchmarks [--bench-threads N] [pytest-benchmark options]
 
 * ``--bench-threads N`` (default: the cores this process may run on) is set
@@ -133,10 +134,11 @@ def measure(benchmark, bench_threads: int, pytestconfig: pytest.Config) -> Calla
 
     ``fn`` must only run the operation: every input is built before. ``hidden``
     is None for ops that do not depend on it (the loss); ``shapes`` names each
-    operand's shape; ``timed`` says in words what the call covers.
+    operand's shape; ``timed`` says in words what the call covers. Returns
+    what the last call of ``fn`` returned, for the test to check.
     """
     def run(fn: Callable[[], Any], spec: BackendSpec, *, op: str, batch: int, hidden: int | None,
-            shapes: dict[str, tuple[int, ...]], timed: str) -> None:
+            shapes: dict[str, tuple[int, ...]], timed: str) -> Any:
         benchmark.group = f"{op} b{batch}" + ("" if hidden is None else f" h{hidden}")
         benchmark.extra_info.update(
             op=op, backend=spec.name, impl=spec.impl, device=spec.device, batch=batch,
@@ -144,11 +146,10 @@ def measure(benchmark, bench_threads: int, pytestconfig: pytest.Config) -> Calla
             shapes={k: list(v) for k, v in shapes.items()}, timed=timed)
         call = spec.synchronized(fn)
         if benchmark.disabled:  # --benchmark-disable: the body runs exactly once
-            benchmark(call)
-            return
+            return benchmark(call)
         iterations, rounds = _plan(call, pytestconfig)
         benchmark.extra_info.update(warmup_calls=WARMUP_CALLS)
-        benchmark.pedantic(call, rounds=rounds, iterations=iterations)
+        return benchmark.pedantic(call, rounds=rounds, iterations=iterations)
 
     return run
 

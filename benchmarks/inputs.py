@@ -135,12 +135,16 @@ class BackendSpec:
             synchronize(self.xp)
 
     def synchronized(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        """``fn``, followed on a GPU by a device synchronisation, so a timing covers its kernels."""
+        """``fn``, followed on a GPU by a device synchronisation, so a timing covers its kernels.
+
+        The wrapper returns what ``fn`` returns.
+        """
         if self.device == "cpu":
             return fn
 
-        def call() -> None:
-            fn()
+        def call() -> Any:
+            out = fn()
             self.synchronize()
+            return out
 
         return call

@@ -15,6 +15,10 @@ Both sides time what their training step runs for that layer:
   of the forward; ``retain_graph`` keeps the saved tensors for the next call.
   The gradients are returned, not accumulated into ``.grad`` (NumPy's
   backward overwrites its grads too).
+
+Each test then checks the last call's result against a float64 NumPy
+reference (``benchmarks.reference``), so the untimed CI pass fails when a
+benchmark computes the wrong thing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 
 import impl_numpy.modules as npm
 import impl_torch.model as tm
+from benchmarks import reference as ref
 from benchmarks.inputs import (BATCHES, N_CLASSES, N_INPUTS, SIZE_IDS, SIZES, BackendSpec,
                                host_inputs)
 
@@ -61,8 +66,9 @@ def test_linear_forward(measure, backend: BackendSpec, batch: int, hidden: int) 
         x = backend.tensor(inp.x)  # the data: no gradient, as for the input layer
         w, b = backend.tensor(inp.weight, True), backend.tensor(inp.bias, True)
         fn, timed = (lambda: F.linear(x, w, b)), "F.linear, weight and bias requiring grad"
-    measure(fn, backend, op="linear_fwd", batch=batch, hidden=hidden, timed=timed,
-            shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "out": (batch, hidden)})
+    out = measure(fn, backend, op="linear_fwd", batch=batch, hidden=hidden, timed=timed,
+                  shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "out": (batch, hidden)})
+    ref.assert_close(out, ref.linear(batch, hidden)[0], "linear output")
 
 
 @pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
@@ -80,8 +86,10 @@ def test_linear_backward(measure, backend: BackendSpec, batch: int, hidden: int)
         out = F.linear(x, w, b)
         fn = lambda: torch.autograd.grad(out, (x, w, b), dout, retain_graph=True)  # noqa: E731
         timed = "torch.autograd.grad of F.linear w.r.t. x, weight, bias"
-    measure(fn, backend, op="linear_bwd", batch=batch, hidden=hidden, timed=timed,
-            shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "dout": (batch, hidden)})
+    out = measure(fn, backend, op="linear_bwd", batch=batch, hidden=hidden, timed=timed,
+                  shapes={"x": (batch, N_INPUTS), "weight": (hidden, N_INPUTS), "dout": (batch, hidden)})
+    dx = out if backend.impl == "numpy" else out[0]  # torch: (dX, dW, db)
+    ref.assert_close(dx, ref.linear(batch, hidden)[1], "dL/dX")
 
 
 # ---------------------------------------------------------------- activations
@@ -97,8 +105,9 @@ def test_activation_forward(measure, backend: BackendSpec, batch: int, hidden: i
     else:
         mod, h = tm.make_activation(act, ALPHA), backend.tensor(inp.h, True)
         fn, timed = (lambda: mod(h)), f"nn.{type(mod).__name__} on an input requiring grad"
-    measure(fn, backend, op=f"{act}_fwd", batch=batch, hidden=hidden, timed=timed,
-            shapes={"x": (batch, hidden)})
+    out = measure(fn, backend, op=f"{act}_fwd", batch=batch, hidden=hidden, timed=timed,
+                  shapes={"x": (batch, hidden)})
+    ref.assert_close(out, ref.activation(act, batch, hidden)[0], f"{act} output")
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -115,8 +124,10 @@ def test_activation_backward(measure, backend: BackendSpec, batch: int, hidden: 
         out = mod(h)
         fn = lambda: torch.autograd.grad(out, h, dout, retain_graph=True)  # noqa: E731
         timed = f"torch.autograd.grad of nn.{type(mod).__name__} w.r.t. its input"
-    measure(fn, backend, op=f"{act}_bwd", batch=batch, hidden=hidden, timed=timed,
-            shapes={"x": (batch, hidden), "dout": (batch, hidden)})
+    out = measure(fn, backend, op=f"{act}_bwd", batch=batch, hidden=hidden, timed=timed,
+                  shapes={"x": (batch, hidden), "dout": (batch, hidden)})
+    dx = out if backend.impl == "numpy" else out[0]  # torch: a 1-tuple
+    ref.assert_close(dx, ref.activation(act, batch, hidden)[1], f"{act} dL/dx")
 
 
 # ---------------------------------------------------------------- loss (depends on the batch only)
@@ -131,8 +142,9 @@ def test_softmax_ce_forward(measure, backend: BackendSpec, batch: int) -> None:
     else:
         z, y = backend.tensor(inp.logits, True), backend.tensor(inp.y)
         fn, timed = (lambda: F.cross_entropy(z, y)), "F.cross_entropy (mean), logits requiring grad"
-    measure(fn, backend, op="softmax_ce_fwd", batch=batch, hidden=None, timed=timed,
-            shapes={"logits": (batch, N_CLASSES), "y": (batch,)})
+    out = measure(fn, backend, op="softmax_ce_fwd", batch=batch, hidden=None, timed=timed,
+                  shapes={"logits": (batch, N_CLASSES), "y": (batch,)})
+    ref.assert_close(out, ref.softmax_ce(batch)[0], "mean loss")
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
@@ -147,5 +159,7 @@ def test_softmax_ce_backward(measure, backend: BackendSpec, batch: int) -> None:
         out = F.cross_entropy(z, y)
         fn = lambda: torch.autograd.grad(out, z, retain_graph=True)  # noqa: E731
         timed = "torch.autograd.grad of F.cross_entropy w.r.t. the logits"
-    measure(fn, backend, op="softmax_ce_bwd", batch=batch, hidden=None, timed=timed,
-            shapes={"logits": (batch, N_CLASSES), "y": (batch,)})
+    out = measure(fn, backend, op="softmax_ce_bwd", batch=batch, hidden=None, timed=timed,
+                  shapes={"logits": (batch, N_CLASSES), "y": (batch,)})
+    dz = out if backend.impl == "numpy" else out[0]  # torch: a 1-tuple
+    ref.assert_close(dz, ref.softmax_ce(batch)[1], "dL/dlogits")

@@ -21,6 +21,7 @@ import pytest
 
 from bench.config import Config
 from bench.data.dataset import Dataset
+from benchmarks import reference as ref
 from benchmarks.inputs import N_CLASSES, N_INPUTS, SIZE_IDS, SIZES, BackendSpec, host_inputs
 
 ACTIVATION = "elu"
@@ -59,11 +60,19 @@ def test_train_step(measure, backend: BackendSpec, batch: int, hidden: int) -> N
             shapes=_shapes(batch, hidden),
             timed=f"{type(be).__name__}.train_batch: gather, forward, loss, backward, SGD "
                   f"({ACTIVATION}, lr {be.config.lr}, momentum {be.config.momentum})")
+    losses = be.pop_step_records().losses
+    # the first step starts from the shared weights: its loss is the reference's
+    ref.assert_close(losses[0], ref.mlp_loss_acc(batch, hidden, ACTIVATION)[0], "first step's loss")
+    assert np.isfinite(losses).all(), losses
 
 
 @pytest.mark.parametrize("batch,hidden", SIZES, ids=SIZE_IDS)
 def test_eval_batch(measure, backend: BackendSpec, batch: int, hidden: int) -> None:
     be = _backend(backend, batch, hidden)
-    measure(lambda: be.evaluate("val"), backend, op="eval_batch", batch=batch, hidden=hidden,
-            shapes=_shapes(batch, hidden),
-            timed=f"{type(be).__name__}.evaluate of one batch: forward, loss, accuracy, no grad")
+    loss, acc = measure(lambda: be.evaluate("val"), backend, op="eval_batch", batch=batch,
+                        hidden=hidden, shapes=_shapes(batch, hidden),
+                        timed=f"{type(be).__name__}.evaluate of one batch: forward, loss, "
+                              "accuracy, no grad")
+    ref_loss, ref_acc = ref.mlp_loss_acc(batch, hidden, ACTIVATION)
+    ref.assert_close(loss, ref_loss, "evaluation loss")
+    assert abs(acc - ref_acc) <= 1 / batch, (acc, ref_acc)  # one near-tie argmax may flip in float32

@@ -83,8 +83,8 @@ class NumpyBackend:
         self._splits: dict[str, tuple[Any, Any]] = {}
         self._batch: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._train_loss = SoftmaxCrossEntropyModule()
+        self._train_loss.reuse_buffers = True
         self._eval_loss = SoftmaxCrossEntropyModule()
-        self._train_loss.reuse_buffers = self._eval_loss.reuse_buffers = True
         self._losses: list[Any] = []
         self._correct: list[Any] = []
         self._seen = 0
@@ -193,15 +193,21 @@ class NumpyBackend:
         x, y = self._splits[split]
         n, step = x.shape[0], self.config.eval_batch_size
         total_loss, correct = 0.0, 0
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for start in range(0, n, step):
-                xb, yb = x[start:start + step], y[start:start + step]
-                logits = model.forward(xb)
-                total_loss += float(self._eval_loss.forward(logits, yb)) * xb.shape[0]
-                correct += int((xp.argmax(logits, axis=1) == yb).sum())
-        model.clear_cache()
-        self._eval_loss.clear_cache()
-        self._note_memory()
+        # NOTE: fresh arrays per chunk, freed after: the training buffers stay
+        # batch-sized instead of growing to eval_batch_size x width.
+        model.set_reuse_buffers(False)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for start in range(0, n, step):
+                    xb, yb = x[start:start + step], y[start:start + step]
+                    logits = model.forward(xb)
+                    total_loss += float(self._eval_loss.forward(logits, yb)) * xb.shape[0]
+                    correct += int((xp.argmax(logits, axis=1) == yb).sum())
+                    self._note_memory()
+        finally:
+            model.clear_cache()
+            self._eval_loss.clear_cache()
+            model.set_reuse_buffers(True)
         return total_loss / n, correct / n
 
     # ------------------------------------------------------------ measurement

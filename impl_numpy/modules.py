@@ -46,6 +46,15 @@ class Module:
             buf = pool[key] = xp.empty(shape, dtype=dtype)
         return buf
 
+    def _rows(self, n: int, xp: Any) -> Any:
+        """``xp.arange(n)``, kept between calls when buffers are reused (row indices for gathers)."""
+        if not self.reuse_buffers:
+            return xp.arange(n)
+        rows = self.__dict__.get("_arange")
+        if rows is None or rows.shape[0] != n or get_namespace(rows) is not xp:
+            rows = self._arange = xp.arange(n)
+        return rows
+
     def clear_cache(self) -> None:
         """Drop what forward kept for backward."""
 
@@ -286,13 +295,13 @@ class SoftmaxCrossEntropyModule(Module):
     def forward(self, z, y):
         xp = get_namespace(z)
         y = _labels(y, xp)
-        rows = xp.arange(z.shape[0])
+        rows = self._rows(z.shape[0], xp)
         p = self._empty("p", z.shape, z.dtype, xp)
         xp.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - max z: the loss is shift-invariant, (S, C)
         zy = p[rows, y]                                       # z_y - max z, (S,)
         xp.exp(p, out=p)
         s = p.sum(axis=1)                                     # sum_k e^(z_k - max z), (S,)
-        loss = (xp.log(s) - zy).mean()                        # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
+        loss = (xp.log(s) - zy).sum() / z.shape[0]           # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
         p /= s[:, None]                                       # S1: p = softmax(z), (S, C)
         self._z, self._p = z, p
         return loss
@@ -306,7 +315,7 @@ class SoftmaxCrossEntropyModule(Module):
         p = self._p
         dz = self._empty("dz", p.shape, p.dtype, xp)
         xp.copyto(dz, p)
-        dz[xp.arange(z.shape[0]), y] -= 1                     # p - onehot(y)   (the p - y shortcut, see class doc)
+        dz[self._rows(z.shape[0], xp), y] -= 1                # p - onehot(y)   (the p - y shortcut, see class doc)
         dz *= 1.0 / z.shape[0]                                # F1: dL/dz = (p - onehot(y)) / S, (S, C)
         return dz
 

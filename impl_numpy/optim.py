@@ -17,9 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from impl_numpy.xp import get_namespace, is_cupy
+from impl_numpy.xp import get_namespace
 
 
 def _as_lists(params: Sequence[Any] | Mapping[str, Any], grads: Sequence[Any] | Mapping[str, Any]
@@ -32,15 +30,6 @@ def _as_lists(params: Sequence[Any] | Mapping[str, Any], grads: Sequence[Any] | 
     if len(params) != len(grads):
         raise ValueError(f"{len(params)} params but {len(grads)} grads")
     return params, grads
-
-
-def _axpy(p: Any) -> Any:
-    """BLAS axpy (y += a x, in place) for a contiguous float32/64 NumPy array, else None."""
-    if is_cupy(p) or p.dtype not in (np.float32, np.float64) or not p.flags.c_contiguous:
-        return None
-    from scipy.linalg.blas import get_blas_funcs
-
-    return get_blas_funcs("axpy", (p,))
 
 
 class SGD:
@@ -64,12 +53,9 @@ class SGD:
             if p.shape != g.shape:
                 raise ValueError(f"param {i} has shape {p.shape} but its grad {g.shape}")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        xps = [get_namespace(p) for p in self.params]
+        self._xp = xps = [get_namespace(p) for p in self.params]
         self._work = [xp.empty_like(p) for xp, p in zip(xps, self.params)]    # O1 and O3 scratch
         self._velocity = [xp.zeros_like(p) for xp, p in zip(xps, self.params)] if self.momentum else []
-        # NOTE: one BLAS axpy pass for O3 instead of a multiply and a subtract:
-        # about 3x faster on the (128, 3072) input weight, the only large one.
-        self._axpy = [_axpy(p) for p in self.params]
         self.steps = 0
 
     def reset(self) -> None:
@@ -83,8 +69,7 @@ class SGD:
     def step(self) -> None:
         """One update of every parameter, in place."""
         lr, mu, lam, first = self.lr, self.momentum, self.weight_decay, self.steps == 0
-        for i, (theta, g, work) in enumerate(zip(self.params, self.grads, self._work)):
-            xp = get_namespace(theta)
+        for i, (theta, g, work, xp) in enumerate(zip(self.params, self.grads, self._work, self._xp)):
             d = g
             if lam:
                 xp.multiply(theta, lam, out=work)
@@ -98,19 +83,12 @@ class SGD:
                     v *= mu
                     v += d                       # O2: v = mu v + d
                 d = v
-            self._update(i, theta, d, lr, work, xp)
+            # NOTE: two passes. scipy's BLAS axpy would take one, but it loads a
+            # second OpenBLAS whose threads fight NumPy's: epochs ran ~4x slower
+            # with 2 BLAS threads on a 2-core machine.
+            xp.multiply(d, lr, out=work)
+            theta -= work                        # O3: theta = theta - lr d
         self.steps += 1
-
-    def _update(self, i: int, theta: Any, d: Any, lr: float, work: Any, xp: Any) -> None:
-        axpy = self._axpy[i]
-        if axpy is not None and d.flags.c_contiguous:
-            flat = theta.reshape(-1)
-            out = axpy(d.reshape(-1), flat, a=-lr)  # O3: theta = theta - lr d (one BLAS pass, in place)
-            if out is not flat:  # f2py made a copy: write it back
-                flat[...] = out
-            return
-        xp.multiply(d, lr, out=work)
-        theta -= work                               # O3: theta = theta - lr d
 
     def __repr__(self) -> str:
         return (f"SGD(lr={self.lr:g}, momentum={self.momentum:g}, weight_decay={self.weight_decay:g}, "

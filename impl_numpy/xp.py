@@ -17,13 +17,14 @@ import numpy as np
 
 def is_cupy(a: Any) -> bool:
     """Whether ``a`` is a CuPy array (checked by type, without importing CuPy)."""
-    return type(a).__module__.startswith("cupy")
+    t = type(a)
+    return t is not np.ndarray and t.__module__.startswith("cupy")
 
 
 def get_namespace(*arrays: Any) -> ModuleType:
     """``cupy`` if any argument is a CuPy array, else ``numpy``."""
     for a in arrays:
-        if is_cupy(a):
+        if type(a) is not np.ndarray and is_cupy(a):
             import cupy
 
             return cupy

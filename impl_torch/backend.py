@@ -53,9 +53,9 @@ class TorchBackend:
         self.model: TorchMLP | None = None
         self.optimizer: torch.optim.SGD | None = None
         self._step: EagerStep | GraphedStep | None = None
-        self._losses: torch.Tensor | None = None   # (capacity,) per-step losses, on the device
-        self._correct: torch.Tensor | None = None  # (), int64, on the device
-        self._n_steps = 0
+        # per-step 0-d device tensors since the last pop; appending costs no device work
+        self._losses: list[torch.Tensor] = []
+        self._corrects: list[torch.Tensor] = []
         self._seen = 0
 
     # ------------------------------------------------------------ data and model
@@ -66,9 +66,6 @@ class TorchBackend:
                                _to_device(data.split(name)[1], self.dev, torch.int64))
                         for name in SPLITS}
         self.n_features, self.n_classes = data.n_features, data.n_classes
-        steps = len(data.y_train) // self.config.batch_size
-        self._losses = torch.empty(max(steps, 1), dtype=self.dtype, device=self.dev)
-        self._correct = torch.zeros((), dtype=torch.int64, device=self.dev)
         if self.dev.type == "cuda":
             devices.synchronize(self.dev)
             torch.cuda.reset_peak_memory_stats(self.dev)
@@ -104,17 +101,20 @@ class TorchBackend:
         """One SGD step on rows ``idx``; the loss and correct count stay on the device."""
         with self._precision:
             loss, correct = self._step(idx)
-        if self._n_steps == len(self._losses):  # more steps than an epoch between pops: grow
-            self._losses = torch.cat([self._losses, torch.empty_like(self._losses)])
-        self._losses[self._n_steps] = loss  # a device copy, no sync
-        self._correct += correct
-        self._n_steps += 1
+            if not self._step.owns_outputs:  # a graph's outputs are overwritten by its next replay
+                loss, correct = loss.clone(), correct.clone()
+        self._losses.append(loss)
+        self._corrects.append(correct)
         self._seen += idx.shape[0]
 
     def pop_step_records(self) -> StepRecords:
         """The steps since the last pop: one device-to-host copy (the only sync)."""
-        losses = self._losses[:self._n_steps].to("cpu", torch.float64).numpy()
-        rec = StepRecords(losses=losses, correct=int(self._correct), seen=self._seen)
+        if not self._losses:
+            return StepRecords(losses=np.zeros(0), correct=0, seen=0)
+        # [loss_1 .. loss_n, sum of correct] in float64 (exact for counts < 2**53), one copy
+        packed = torch.cat([torch.stack(self._losses).double(),
+                            torch.stack(self._corrects).sum().double().view(1)]).cpu().numpy()
+        rec = StepRecords(losses=packed[:-1].copy(), correct=int(packed[-1]), seen=self._seen)
         self._reset_records()
         return rec
 
@@ -167,9 +167,7 @@ class TorchBackend:
         return int(torch.cuda.max_memory_allocated(self.dev))
 
     def _reset_records(self) -> None:
-        self._n_steps = 0
-        self._seen = 0
-        self._correct.zero_()
+        self._losses, self._corrects, self._seen = [], [], 0
 
 
 def _to_device(a: np.ndarray, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:

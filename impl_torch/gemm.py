@@ -10,7 +10,8 @@ from bench.roofline import Gemm
 from impl_torch.device import synchronize
 
 
-def gemm_seconds(shapes: list[Gemm] | list[tuple[int, int, int]], repeats: int, device: torch.device, dtype: torch.dtype) -> float:
+def gemm_seconds(shapes: list[Gemm] | list[tuple[int, int, int]], repeats: int, device: torch.device,
+                 dtype: torch.dtype) -> float:
     """Seconds for ``repeats`` rounds of ``torch.mm(op(A), op(B), out=C)`` over ``shapes``.
 
     Operands are allocated once, in the stated layouts (``ta``/``tb``: stored

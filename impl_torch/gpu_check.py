@@ -9,15 +9,14 @@ Uses synthetic data of the real CIFAR-10 shapes (45 000 / 5 000 / 10 000 x
 ``bench.loop.train_run`` for a few epochs and reports the median epoch time
 (the harness's clock: synchronised device to synchronised device, excluding
 the one index copy per epoch, warm-up and evaluation) and its ratio to the
-same epoch's matrix products alone (``gemm_seconds``, same device). Writes
-``gpu_check.log`` and ``gpu_check.csv`` under ``--out`` (default ``$OUT``,
-else a new temp dir it prints). Without CUDA it runs a tiny CPU pass of the
-same code and exits 0.
+same epoch's matrix products alone (``bench.roofline.measure_gemms``, the
+median of 3 on the same device). Writes ``gpu_check.log`` and
+``gpu_check.csv`` under ``--out`` (default ``$OUT``, else a new temp dir it
+prints). Without CUDA it runs a tiny CPU pass of the same code and exits 0.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gc
 import os
@@ -33,9 +32,9 @@ import torch
 
 from bench.config import Config
 from bench.data import make_synthetic
-from bench.errors import UserError, run_cli
+from bench.errors import OneLineArgumentParser, UserError, run_cli
 from bench.loop import train_run
-from bench.roofline import epoch_flop, step_gemms
+from bench.roofline import epoch_flop, measure_gemms
 from impl_torch.backend import TorchBackend, available
 
 VARIANTS = {  # name -> Config overrides
@@ -77,9 +76,7 @@ def time_variant(name: str, data, device: str, epochs: int, log: Tee) -> dict[st
         wall = time.perf_counter() - t0
         ms = np.array([e["epoch_seconds"] for e in result.epochs]) * 1e3
         n_train = len(data.y_train)
-        steps = n_train // cfg.batch_size
-        gemms = step_gemms(data.n_features, cfg.hidden_dims, data.n_classes, cfg.batch_size)
-        gemm_ms = float(np.median([backend.gemm_seconds(gemms, steps) for _ in range(3)])) * 1e3
+        gemm_ms = measure_gemms(backend, cfg, data.n_features, data.n_classes, n_train) * 1e3
         median = float(np.median(ms))
         flop = epoch_flop(data.n_features, cfg.hidden_dims, data.n_classes, cfg.batch_size, n_train)
         peak = backend.peak_memory_bytes()
@@ -123,7 +120,7 @@ def short_run(data, device: str, log: Tee) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m impl_torch.gpu_check",
+    parser = OneLineArgumentParser(prog="python -m impl_torch.gpu_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="folder for gpu_check.log and gpu_check.csv "
                                       "(default: $OUT, else a new temp dir)")

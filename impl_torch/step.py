@@ -21,6 +21,8 @@ ForwardFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 class EagerStep:
     """zero_grad, gather the batch on the device, forward + loss, backward, optimizer step."""
 
+    owns_outputs = True  # each call returns fresh tensors
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor,
                  y_train: Tensor, forward: ForwardFn = forward_loss):
         self.model, self.optimizer = model, optimizer
@@ -58,6 +60,7 @@ class CompiledStep(EagerStep):
                          forward=torch.compile(forward_loss, mode=mode, fullgraph=True))
         self.mode = mode
         self.mark_step = x_train.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        self.owns_outputs = not self.mark_step  # cudagraph-tree outputs are overwritten next step
         self.compiled = False
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,6 +91,7 @@ class GraphedStep:
     """
 
     WARMUP_STEPS = 3  # eager steps on a side stream before capture, as the CUDA-graph docs do
+    owns_outputs = False  # the static outputs are overwritten by the next replay
 
     def __init__(self, step: EagerStep, batch_size: int, device: torch.device):
         self.step = step

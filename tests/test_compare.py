@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import matplotlib.image as mpimg
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -216,3 +216,18 @@ def test_mlp_backward_overwrites_grads():
     model.backward(dout)
     for a, b in zip(first, model.grads()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
+def test_elu_fast_paths_match_the_definition(alpha, dtype):
+    """The in-place ELU forms agree with where(x > 0, x, alpha expm1(x)) to 1 ulp, h' exactly."""
+    x = np.concatenate([np.linspace(-30, 30, 2001), [-1e-30, -1e-8, -1e-4, 0.0, 1e-30, 1e-8, -np.inf, np.inf]])
+    x = x.astype(dtype)[None, :]
+    module = ELUModule(alpha)
+    y = module.forward(x)
+    with np.errstate(invalid="ignore"):
+        reference = np.where(x > 0, x, dtype(alpha) * np.expm1(np.minimum(x, 0)))
+    np.testing.assert_array_max_ulp(y, reference, maxulp=1)
+    dx = module.backward(np.ones_like(x))
+    np.testing.assert_array_equal(dx, np.where(y > 0, dtype(1), y + dtype(alpha)))

@@ -12,12 +12,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_one_line_error
 
 from bench import compare
 from bench.config import Config
 from bench.data import make_synthetic
 from bench.errors import UserError
-from conftest import assert_one_line_error
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
         "--hidden-dims", "32", "--epochs", "2", "--activation", "relu", "--threads", "1",
@@ -68,13 +68,12 @@ def test_sklearn_end_to_end_in_lockstep_with_numpy(tmp_path):
     np.testing.assert_allclose(sk, ref, rtol=1e-4, atol=1e-5)
     e = epochs.set_index(["backend", "epoch"])
     np.testing.assert_allclose(e.loc["sklearn:cpu", "train_acc"], e.loc["numpy:cpu", "train_acc"])
-    # atol: scikit-learn clips p to [eps, 1 - eps], so a sample's loss is never below ~1.2e-7
     np.testing.assert_allclose(e.loc["sklearn:cpu", "val_loss"], e.loc["numpy:cpu", "val_loss"],
                                rtol=1e-4, atol=1e-6)
 
 
 def test_sklearn_probe_reads_what_partial_fit_computes():
-    """The per-step losses average to partial_fit's own epoch loss; float32 stays float32."""
+    """One record per step, averaging to partial_fit's own epoch loss; float32 stays float32."""
     needs_sklearn()
     from bench.peers.sklearn_backend import SklearnBackend
 
@@ -89,7 +88,8 @@ def test_sklearn_probe_reads_what_partial_fit_computes():
     b.synchronize()
     rec = b.pop_step_records()
     assert len(rec.losses) == 8 and rec.seen == 512 and 0 <= rec.correct <= 512
-    assert np.mean(rec.losses) == pytest.approx(b.clf.loss_curve_[-1], rel=1e-6)
+    # scikit-learn's own epoch loss clips p_y to [eps, 1 - eps]; the probe does not (docs/peers.md)
+    assert np.mean(rec.losses) == pytest.approx(b.clf.loss_curve_[-1], rel=1e-3, abs=1e-6)
     assert all(w.dtype == np.float32 for w in b.clf.coefs_)
 
 
@@ -182,7 +182,7 @@ def test_dataloader_end_to_end_in_lockstep_with_torch(tmp_path):
     epochs, runs, summary, steps, report = run_compare(
         tmp_path, "--backends", "torch:cpu,torch-dataloader:cpu", "--lockstep")
     assert list(summary["backend"]) == ["torch:cpu", "torch-dataloader:cpu"]
-    assert set(runs["status"]) == {"ok"}
+    assert set(runs["status"]) == {"ok"} and "torch-dataloader:cpu" in report
     np.testing.assert_allclose(step_losses(steps, "torch-dataloader:cpu"),
                                step_losses(steps, "torch:cpu"), rtol=1e-4, atol=1e-5)
     dl = epochs[epochs["backend"] == "torch-dataloader:cpu"]
@@ -199,7 +199,11 @@ def test_pipeline_batch_equals_the_in_memory_rows():
     needs_torchvision()
     from torch.utils.data import DataLoader
 
-    from bench.peers.dataloader_backend import CifarStyleImages, EpochOrder, make_transform
+    from bench.peers.dataloader_backend import (
+        CifarStyleImages,
+        EpochOrder,
+        make_transform,
+    )
 
     data = tiny_data()
     order = np.random.default_rng(5).permutation(len(data.y_train))
@@ -248,3 +252,22 @@ def test_dataloader_refuses_what_it_cannot_do():
     b = DataLoaderBackend(TINY_CONFIG, "cpu")
     with pytest.raises(UserError, match="raw_train"):
         b.load_data(tiny_data(n_features=100))  # no uint8 images to decode
+
+
+@pytest.mark.cuda
+def test_dataloader_on_cuda_in_lockstep_with_torch(tmp_path):
+    """On a GPU: pinned batches copied per step, same losses as torch:cuda, the time split recorded."""
+    needs_torchvision()
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    epochs, runs, _summary, steps, _report = run_compare(
+        tmp_path, "--backends", "torch:cuda,torch-dataloader:cuda", "--lockstep")
+    assert set(runs["status"]) == {"ok"}
+    np.testing.assert_allclose(step_losses(steps, "torch-dataloader:cuda"),
+                               step_losses(steps, "torch:cuda"), rtol=1e-4, atol=1e-5)
+    dl = epochs[epochs["backend"] == "torch-dataloader:cuda"]
+    assert (dl["data_seconds"] > 0).all() and (dl["compute_seconds"] > 0).all()
+    np.testing.assert_allclose(dl["data_seconds"] + dl["compute_seconds"], dl["epoch_seconds"],
+                               rtol=0.05, atol=2e-3)

@@ -15,7 +15,7 @@ from bench.backends import resolve
 from bench.config import Config
 from bench.data import make_synthetic
 from bench.errors import UserError
-from bench.loop import train_run
+from bench.loop import epoch_order, train_run
 from bench.roofline import Gemm, step_gemms
 from impl_torch import forward_loss
 from impl_torch.backend import TorchBackend, available
@@ -117,7 +117,7 @@ def test_step_records_hold_every_step_and_reset_on_pop(data):
     assert empty.losses.shape == (0,) and empty.seen == 0 and empty.correct == 0
 
 
-def test_the_loss_buffer_grows_past_an_epoch_between_pops(data):
+def test_records_hold_two_epochs_between_pops(data):
     backend = make_backend(data)
     steps = 1024 // 32
     n = len(backend._splits["train"][1])
@@ -130,23 +130,35 @@ def test_the_loss_buffer_grows_past_an_epoch_between_pops(data):
     assert np.all(np.isfinite(rec.losses))
 
 
-def test_same_seed_gives_a_bit_identical_loss_trajectory_with_the_default_threads(data):
-    torch.set_num_threads(2)  # the harness default here is every core
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_gives_a_bit_identical_loss_trajectory(data, threads):
+    torch.set_num_threads(threads)  # the harness sets the same count for every backend
 
-    def trajectory(seed):
-        backend = TorchBackend(config(epochs=1, momentum=0.9, weight_decay=1e-3))
+    def trajectory(seed, n_steps=12):
+        backend = make_backend(data, seed=seed, momentum=0.9, weight_decay=1e-3)
+        idx = backend.device_indices(epoch_order(seed, 1, 1024))
+        for k in range(n_steps):
+            backend.train_batch(idx[k * 32:(k + 1) * 32])
+        return backend.pop_step_records().losses, backend.export_state()
+
+    (a, state_a), (b, state_b), (c, _) = trajectory(7), trajectory(7), trajectory(8)
+    np.testing.assert_array_equal(a, b)
+    for name, value in state_a.items():
+        np.testing.assert_array_equal(value, state_b[name], err_msg=name)
+    assert not np.array_equal(a, c)
+
+
+def test_the_harness_run_is_bit_identical_for_a_seed(data):
+    def run(seed):
+        backend = TorchBackend(config(epochs=1, momentum=0.9))
         backend.load_data(data)
         result = train_run(backend, data, backend.config, seed, record_steps=True)
         assert result.status == "ok"
-        return np.array([s["loss"] for s in result.steps]), result.run["test_acc"]
+        return [s["loss"] for s in result.steps], result.run["test_acc"]
 
-    a, acc_a = trajectory(7)
-    b, acc_b = trajectory(7)
-    c, _ = trajectory(8)
-    assert len(a) == 1024 // 32
-    np.testing.assert_array_equal(a, b)
-    assert acc_a == acc_b
-    assert not np.array_equal(a, c)
+    losses, acc = run(3)
+    assert len(losses) == 1024 // 32
+    assert run(3) == (losses, acc)
 
 
 def test_training_learns_the_synthetic_classes(data):

@@ -30,6 +30,16 @@ TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 N_IN, N_CLASSES, BATCH = 40, 7, 32
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run on one thread: on busy shared cores a parallel region around a
+    tiny GEMM can wait milliseconds for its second thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pair(activation, dims, residual, alpha, dtype, seed=0):
     """A NumPy MLP with random biases too, and a TorchMLP holding the same weights."""
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ ImportError, which the registry turns into a one-line error naming the extra.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -95,21 +95,27 @@ class EpochOrder(Sampler[int]):
 
 
 class FedStep(EagerStep):
-    """:class:`impl_torch.step.EagerStep` on a batch handed over ready, not gathered by row index.
+    """:class:`impl_torch.step.EagerStep` whose batch is handed over ready, not gathered by row index.
 
-    ``forward`` is the step's forward-and-loss (``forward_loss``, or its
-    ``torch.compile`` version); ``mark_step`` marks a new cudagraph-tree
-    iteration first, as ``CompiledStep`` does.
+    Called like every step with the harness's row indices ``idx``;
+    ``next_batch(idx)`` supplies those rows as device tensors (here: the next
+    batch of the DataLoader). ``forward`` is the step's forward-and-loss
+    (``forward_loss``, or its ``torch.compile`` version); ``mark_step`` marks a
+    new cudagraph-tree iteration first, as ``CompiledStep`` does.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward: ForwardFn,
+                 next_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
                  mark_step: bool = False, compile_mode: str | None = None):
         super().__init__(model, optimizer, None, None, forward)
+        self.next_batch = next_batch
         self.mark_step = mark_step
+        self.owns_outputs = not mark_step  # cudagraph-tree outputs are overwritten next step
         self.compile_mode = compile_mode
         self.checked = compile_mode is None
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.next_batch(idx)  # (S, n_inputs), (S,) on the device
         if self.checked:
             return self._step(x, y)
         try:
@@ -124,8 +130,9 @@ class FedStep(EagerStep):
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mark_step:
             torch.compiler.cudagraph_mark_step_begin()
+        # NOTE: set_to_none lets backward write fresh gradients instead of adding to zeroed ones
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct = self.forward(self.model, x, y)  # x (S, n_inputs), y (S,)
+        loss, correct = self.forward(self.model, x, y)
         loss.backward()
         self.optimizer.step()
         return loss.detach(), correct
@@ -167,12 +174,13 @@ class DataLoaderBackend(TorchBackend):
                                   pin_memory=self.pin_memory)
 
     def init_model(self, seed: int) -> None:
-        """TorchBackend's model and optimizer for ``seed``; its step, fed whole batches."""
+        """TorchBackend's model and optimizer for ``seed``; its step, fed by the DataLoader."""
         super().init_model(seed)
         base = self._step
-        self._step = FedStep(self.model, self.optimizer, base.forward,
+        self._step = FedStep(self.model, self.optimizer, base.forward, self._next_batch,
                              mark_step=getattr(base, "mark_step", False),
                              compile_mode=getattr(base, "mode", None))
+        self._reset_timers()
 
     # ------------------------------------------------------------ training
 
@@ -189,8 +197,10 @@ class DataLoaderBackend(TorchBackend):
         self._cursor = 0
         return self._order
 
-    def train_batch(self, idx: np.ndarray) -> None:
-        """The next batch from the DataLoader (the rows ``idx``), copied to the device, one SGD step."""
+    # train_batch is TorchBackend's: self._step (a FedStep) calls _next_batch for the rows
+
+    def _next_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DataLoader's next batch (the rows ``idx``, checked), on the device; the wait is timed."""
         t0 = time.perf_counter()
         if self._started is None:
             self._started = t0
@@ -205,16 +215,8 @@ class DataLoaderBackend(TorchBackend):
                                f"DataLoader gave {len(y)} rows")
         self._cursor += n
         # the host-to-device copy of every batch is part of the pipeline (a no-op on the CPU in float32)
-        x = x.to(self.dev, self.dtype, non_blocking=self.pin_memory)
-        y = y.to(self.dev, non_blocking=self.pin_memory)
-        with self._precision:
-            loss, correct = self._step(x, y)
-        if self._n_steps == len(self._losses):  # more steps than an epoch between pops: grow
-            self._losses = torch.cat([self._losses, torch.empty_like(self._losses)])
-        self._losses[self._n_steps] = loss  # a device copy, no sync
-        self._correct += correct
-        self._n_steps += 1
-        self._seen += n
+        return (x.to(self.dev, self.dtype, non_blocking=self.pin_memory),
+                y.to(self.dev, non_blocking=self.pin_memory))
 
     def synchronize(self) -> None:
         """Wait for the device; once the order is used up, end the iterator (its workers exit)."""
@@ -228,12 +230,12 @@ class DataLoaderBackend(TorchBackend):
         """TorchBackend's records plus this epoch's ``data_seconds`` and ``compute_seconds``."""
         extra = {"data_seconds": self._data_seconds,                  # waiting in next(loader)
                  "compute_seconds": self._wall - self._data_seconds}  # the rest of the epoch
-        rec = super().pop_step_records()  # also resets the timers (through _reset_records)
+        rec = super().pop_step_records()
         rec.extra = extra
+        self._reset_timers()
         return rec
 
-    def _reset_records(self) -> None:
-        super()._reset_records()
+    def _reset_timers(self) -> None:
         self._data_seconds, self._started, self._wall = 0.0, None, 0.0
 
     # ------------------------------------------------------------ measurement

@@ -44,14 +44,20 @@ class ProbedMLPClassifier(MLPClassifier):
 
     The harness records, for every backend, each step's mean batch loss and
     how many of the batch's forward-pass predictions were right.
-    ``partial_fit`` computes both but keeps only the epoch mean
-    (``loss_curve_``), so two private methods are wrapped to read them as
-    they go by: ``_forward_pass`` (its last activation is the batch's softmax)
-    and ``_backprop`` (its return value is the batch loss; ``y`` is the
-    one-hot batch). Nothing scikit-learn computes is changed; the probe adds
-    an argmax over (S, C) per step, which every other backend also does.
-    Both methods exist with these arguments in scikit-learn 1.3 to 1.9;
-    :func:`check_probe` fails loudly if a version drops them.
+    ``partial_fit`` keeps only the epoch mean (``loss_curve_``), so two
+    private methods are wrapped to read each batch as it goes by:
+    ``_forward_pass`` (its last activation is the batch's softmax) and
+    ``_backprop`` (its ``y`` is the one-hot batch). The recorded loss is the
+    mean ``-log p_y`` of that softmax (the data term alone, not clipped at
+    scikit-learn's eps), the same quantity every other backend records.
+    Nothing scikit-learn computes is changed; the probe adds an argmax and a
+    log over (S, C) and (S,) per step.
+    The wrappers rely only on ``_forward_pass(activations)`` and on the
+    leading ``(X, y)`` and the return value of ``_backprop`` (scikit-learn
+    1.7 added ``sample_weight`` after ``y``; ``*args`` takes either form);
+    tested with scikit-learn 1.9.1. :func:`check_probe` fails loudly if a
+    version drops them, and :meth:`SklearnBackend.synchronize` if a version
+    stops calling them once per batch.
     """
 
     def _forward_pass(self, activations):
@@ -61,16 +67,12 @@ class ProbedMLPClassifier(MLPClassifier):
 
     def _backprop(self, X, y, *args, **kwargs):
         loss, coef_grads, intercept_grads = super()._backprop(X, y, *args, **kwargs)
-        probs = self.probe_probs_                     # (S, C)
-        labels = y.argmax(axis=1)                     # (S,) from the one-hot (S, C) bool
-        data_loss = loss
-        if self.alpha:
-            # scikit-learn's batch loss includes its L2 term 0.5 alpha ||W||^2 / S; record the
-            # data loss alone, as the other backends do, with scikit-learn's own clipping
-            eps = np.finfo(probs.dtype).eps
-            p_y = np.clip(probs[np.arange(len(labels)), labels], eps, 1 - eps)
-            data_loss = -np.mean(np.log(p_y))
-        self.probe_losses_.append(float(data_loss))
+        probs = self.probe_probs_                         # (S, C)
+        labels = y.argmax(axis=1)                         # (S,) from the one-hot (S, C) bool
+        p_y = probs[np.arange(len(labels)), labels]       # (S,)
+        # the harness's loss, mean -log p_y: scikit-learn's own batch loss clips p to
+        # [eps, 1 - eps] (no sample above 15.9 in float32) and adds its L2 term; see docs/peers.md
+        self.probe_losses_.append(float(-np.mean(np.log(np.maximum(p_y, np.finfo(p_y.dtype).tiny)))))
         self.probe_correct_ += int(np.count_nonzero(probs.argmax(axis=1) == labels))
         return loss, coef_grads, intercept_grads
 
@@ -84,7 +86,7 @@ def check_probe() -> str | None:
     missing = [m for m in ("_forward_pass", "_backprop") if not hasattr(MLPClassifier, m)]
     if missing:
         return (f"scikit-learn {sklearn.__version__}'s MLPClassifier has no {', '.join(missing)} "
-                "(the per-step records need them; scikit-learn 1.3 to 1.9 have them)")
+                "(the per-step records need them; tested with scikit-learn 1.9.1)")
     return None
 
 
@@ -136,6 +138,7 @@ class SklearnBackend:
         self._n_features, self._n_classes = data.n_features, data.n_classes
         steps = len(data.y_train) // self.config.batch_size
         self._epoch_x = np.empty((max(steps, 1) * self.config.batch_size, data.n_features), self.dtype)
+        self._epoch_x.fill(0)  # touch every page now, so the first epoch's clock pays no page faults
 
     def init_model(self, seed: int) -> None:
         """A fresh classifier holding the NumPy MLP's initial weights for ``seed``, momentum zero.
@@ -216,9 +219,9 @@ class SklearnBackend:
     def evaluate(self, split: str) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) from ``predict_proba``, in chunks of eval_batch_size.
 
-        The loss is ``-log p_y`` with ``p`` clipped to [eps, 1 - eps] of the
-        dtype, as scikit-learn's own training loss clips it (a sample can add at
-        most -log(eps), 15.9 in float32).
+        The loss is ``-log p_y`` of scikit-learn's softmax, floored at the
+        dtype's smallest normal number (a sample adds at most 87.3 in float32),
+        as the training records are; see docs/peers.md.
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
@@ -231,8 +234,7 @@ class SklearnBackend:
             for s in range(0, n, chunk):
                 p = self.clf.predict_proba(x[s:s + chunk])        # (C, n_classes) softmax
                 yb = y[s:s + chunk]                               # (C,)
-                eps = np.finfo(p.dtype).eps
-                p_y = np.clip(p[np.arange(len(yb)), yb], eps, 1 - eps)
+                p_y = np.maximum(p[np.arange(len(yb)), yb], np.finfo(p.dtype).tiny)  # (C,)
                 loss_sum -= float(np.sum(np.log(p_y), dtype=np.float64))
                 correct += int(np.count_nonzero(p.argmax(axis=1) == yb))
         return loss_sum / n, correct / n

@@ -28,7 +28,9 @@ killed sweep loses only the tasks in flight, and re-running the same command
 with the same ``--out`` skips every task already finished (``ok`` or
 ``diverged``) and retries failed ones. A failing task (diverged, out of
 memory, an exception, a lost worker) is recorded with its status and message
-and the sweep goes on. Outputs in ``--out`` (default
+and the sweep goes on. ``--no-gemm`` skips the GEMM-only timing that
+``bench.compare`` takes of every backend (about three epochs' worth of matrix
+products per task), roughly halving a sweep. Outputs in ``--out`` (default
 ``results/sweep_<timestamp>/``): ``sweep.csv``, ``epochs.csv``, ``sweep.json``,
 ``env_<host>.json``, ``ratio_<device>.png`` (the NumPy/PyTorch epoch-time
 ratio over the first two grid fields with the ratio-1 contour),
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import parse_name, resolve
-from bench.config import Config, add_config_arguments, config_from_args
+from bench.config import FIELDS, Config, add_config_arguments, config_from_args
 from bench.errors import EXIT_INTERRUPTED, ConfigError, OneLineArgumentParser, UserError, run_cli
 from bench.sweep.grid import Grid, canonical, check_no_overlap, first_values, parse_grid, point_configs
 
@@ -75,13 +77,16 @@ def build_parser() -> OneLineArgumentParser:
                             "(the 'dask' extra; workers share this machine's cores)")
     parser.add_argument("--out", metavar="DIR", help="sweep folder; an existing one is resumed "
                         "(same grid and settings) (default: results/sweep_<timestamp>/)")
+    parser.add_argument("--no-gemm", dest="gemm", action="store_false",
+                        help="skip the GEMM-only timing of every task (3 epochs' worth of matrix "
+                             "products; gemm_seconds and epoch_to_gemm stay empty)")
     parser.add_argument("--quiet", action="store_true", help="no line per finished task")
     add_config_arguments(parser)
     return parser
 
 
 def base_config(args: argparse.Namespace, grid: Grid) -> Config:
-    """The settings every point starts from: defaults < --config < flags, checked with the grid's first values.
+    """The settings every point starts from (defaults < --config < flags), validated.
 
     The grid's first values stand in for the swept fields while the base is
     validated, so a base value the grid replaces (say the default batch size
@@ -99,7 +104,7 @@ def base_config(args: argparse.Namespace, grid: Grid) -> Config:
 
 
 def make_tasks(points: list[tuple[dict[str, Any], Config]], backends: list[str],
-               seeds: list[int], grid: Grid) -> list:
+               seeds: list[int], grid: Grid, gemm: bool = True) -> list:
     """Seed by seed, point by point, backend by backend (backends of one point run back to back)."""
     from bench.sweep.point import Task
 
@@ -108,7 +113,8 @@ def make_tasks(points: list[tuple[dict[str, Any], Config]], backends: list[str],
         for point, cfg in points:
             key = {f: canonical(point[f]) for f in grid.fields}
             for b in backends:
-                tasks.append(Task(key, b, seed, dataclasses.replace(cfg, seeds=[seed], backends=[b])))
+                tasks.append(Task(key, b, seed, dataclasses.replace(cfg, seeds=[seed], backends=[b]),
+                                  gemm))
     return tasks
 
 
@@ -137,8 +143,7 @@ def default_out() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     grid = parse_grid(args.grid)
-    check_no_overlap(grid, [k for k in vars(args) if k not in ("grid", "out", "quiet", "config",
-                                                                "scheduler", "local_cluster")])
+    check_no_overlap(grid, [k for k in vars(args) if k in FIELDS])
     base = base_config(args, grid)
     if base.lockstep:
         raise UserError("--lockstep is not supported by sweeps (each task runs one backend); "
@@ -151,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if distributed:
         _import_distributed()  # a missing extra is one line, before anything is created
     backends = choose_backends(base, distributed)
-    tasks = make_tasks(points, backends, base.seeds, grid)
+    tasks = make_tasks(points, backends, base.seeds, grid, args.gemm)
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     executor = (DaskExecutor(args.scheduler, args.local_cluster) if distributed else LocalExecutor())

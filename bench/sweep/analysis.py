@@ -82,7 +82,10 @@ def slices(grid: dict[str, list[str]]) -> Iterator[tuple[dict[str, str], str]]:
 
 def matrix(frame: pd.DataFrame, grid: dict[str, list[str]], column: str,
            fixed: dict[str, str]) -> np.ndarray:
-    """``column`` as a (len(y values), len(x values)) array, x = first grid field, y = second; NaN where absent."""
+    """``column`` as a (len(y values), len(x values)) array: x = first grid field, y = second.
+
+    Cells without a row are NaN.
+    """
     fields = list(grid)
     xs = grid[fields[0]]
     ys = grid[fields[1]] if len(fields) > 1 else [""]

@@ -29,6 +29,7 @@ from bench.sweep.point import Task, TaskResult, one_line, run_task
 RESOURCE = "point"  # the Dask worker resource a task holds while it runs
 CONNECT_TIMEOUT_S = 30  # seconds to reach a scheduler, or to wait for its first worker
 EXTRA_HINT = "install the 'dask' extra: pip install '.[dask]'"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 OnResult = Callable[[TaskResult], None]
 
@@ -68,10 +69,17 @@ class DaskExecutor:
         """Connect (or start the LocalCluster) and check the workers; every problem is a UserError."""
         distributed = _import_distributed()
         if self.scheduler is None:
-            # NOTE: processes, one thread each and one "point" slot each: a worker never runs two tasks
-            self.cluster = distributed.LocalCluster(
-                n_workers=self.local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR, resources={RESOURCE: 1})
+            import dask
+
+            # NOTE: processes, one thread each and one "point" slot each: a worker never runs two tasks.
+            # The nanny would set OMP/MKL/OPENBLAS_NUM_THREADS=1 in each worker; every task sets its
+            # own thread count (Config.threads), so they are left unset, as in a local run.
+            unset = {f"distributed.nanny.pre-spawn-environ.{v}": None for v in THREAD_VARS}
+            with dask.config.set(unset):
+                self.cluster = distributed.LocalCluster(
+                    n_workers=self.local_workers, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                    resources={RESOURCE: 1})
             self.client = distributed.Client(self.cluster)
         else:
             try:
@@ -87,7 +95,7 @@ class DaskExecutor:
         self._resources = self._check_workers()
 
     def _check_workers(self) -> dict[str, int] | None:
-        """Tasks ask for the ``point`` resource when the workers have it; else every worker needs 1 thread."""
+        """Use the ``point`` resource when every worker has it; else every worker must have 1 thread."""
         workers = self.client.scheduler_info()["workers"]
         if all(w.get("resources", {}).get(RESOURCE, 0) >= 1 for w in workers.values()):
             return {RESOURCE: 1}
@@ -105,8 +113,9 @@ class DaskExecutor:
             self.start()
         by_key = {}
         for i, task in enumerate(tasks):
+            # priority: the scheduler starts tasks in the order given (it would not otherwise)
             fut = self.client.submit(_on_worker, task, key=f"sweep-task-{i}-{_token()}", pure=False,
-                                     resources=self._resources)
+                                     resources=self._resources, priority=len(tasks) - i)
             by_key[fut.key] = task
             self._futures.append(fut)
         for fut in distributed.as_completed(self._futures):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import FIELDS, Config, _field_kind
+from bench.config import FIELDS, Config, field_kind
 from bench.errors import UserError
 
 # fields a grid may not cover, and why
@@ -104,7 +104,7 @@ def parse_grid(items: Sequence[str]) -> Grid:
 
 def _parse_value(name: str, text: str) -> Any:
     """One grid value of field ``name`` from its text, typed like the field."""
-    elem, is_list, optional = _field_kind(FIELDS[name])
+    elem, is_list, optional = field_kind(FIELDS[name])
     text = text.strip()
     if text == "":
         raise UserError(f"--grid: {name} has an empty value (write {name}=V1,V2,...)")

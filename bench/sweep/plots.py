@@ -52,11 +52,10 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     """
     z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
     nx, ny = z.shape[1], z.shape[0]
-    fig, ax = plt.subplots(figsize=(1.3 * nx + 2.8, 1.0 * ny + 2.2))
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
     logz = np.log2(z)
     span = max(1.0, float(np.nanmax(np.abs(logz)))) if np.isfinite(logz).any() else 1.0
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("0.85")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(logz), cmap=cmap, vmin=-span, vmax=span, origin="lower",
                    aspect="auto")
     for i in range(ny):
@@ -64,31 +63,33 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
             text = f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "—"
             dark = np.isfinite(logz[i, j]) and abs(logz[i, j]) > 0.6 * span
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    contour = False
     if crosses_one(z):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # masked cells may leave no segment in a corner
             cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(logz), levels=[0.0],
                             colors="black", linewidths=2.0)
-        if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
-            ax.plot([], [], color="black", lw=2.0, label="crossover (ratio = 1)")
-            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), frameon=False, fontsize=8)
+        contour = bool(cs.allsegs and any(len(seg) for seg in cs.allsegs[0]))
     step = max(1.0, np.ceil(span / 4))  # at most nine ticks, at powers of two
     ticks = np.arange(-np.floor(span / step), np.floor(span / step) + 1) * step
     cbar = fig.colorbar(im, ax=ax, ticks=ticks)
     cbar.ax.set_yticklabels([f"{2.0 ** t:g}×" for t in ticks])
-    cbar.set_label("NumPy / PyTorch epoch time (>1: PyTorch faster)")
+    cbar.set_label("NumPy / PyTorch (>1: PyTorch faster)")
     _axes_labels(ax, grid)
-    ax.set_title(f"NumPy / PyTorch median epoch time on {device}{_title_suffix(fixed)}"
-                 + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finite = z[np.isfinite(z)]
+    note = ("black line: crossover, ratio = 1" if contour
+            else "the ratio crosses 1 (see report.md)" if (finite < 1).any() and (finite > 1).any()
+            else "the ratio does not cross 1")
+    ax.set_title("\n".join([f"NumPy / PyTorch median epoch time on {device}{_title_suffix(fixed)}",
+                            *([subtitle] if subtitle else []), note]), fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str],
                   path: Path) -> Path:
-    """One heatmap per backend of the mean test accuracy (%) per grid point; failed cells name their status."""
+    """One heatmap per backend of the mean test accuracy (%) per point; failed cells show their status."""
     backends = list(dict.fromkeys(acc["backend"]))
     fields = list(grid)
     nx = len(grid[fields[0]])
@@ -105,8 +106,7 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
         failed = matrix(sel.assign(f=sel["failed"].ne("").astype(float)), grid, "f", fixed)
         status = {(r[fields[1]] if len(fields) > 1 else "", r[fields[0]]): r["failed"]
                   for r in _select(sel, fixed).to_dict("records")}
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("0.85")
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
         im = ax.imshow(np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1e-9),
                        origin="lower", aspect="auto")
         ys = grid[fields[1]] if len(fields) > 1 else [""]

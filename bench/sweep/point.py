@@ -25,13 +25,12 @@ from typing import Any
 import pandas as pd
 
 from bench.backends import resolve
-from bench.compare import measure_gemms
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.datasource import load_for_config
 from bench.env import collect_env
 from bench.loop import train_run
-from bench.roofline import epoch_flop
+from bench.roofline import epoch_flop, measure_gemms, roofline_columns
 from bench.stats import summarise
 from bench.threads import default_threads, limit_threads
 
@@ -51,6 +50,7 @@ class Task:
     backend: str
     seed: int
     config: Config         # the base config with the point applied, seeds=[seed], backends=[backend]
+    gemm: bool = True      # also time one epoch's matrix products alone (3 rounds), as bench.compare does
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -70,7 +70,9 @@ def run_task(task: Task) -> TaskResult:
     """Train one backend on one point for one seed; failures come back as a status, not an exception."""
     started = time.time()
     threads = task.config.threads or default_threads()
-    with limit_threads(threads):  # so that the record shows the BLAS pools as the task runs them
+    import torch  # noqa: F401 - loaded before the limits, so that they cover its OpenMP pool too
+
+    with limit_threads(threads):  # the record shows the thread pools as the task runs them
         env = process_env(threads)
     row: dict[str, Any] = {**task.point, "backend": task.backend, "seed": task.seed, "status": "error",
                            "error": ""}
@@ -101,7 +103,8 @@ def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any
     with limit_threads(threads):
         data = dataset_for(config, seed)
         backend.load_data(data)
-        gemm = measure_gemms(backend, config, data.n_features, data.n_classes, len(data.y_train))
+        gemm = (measure_gemms(backend, config, data.n_features, data.n_classes, len(data.y_train))
+                if task.gemm else math.nan)
         result = train_run(backend, data, config, seed)
     if result.interrupted:
         raise KeyboardInterrupt
@@ -120,9 +123,7 @@ def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any
         # the same definitions as bench.compare's summary.csv
         "median_epoch_seconds": median, "epoch_seconds_iqr": float(s["epoch_seconds_iqr"]),
         "total_train_seconds": run["total_train_seconds"],
-        "gemm_seconds": gemm, "epoch_to_gemm": median / gemm if gemm > 0 else math.nan,
-        "achieved_gflops": flop / median / 1e9 if median > 0 else math.nan,
-        "gemm_gflops": flop / gemm / 1e9 if gemm > 0 else math.nan,
+        "gemm_seconds": gemm, **roofline_columns(median, gemm, flop),  # NaN gemm: no GEMM timing
         "peak_memory_bytes": run["peak_memory_bytes"],
         "n_train": len(data.y_train), "data_fingerprint": data.fingerprint,
     }

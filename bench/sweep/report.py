@@ -27,14 +27,14 @@ def write_outputs(out: Path) -> dict[str, Any]:
     envs = _host_envs(out)
     ratios = ratio_frame(rows, grid)
     acc = accuracy_frame(rows, grid)
-    hosts = ", ".join(sorted(set(rows["hostname"]) - {""})) if "hostname" in rows else ""
+    subtitle = _subtitle(rows, spec)
     ratio_figs: dict[str, str] = {}  # label (device and slice) -> PNG
     acc_figs: list[tuple[str, str]] = []  # (title, PNG)
     crossings: dict[str, list[str]] = {}
     for device in paired_devices(rows):
         for fixed, suffix in slices(grid):
             name = f"ratio_{_safe(device)}{suffix}.png"
-            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=hosts)
+            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=subtitle)
             label = f"{device}{_fixed_text(fixed)}"
             ratio_figs[label] = name
             crossings[label] = crossover_sentences(ratios, grid, device, fixed)
@@ -95,6 +95,9 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
               "ratio is the median over seeds of NumPy's time divided by that of PyTorch on the same "
               "device (above 1: PyTorch is faster).",
               ""]
+    if "gemm_seconds" in rows and rows["gemm_seconds"].isna().all():
+        lines += ["The GEMM-only timing was skipped (`--no-gemm`): `gemm_seconds` and "
+                  "`epoch_to_gemm` are empty.", ""]
     if any(e.startswith("dask") for e in executors):
         lines += ["Some tasks ran on a Dask cluster (" + ", ".join(executors) + "): each worker ran "
                   "one task at a time, but workers sharing a machine share its cores, so their "
@@ -133,12 +136,26 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
     return "\n".join(lines)
 
 
+def _subtitle(rows: pd.DataFrame, spec: dict[str, Any]) -> str:
+    """Where and how the map was measured, short enough for a plot title."""
+    ok = rows[rows["status"] == "ok"]
+    hosts = sorted({f"{h} ({c}, {int(t)} thread{'s' if t != 1 else ''})"
+                    for h, c, t in zip(ok.get("hostname", []), ok.get("cpu_model", []),
+                                       ok.get("threads", [])) if h})
+    sizes = sorted({int(n) for n in ok.get("n_train", []) if n == n})
+    epochs = None if "epochs" in spec["grid"] else spec["config"].get("epochs")
+    if epochs is None:
+        return ", ".join(hosts) + (f"; {'/'.join(map(str, sizes))} train images" if sizes else "")
+    return ", ".join(hosts) + (f"; {'/'.join(map(str, sizes))} train images, {epochs} epoch"
+                               f"{'s' if epochs != 1 else ''}" if sizes else "")
+
+
 def _machine_line(host: str, env: dict[str, Any]) -> str:
     cpu, gpu, v = env.get("cpu", {}), env.get("gpu"), env.get("versions", {})
-    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads)"
+    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} thread(s))"
                      for b in env.get("blas", []) if b.get("user_api") == "blas")
     return (f"`{host}`: {cpu.get('model')}, {cpu.get('logical_cores')} logical cores, "
-            f"{env.get('threads')} threads per task; "
+            f"{env.get('threads')} thread(s) per task; "
             + (f"GPU {gpu['name']} (CUDA {gpu.get('cuda_runtime')}, driver {gpu.get('driver')})"
                if gpu else "no GPU")
             + f"; Python {env.get('python')}, NumPy {v.get('numpy')}, PyTorch {v.get('torch')}; "

@@ -87,5 +87,5 @@ def positive_float(name: str):
 
 def data_info(data) -> dict[str, Any]:
     return {"source": data.source, "official": data.official, "fingerprint": data.fingerprint,
-            "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)),
-            "n_test": int(len(data.y_test))}
+            "n_train": len(data.y_train), "n_val": len(data.y_val),
+            "n_test": len(data.y_test)}

@@ -27,6 +27,7 @@ through a ``LinearOperator``: ``which="LA"`` gives the largest eigenvalues,
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,13 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from bench.theory.params import Arch, flatten, numpy_loss_grads, numpy_model, torch_model
+from bench.theory.params import (
+    Arch,
+    flatten,
+    numpy_loss_grads,
+    numpy_model,
+    torch_model,
+)
 
 DEFAULT_EPS = 1e-5  # central-difference step along a unit direction: ≈ (3 δ)^(1/3), see the module doc
 
@@ -129,7 +136,11 @@ def exact_hessian(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np
         return F.cross_entropy(torch.func.functional_call(model, params, (xt,)), yt)  # F1
 
     theta = torch.as_tensor(flatten(state, arch))
-    h = torch.func.hessian(loss)(theta).detach().numpy()  # (d, d)
+    with warnings.catch_warnings():
+        # NOTE: the first forward-mode call loads torch's own jit-scripted decompositions, which
+        # warns that torch.jit.script is deprecated: torch's internals, not ours
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        h = torch.func.hessian(loss)(theta).detach().numpy()  # (d, d)
     return 0.5 * (h + h.T)
 
 
