@@ -142,6 +142,8 @@ class Config:
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _check(self.torch_compile in TORCH_COMPILE_MODES, "torch_compile", self.torch_compile,
                ", ".join(TORCH_COMPILE_MODES))
+        _check(not (self.cuda_graph and self.torch_compile != "none"), "cuda_graph", self.cuda_graph,
+               "false when torch_compile is set (a captured graph and torch.compile are alternatives)")
         _check(self.dataloader_workers >= 0, "dataloader_workers", self.dataloader_workers,
                "an integer >= 0")
         if self.backends is not None:

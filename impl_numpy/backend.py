@@ -18,6 +18,7 @@ from bench.backend_api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
+from impl_numpy.blas import has_axpy
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_numpy.optim import SGD
@@ -160,8 +161,8 @@ class NumpyBackend:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             logits = model.forward(x)                            # (S, C)
             loss = loss_fn.forward(logits, y)                    # F1, scalar
-            xp.argmax(logits, axis=1, out=guess)
-            correct = xp.equal(guess, y, out=hit).sum()
+            logits.argmax(axis=1, out=guess)
+            correct = xp.count_nonzero(xp.equal(guess, y, out=hit))
             model.backward(loss_fn.backward(logits, y), input_grad=False)
             self.optimizer.step()
         self._losses.append(loss)  # stays on the device under CuPy
@@ -248,6 +249,9 @@ class NumpyBackend:
         }
         if self.xp is np:
             from threadpoolctl import threadpool_info
+
+            info["sgd_update"] = ("one BLAS axpy per parameter (NumPy's own BLAS)" if has_axpy(self.dtype)
+                                  else "two ufunc passes per parameter")
 
             info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
                                                       "architecture", "threading_layer")}

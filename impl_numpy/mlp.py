@@ -79,7 +79,8 @@ class MLP:
 
     def forward(self, x):
         """x (S, n_inputs) -> logits (S, n_classes); keeps what backward needs."""
-        x = self.xp.asarray(x, dtype=self.dtype)
+        if not (get_namespace(x) is self.xp and getattr(x, "dtype", None) == self.dtype):
+            x = self.xp.asarray(x, dtype=self.dtype)
         for layer in self.layers:
             x = layer.forward(x)
         return x

@@ -114,7 +114,7 @@ class LinearModule(Module):
             raise RuntimeError("LinearModule.backward called without a cached forward pass")
         xp = get_namespace(dout)
         xp.matmul(dout.T, x, out=self.grads["weight"])   # L1: dL/dW = dout^T X, (N, M)
-        xp.sum(dout, axis=0, out=self.grads["bias"])     # L2: dL/db = sum_s dout_s, (N,)
+        dout.sum(axis=0, out=self.grads["bias"])         # L2: dL/db = sum_s dout_s, (N,)
         if not input_grad:
             # NOTE: the input layer's dx is never used in training; skipping L3
             # saves a third of that layer's GEMM work.
@@ -216,6 +216,8 @@ def make_activation(name: str, alpha: float = 1.0) -> _ActivationModule:
 
 def _labels(y, xp):
     """Integer class ids (S,); one-hot rows (S, C) are accepted and converted."""
+    if type(y) is np.ndarray and y.ndim == 1:
+        return y
     y = xp.asarray(y)
     return xp.argmax(y, axis=1) if y.ndim == 2 else y
 
@@ -295,14 +297,15 @@ class SoftmaxCrossEntropyModule(Module):
     def forward(self, z, y):
         xp = get_namespace(z)
         y = _labels(y, xp)
-        rows = self._rows(z.shape[0], xp)
+        n = z.shape[0]
         p = self._empty("p", z.shape, z.dtype, xp)
-        xp.subtract(z, z.max(axis=1, keepdims=True), out=p)  # z - max z: the loss is shift-invariant, (S, C)
-        zy = p[rows, y]                                       # z_y - max z, (S,)
+        top = z.max(axis=1, keepdims=True, out=self._empty("max", (n, 1), z.dtype, xp))  # (S, 1)
+        xp.subtract(z, top, out=p)                            # z - max z: the loss is shift-invariant, (S, C)
+        zy = p[self._rows(n, xp), y]                          # z_y - max z, (S,)
         xp.exp(p, out=p)
-        s = p.sum(axis=1)                                     # sum_k e^(z_k - max z), (S,)
-        loss = (xp.log(s) - zy).sum() / z.shape[0]           # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
-        p /= s[:, None]                                       # S1: p = softmax(z), (S, C)
+        s = p.sum(axis=1, keepdims=True, out=self._empty("sum", (n, 1), z.dtype, xp))  # (S, 1)
+        loss = (xp.log(s[:, 0]) - zy).sum() / n               # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
+        p /= s                                                # S1: p = softmax(z), (S, C)
         self._z, self._p = z, p
         return loss
 
@@ -312,11 +315,9 @@ class SoftmaxCrossEntropyModule(Module):
             self.forward(z, y)
         xp = get_namespace(z)
         y = _labels(y, xp)
-        p = self._p
-        dz = self._empty("dz", p.shape, p.dtype, xp)
-        xp.copyto(dz, p)
-        dz[self._rows(z.shape[0], xp), y] -= 1                # p - onehot(y)   (the p - y shortcut, see class doc)
-        dz *= 1.0 / z.shape[0]                                # F1: dL/dz = (p - onehot(y)) / S, (S, C)
+        p, n = self._p, z.shape[0]
+        dz = xp.multiply(p, 1.0 / n, out=self._empty("dz", p.shape, p.dtype, xp))  # p / S
+        dz[self._rows(n, xp), y] -= 1.0 / n                   # F1: dL/dz = (p - onehot(y)) / S (the p - y shortcut)
         return dz
 
     def clear_cache(self) -> None:

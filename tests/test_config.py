@@ -53,6 +53,7 @@ def test_every_field_has_a_flag_and_help():
     ({"std": [0.2, 0.0, 0.2]}, "std"), ({"dtype": "float16"}, "dtype"),
     ({"residual": True, "hidden_dims": [128, 128]}, "hidden_dims"),
     ({"train_subset": 100, "batch_size": 128}, "batch_size"),
+    ({"cuda_graph": True, "torch_compile": "default"}, "cuda_graph"),
 ])
 def test_validate_rejects(kwargs, field):
     with pytest.raises(ConfigError) as e:
