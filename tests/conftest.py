@@ -42,3 +42,15 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert len(err.splitlines()) == 1, err
     for n in needles:
         assert n in err, (n, err)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run on one thread: on busy shared cores a parallel region around a
+    tiny GEMM can wait milliseconds for its second thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

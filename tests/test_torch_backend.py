@@ -23,14 +23,7 @@ from impl_torch.backend import TorchBackend, available
 N_FEATURES, N_CLASSES = 48, 10
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run on one thread: on busy shared cores a parallel region around a
-    tiny GEMM can wait milliseconds for its second thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from impl_numpy import MLP
 from impl_torch import TorchMLP, forward_loss
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run on one thread: on busy shared cores a parallel region around a
-    tiny GEMM can wait milliseconds for its second thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_init_is_kaiming_normal_fan_in_without_gain_on_the_input_layer():

@@ -30,14 +30,7 @@ TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 N_IN, N_CLASSES, BATCH = 40, 7, 32
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run on one thread: on busy shared cores a parallel region around a
-    tiny GEMM can wait milliseconds for its second thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(activation, dims, residual, alpha, dtype, seed=0):
