@@ -1,0 +1,75 @@
+"""Epoch time against GEMM-only time, interleaved in one process (a benchmark, not a test).
+
+Run it as::
+
+    python -m bench.epoch_ratio                    # numpy:cpu and torch:cpu, default config, 5 epochs
+    python -m bench.epoch_ratio --epochs 9 --threads 1 --backends numpy:cpu
+
+For every epoch and backend: one epoch of the config (its steps between two
+device synchronisations, on synthetic data of the CIFAR-10 shape), then that
+epoch's matrix products alone (``bench.roofline.step_gemms``, the same count)
+with the backend's own library. Interleaving puts both under the same machine
+load, so their ratio is what a noisy shared machine can still measure. Prints
+each epoch and the median ratio per backend. Every Config flag is accepted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from bench.backends import resolve
+from bench.config import add_config_arguments, config_from_args
+from bench.data import make_synthetic
+from bench.errors import OneLineArgumentParser, run_cli
+from bench.loop import epoch_order
+from bench.roofline import step_gemms
+from bench.threads import default_threads, limit_threads
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineArgumentParser(prog="python -m bench.epoch_ratio", description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["--epochs", "5", *raw])  # this command's own default; a flag overrides it
+    config = config_from_args(args)
+    chosen, _ = resolve(config.backends or ["numpy:cpu", "torch:cpu"])
+    n_train, batch = config.n_train, config.batch_size
+    data = make_synthetic(n_train, 1000, 1000, seed=0, dtype=config.dtype)
+    shapes = step_gemms(data.n_features, config.hidden_dims, data.n_classes, batch)
+    steps = n_train // batch
+    ratios: dict[str, list[float]] = {}
+    threads = config.threads or default_threads()
+    with limit_threads(threads):
+        backends = [(c.name, c.make(config)) for c in chosen]
+        for _, b in backends:
+            b.load_data(data)
+            b.init_model(config.seeds[0])
+            b.gemm_seconds(shapes, max(1, steps // 10))  # warm-up
+        print(f"{n_train} x {data.n_features} -> {config.hidden_dims} -> {data.n_classes}, batch {batch}, "
+              f"{steps} steps, {threads} threads")
+        for epoch in range(1, config.epochs + 1):
+            for name, b in backends:
+                idx = b.device_indices(epoch_order(config.seeds[0], epoch, n_train))
+                b.synchronize()
+                t0 = time.perf_counter()
+                for k in range(steps):
+                    b.train_batch(idx[k * batch:(k + 1) * batch])
+                b.synchronize()
+                epoch_s = time.perf_counter() - t0
+                b.pop_step_records()
+                gemm_s = b.gemm_seconds(shapes, steps)
+                ratios.setdefault(name, []).append(epoch_s / gemm_s)
+                print(f"{name} epoch {epoch}: {epoch_s:.3f} s, GEMM-only {gemm_s:.3f} s, "
+                      f"ratio {epoch_s / gemm_s:.3f}", flush=True)
+    for name, r in ratios.items():
+        print(f"{name}: median epoch/GEMM ratio {np.median(r):.3f} over {len(r)} epochs "
+              f"(min {min(r):.3f}, max {max(r):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, prog="python -m bench.epoch_ratio")

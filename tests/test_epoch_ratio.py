@@ -1,0 +1,22 @@
+"""bench.epoch_ratio runs end to end on a tiny config and prints a ratio per backend."""
+
+from __future__ import annotations
+
+from bench import epoch_ratio
+from conftest import assert_one_line_error
+
+
+def test_prints_a_median_ratio_per_backend(capsys):
+    code = epoch_ratio.main(["--dataset", "synthetic", "--train-subset", "256", "--batch-size", "64",
+                             "--hidden-dims", "8", "--epochs", "2", "--threads", "1",
+                             "--backends", "numpy:cpu,torch:cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("numpy:cpu", "torch:cpu"):
+        assert f"{name} epoch 2:" in out
+        line = next(s for s in out.splitlines() if s.startswith(f"{name}: median"))
+        assert float(line.split("ratio ")[1].split()[0]) > 0
+
+
+def test_bad_flag_is_one_line(cli):
+    assert_one_line_error(cli("bench.epoch_ratio", "--lr", "0"), "lr")
