@@ -159,8 +159,6 @@ def run_compare(config: Config, out: str | Path | None = None, *, progress: bool
     out = output_dir(None if out is None else str(out), config, [c.name for c in chosen])
     threads = config.threads or default_threads()
     _make_dir(out)
-    for name, reason in skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
 
     rec = Recorder(out)
     interrupted = False
@@ -169,7 +167,14 @@ def run_compare(config: Config, out: str | Path | None = None, *, progress: bool
     data = None
     with limit_threads(threads):
         try:
-            data = load_for_config(config, config.seeds[0], progress=progress)
+            try:
+                data = load_for_config(config, config.seeds[0], progress=progress)
+            except UserError:
+                if not any(out.iterdir()):  # leave no empty results folder behind
+                    out.rmdir()
+                raise
+            for name, reason in skipped:
+                print(f"skipped {name}: {reason}", file=sys.stderr)
             env = collect_env(threads, {"config": config.to_dict(), "backends": [c.name for c in chosen],
                                         "skipped": skipped, "data": _data_info(data)})
             write_json(env, out / "env.json")
