@@ -16,7 +16,6 @@ each epoch and the median ratio per backend. Every Config flag is accepted.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +24,7 @@ from bench.backends import resolve
 from bench.config import add_config_arguments, config_from_args
 from bench.data import make_synthetic
 from bench.errors import OneLineArgumentParser, run_cli
-from bench.loop import epoch_order
+from bench.loop import timed_epoch
 from bench.roofline import step_gemms
 from bench.threads import default_threads, limit_threads
 
@@ -53,13 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{steps} steps, {threads} threads")
         for epoch in range(1, config.epochs + 1):
             for name, b in backends:
-                idx = b.device_indices(epoch_order(config.seeds[0], epoch, n_train))
-                b.synchronize()
-                t0 = time.perf_counter()
-                for k in range(steps):
-                    b.train_batch(idx[k * batch:(k + 1) * batch])
-                b.synchronize()
-                epoch_s = time.perf_counter() - t0
+                epoch_s = timed_epoch(b, config.seeds[0], epoch, n_train, batch)
                 b.pop_step_records()
                 gemm_s = b.gemm_seconds(shapes, steps)
                 ratios.setdefault(name, []).append(epoch_s / gemm_s)

@@ -84,13 +84,7 @@ def train_run(backend: Backend, data: Dataset, config: Config, seed: int, *,
         backend.import_state(start_state)
 
         for epoch in range(1, config.epochs + 1):
-            idx = backend.device_indices(epoch_order(seed, epoch, n_train))
-            backend.synchronize()
-            t0 = time.perf_counter()
-            for k in range(n_steps):
-                backend.train_batch(idx[k * batch:(k + 1) * batch])
-            backend.synchronize()
-            epoch_seconds = time.perf_counter() - t0
+            epoch_seconds = timed_epoch(backend, seed, epoch, n_train, batch)
             train_clock += epoch_seconds
 
             rec = backend.pop_step_records()
@@ -142,6 +136,21 @@ def train_run(backend: Backend, data: Dataset, config: Config, seed: int, *,
                   "time_to_target_seconds": time_to_target,
                   "peak_memory_bytes": backend.peak_memory_bytes()}
     return result
+
+
+def timed_epoch(backend: Backend, seed: int, epoch: int, n_train: int, batch: int) -> float:
+    """Seconds of one epoch's training steps, between two device synchronisations.
+
+    The copy of the epoch's order to the device happens before the clock
+    starts; the step records stay on the backend for ``pop_step_records``.
+    """
+    idx = backend.device_indices(epoch_order(seed, epoch, n_train))
+    backend.synchronize()
+    t0 = time.perf_counter()
+    for k in range(n_train // batch):  # drop_last, as the reference does
+        backend.train_batch(idx[k * batch:(k + 1) * batch])
+    backend.synchronize()
+    return time.perf_counter() - t0
 
 
 def _warm_up(backend: Backend, n_train: int, batch: int, steps: int) -> None:
