@@ -11,17 +11,25 @@ epoch's matrix products alone (``bench.roofline.step_gemms``, the same count)
 with the backend's own library. Interleaving puts both under the same machine
 load, so their ratio is what a noisy shared machine can still measure. Prints
 each epoch and the median ratio per backend. Every Config flag is accepted.
+
+Then, per backend, the **fixed cost of a step**: epochs of the same step
+count and batch size on a model too small for its arithmetic to matter
+(8 features -> [8] -> classes), the backends taking turns. What a step costs
+there (dispatch, autograd, optimizer, Python) it also costs in the real
+model, so ``1 + fixed / GEMM-only step`` is a floor under the ratio that no
+tuning of the big products can remove.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from bench.backends import resolve
-from bench.config import add_config_arguments, config_from_args
+from bench.config import Config, add_config_arguments, config_from_args
 from bench.data import make_synthetic
 from bench.errors import OneLineArgumentParser, run_cli
 from bench.loop import timed_epoch
@@ -41,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = step_gemms(data.n_features, config.hidden_dims, data.n_classes, batch)
     steps = n_train // batch
     ratios: dict[str, list[float]] = {}
+    gemm_times: dict[str, list[float]] = {}
     threads = config.threads or default_threads()
     with limit_threads(threads):
         backends = [(c.name, c.make(config)) for c in chosen]
@@ -56,12 +65,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                 b.pop_step_records()
                 gemm_s = b.gemm_seconds(shapes, steps)
                 ratios.setdefault(name, []).append(epoch_s / gemm_s)
+                gemm_times.setdefault(name, []).append(gemm_s)
                 print(f"{name} epoch {epoch}: {epoch_s:.3f} s, GEMM-only {gemm_s:.3f} s, "
                       f"ratio {epoch_s / gemm_s:.3f}", flush=True)
+        fixed = _fixed_step_seconds(chosen, config, steps)
     for name, r in ratios.items():
         print(f"{name}: median epoch/GEMM ratio {np.median(r):.3f} over {len(r)} epochs "
               f"(min {min(r):.3f}, max {max(r):.3f})")
+    for name, f in fixed.items():
+        gemm_step = np.median(gemm_times[name]) / steps
+        print(f"{name}: fixed cost of a step {f * 1e6:.0f} us (8-feature, 8-wide model, median of "
+              f"{FIXED_EPOCHS} epochs) = {f / gemm_step:.3f} of a GEMM-only step: the ratio cannot go "
+              f"below {1 + f / gemm_step:.3f}")
     return 0
+
+
+FIXED_WIDTH = 8    # features and hidden width of the model whose steps are all overhead
+FIXED_EPOCHS = 5
+
+
+def _fixed_step_seconds(chosen, config: Config, steps: int) -> dict[str, float]:
+    """Median seconds per step of ``steps``-step epochs of a FIXED_WIDTH model, per backend, interleaved."""
+    tiny = dataclasses.replace(config, hidden_dims=[FIXED_WIDTH], residual=False)
+    data = make_synthetic(config.n_train, 10, 10, n_features=FIXED_WIDTH, seed=0, dtype=config.dtype)
+    backends = [(c.name, c.make(tiny)) for c in chosen]
+    for _, b in backends:
+        b.load_data(data)
+        b.init_model(config.seeds[0])
+        timed_epoch(b, config.seeds[0], 0, config.n_train, config.batch_size)  # warm-up
+        b.pop_step_records()
+    times: dict[str, list[float]] = {}
+    for epoch in range(1, FIXED_EPOCHS + 1):
+        for name, b in backends:
+            times.setdefault(name, []).append(
+                timed_epoch(b, config.seeds[0], epoch, config.n_train, config.batch_size) / steps)
+            b.pop_step_records()
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ def test_prints_a_median_ratio_per_backend(capsys):
         assert f"{name} epoch 2:" in out
         line = next(s for s in out.splitlines() if s.startswith(f"{name}: median"))
         assert float(line.split("ratio ")[1].split()[0]) > 0
+        fixed = next(s for s in out.splitlines() if s.startswith(f"{name}: fixed cost of a step"))
+        micros = float(fixed.split("step ")[1].split(" us")[0])
+        share = float(fixed.split("= ")[1].split(" of")[0])
+        floor = float(fixed.rsplit("below ", 1)[1])
+        assert micros > 0 and share > 0
+        assert abs(floor - (1 + share)) < 2e-3  # the floor is 1 + fixed / GEMM-only step
 
 
 def test_bad_flag_is_one_line(cli):
