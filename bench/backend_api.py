@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bench.data.dataset import Dataset
+from bench.roofline import Gemm
 
 
 @dataclass
@@ -73,8 +74,12 @@ class Backend(Protocol):
     def import_state(self, state: dict[str, np.ndarray]) -> None:
         """Overwrite the weights (and reset optimizer state) from shared names."""
 
-    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
-        """Seconds for ``repeats`` rounds of the matrix products (M, K, N) alone, synchronised."""
+    def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
+        """Seconds for ``repeats`` rounds of the matrix products alone, synchronised.
+
+        Each :class:`bench.roofline.Gemm` is (m, k, n) with ``ta``/``tb``: which
+        operand is stored transposed, as in the training step.
+        """
 
     def describe(self) -> dict[str, Any]:
         """Options worth recording with every result (threads, compile mode, dtype, ...)."""

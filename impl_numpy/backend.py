@@ -18,6 +18,7 @@ from bench.backend_api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
+from bench.roofline import Gemm
 from impl_numpy.blas import has_axpy
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
@@ -213,7 +214,7 @@ class NumpyBackend:
 
     # ------------------------------------------------------------ measurement
 
-    def gemm_seconds(self, shapes: list[tuple[int, ...]], repeats: int) -> float:
+    def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
         """Seconds for ``repeats`` rounds of the products alone, operands preallocated.
 
         Each shape is (m, k, n) or a ``bench.roofline.Gemm`` with ``ta``/``tb``:

@@ -22,6 +22,7 @@ from bench.backend_api import StepRecords
 from bench.config import Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
+from bench.roofline import Gemm
 from impl_torch import device as devices
 from impl_torch.device import available  # noqa: F401  (the registry looks it up here)
 from impl_torch.gemm import gemm_seconds
@@ -150,7 +151,7 @@ class TorchBackend:
 
     # ------------------------------------------------------------ measurement
 
-    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+    def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
         with self._precision:
             return gemm_seconds(shapes, repeats, self.dev, self.dtype)
 

@@ -26,6 +26,7 @@ from bench.backend_api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
+from bench.roofline import Gemm
 from impl_numpy.backend import NumpyBackend
 from impl_numpy.mlp import MLP
 
@@ -267,7 +268,7 @@ class SklearnBackend:
 
     # ------------------------------------------------------------ measurement
 
-    def gemm_seconds(self, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+    def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
         """The NumPy backend's GEMM-only timing: scikit-learn's products are NumPy matmuls."""
         return self._gemm.gemm_seconds(shapes, repeats)
 
