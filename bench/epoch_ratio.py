@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,10 @@ from bench.errors import OneLineArgumentParser, run_cli
 from bench.loop import timed_epoch
 from bench.roofline import step_gemms
 from bench.threads import default_threads, limit_threads
+
+NOMINAL_SLACK = 0.15  # an epoch whose GEMM-only time is this much above the fastest ran on a loaded machine
+FIXED_WIDTH = 8       # features and hidden width of the model whose steps are all overhead
+FIXED_EPOCHS = 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,10 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gemm_times: dict[str, list[float]] = {}
     threads = config.threads or default_threads()
     with limit_threads(threads):
-        backends = [(c.name, c.make(config)) for c in chosen]
+        backends = _ready_backends(chosen, config, data)
         for _, b in backends:
-            b.load_data(data)
-            b.init_model(config.seeds[0])
             b.gemm_seconds(shapes, max(1, steps // 10))  # warm-up
         before = {name: b.gemm_seconds(shapes, steps) for name, b in backends}
         print(f"{n_train} x {data.n_features} -> {config.hidden_dims} -> {data.n_classes}, batch {batch}, "
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gemm_times.setdefault(name, []).append(gemm_s)
                 print(f"{name} epoch {epoch}: {epoch_s:.3f} s, GEMM-only {gemm_s:.3f} s (mean of "
                       f"before and after), ratio {epoch_s / gemm_s:.3f}", flush=True)
-        fixed = _fixed_step_seconds(chosen, config, steps)
+        fixed = _fixed_step_seconds(chosen, config)
     for name, r in ratios.items():
         print(f"{name}: median epoch/GEMM ratio {np.median(r):.3f} over {len(r)} epochs "
               f"(min {min(r):.3f}, max {max(r):.3f})")
@@ -88,13 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{NOMINAL_SLACK:.0%} of its fastest)")
     for name, f in fixed.items():
         gemm_step = np.median(gemm_times[name]) / steps
-        print(f"{name}: fixed cost of a step {f * 1e6:.0f} us (8-feature, 8-wide model, median of "
+        print(f"{name}: fixed cost of a step {f * 1e6:.0f} us ({FIXED_WIDTH}-feature, {FIXED_WIDTH}-wide "
+              f"model, median of "
               f"{FIXED_EPOCHS} epochs) = {f / gemm_step:.3f} of a GEMM-only step: the ratio cannot go "
               f"below {1 + f / gemm_step:.3f}")
     return 0
-
-
-NOMINAL_SLACK = 0.15  # an epoch whose GEMM-only time is this much above the fastest ran on a loaded machine
 
 
 def nominal_epochs(gemm_seconds: list[float]) -> list[int]:
@@ -103,28 +104,29 @@ def nominal_epochs(gemm_seconds: list[float]) -> list[int]:
     return [i for i, g in enumerate(gemm_seconds) if g <= (1 + NOMINAL_SLACK) * fastest]
 
 
-FIXED_WIDTH = 8    # features and hidden width of the model whose steps are all overhead
-FIXED_EPOCHS = 5
-
-
-def _fixed_step_seconds(chosen, config: Config, steps: int) -> dict[str, float]:
-    """Median seconds per step of ``steps``-step epochs of a FIXED_WIDTH model, per backend, interleaved."""
-    tiny = dataclasses.replace(config, hidden_dims=[FIXED_WIDTH], residual=False)
-    data = make_synthetic(config.n_train, 10, 10, n_features=FIXED_WIDTH, seed=0, dtype=config.dtype)
-    backends = [(c.name, c.make(tiny)) for c in chosen]
+def _ready_backends(chosen, config: Config, data) -> list[tuple[str, Any]]:
+    """(name, backend) for every chosen backend, its data loaded and its model drawn from the first seed."""
+    backends = [(c.name, c.make(config)) for c in chosen]
     for _, b in backends:
         b.load_data(data)
         b.init_model(config.seeds[0])
-        timed_epoch(b, config.seeds[0], 0, config.n_train, config.batch_size)  # warm-up
-        b.pop_step_records()
-    times: dict[str, list[float]] = {}
-    for epoch in range(1, FIXED_EPOCHS + 1):
-        for name, b in backends:
-            times.setdefault(name, []).append(
-                timed_epoch(b, config.seeds[0], epoch, config.n_train, config.batch_size) / steps)
-            b.pop_step_records()
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return backends
 
+
+def _fixed_step_seconds(chosen, config: Config) -> dict[str, float]:
+    """Median seconds per step of full-length epochs of a FIXED_WIDTH model, per backend, interleaved."""
+    tiny = dataclasses.replace(config, hidden_dims=[FIXED_WIDTH], residual=False)
+    data = make_synthetic(config.n_train, 10, 10, n_features=FIXED_WIDTH, seed=0, dtype=config.dtype)
+    backends = _ready_backends(chosen, tiny, data)
+    steps = config.n_train // config.batch_size
+    times: dict[str, list[float]] = {}
+    for epoch in range(FIXED_EPOCHS + 1):  # epoch 0 is a warm-up
+        for name, b in backends:
+            seconds = timed_epoch(b, config.seeds[0], epoch, config.n_train, config.batch_size)
+            b.pop_step_records()
+            if epoch > 0:
+                times.setdefault(name, []).append(seconds / steps)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 if __name__ == "__main__":
     run_cli(main, prog="python -m bench.epoch_ratio")

@@ -54,3 +54,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """One BLAS and torch thread (bench.threads.limit_threads): for tiny problems, where extra
+    threads only spin on a busy machine."""
+    from bench.threads import limit_threads
+
+    with limit_threads(1):
+        yield

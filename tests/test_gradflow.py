@@ -22,15 +22,10 @@ from bench.theory.params import (
     torch_loss_grads,
     torch_model,
 )
-from bench.threads import limit_threads
 from impl_numpy.mlp import MLP
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One BLAS/torch thread: these problems are tiny, and extra threads only spin on a busy machine."""
-    with limit_threads(1):
-        yield
 
 def _batch(n: int, m: int, seed: int = 0, classes: int = 10):
     rng = np.random.default_rng(seed)

@@ -21,14 +21,9 @@ from bench.theory.hvp import (
     lanczos,
 )
 from bench.theory.params import Arch, flatten, unflatten
-from bench.threads import limit_threads
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One BLAS/torch thread: these problems are tiny, and extra threads only spin on a busy machine."""
-    with limit_threads(1):
-        yield
 
 def _problem(activation: str, residual: bool = False, n: int = 200, seed: int = 0):
     """A tiny model (10 inputs, hidden 8, 5 classes) and a few hundred examples."""
