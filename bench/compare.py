@@ -8,19 +8,19 @@ Run it as::
     python -m bench.compare --backends numpy:cpu,torch:cpu --epochs 3 --train-subset 10000
 
 Every flag is a field of ``bench.config.Config`` (``--help`` lists them with
-their defaults); ``--config FILE`` reads the same fields from TOML. Results go
-to ``--out DIR`` (default ``results/<timestamp>_<label>/``), never over an
-existing run: ``epochs.csv``, ``runs.csv``, ``summary.csv``, ``pairs.csv``,
-``steps.csv`` (lock-step), ``env.json``, PNG plots and ``report.md``.
+their defaults); ``--config FILE`` reads the same fields from TOML. Each
+(backend, seed) is one call of the one run path (``bench.run``); results go
+through one results folder (``bench.results``) to ``--out DIR`` (default
+``results/<timestamp>_<label>/``), never over an existing run:
+``epochs.csv``, ``runs.csv``, ``summary.csv``, ``pairs.csv``, ``steps.csv``
+(lock-step), ``env.json``, PNG plots and ``report.md``.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,87 +28,79 @@ from tqdm import tqdm
 
 from bench import plots
 from bench.backends import Chosen, resolve
-from bench.config import Config, add_config_arguments, config_from_args
+from bench.cli import command_parser
+from bench.config import Config, config_from_args
+from bench.data.dataset import Dataset
 from bench.datasource import load_for_config
-from bench.env import collect_env
-from bench.errors import EXIT_INTERRUPTED, OneLineArgumentParser, UserError, run_cli
-from bench.io import write_csv, write_json, write_text
-from bench.loop import RunResult, train_run
-from bench.report import build_report, md_table, summary_view
-from bench.roofline import epoch_flop, measure_gemms, roofline_columns
+from bench.errors import EXIT_INTERRUPTED, run_cli
+from bench.loop import LoopHooks, RunResult
+from bench.report import build_report, md_table, summary_view, timing_sentences
+from bench.results import ResultsFolder
+from bench.roofline import epoch_flop, gflops_columns
+from bench.run import RunRecord, run_one
 from bench.stats import compare_pairs, summarise
 from bench.threads import default_threads, limit_threads
 
-def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
-        prog="python -m bench.compare",
-        description="Train the NumPy and PyTorch MLPs side by side and write CSV tables, plots and "
-                    "a report. Defaults are the reference setup (bench/config.py).")
-    add_config_arguments(parser)
-    parser.add_argument("--out", metavar="DIR", help="output folder (must not exist yet, or be empty; "
-                        "default: results/<timestamp>_<label>/)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+COMMAND = "compare"
+# the columns an empty table still gets, so that every CSV can be read back
+EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", "train_loss",
+                 "train_acc", "val_loss", "val_acc", "epoch_seconds", "eval_seconds",
+                 "samples_per_second", "timing_quality"]
+RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
+               "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
+               "median_epoch_seconds", "time_to_target_seconds", "peak_memory_bytes"]
 
 
-def output_dir(out: str | None, config: Config, names: list[str]) -> Path:
-    """The run's folder (not created yet); an existing non-empty folder is an error."""
-    if out is not None:
-        path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UserError(f"--out {out} already exists and is not empty (an existing run is never "
-                            "overwritten; pick a new folder)")
-        return path
-    label = "_".join(n.replace(":", "-") for n in names)
-    if config.lockstep:
-        label += "_lockstep"
-    if len(config.seeds) > 1:
-        label += f"_{len(config.seeds)}seeds"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("results") / f"{stamp}_{label}"
-    k = 1
-    while path.exists():
-        k += 1
-        path = Path("results") / f"{stamp}_{label}_{k}"
-    return path
+def build_parser():
+    return command_parser(COMMAND, "Train the NumPy and PyTorch MLPs side by side and write CSV "
+                                   "tables, plots and a report. Defaults are the reference setup.",
+                          out_default="results/<timestamp>_<backends>/")
 
 
-def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
+def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """``rows`` as a table; with no rows, the header alone."""
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
 
-class Recorder:
-    """Holds every record of the run and rewrites the CSVs atomically as they grow."""
+class Recorder(LoopHooks):
+    """Holds every record of the comparison and rewrites the CSVs as they grow."""
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.results: list[RunResult] = []
-        self.current: RunResult | None = None
-
-    def _all(self) -> list[RunResult]:
-        return self.results + ([self.current] if self.current is not None else [])
+    def __init__(self, folder: ResultsFolder):
+        self.folder = folder
+        self.records: list[RunRecord] = []
+        self.current: list[dict[str, Any]] = []  # the epochs of the run in progress
 
     def epochs(self) -> pd.DataFrame:
-        return pd.DataFrame([e for r in self._all() for e in r.epochs])
+        return frame([e for r in self.records for e in r.epochs] + self.current, EPOCH_COLUMNS)
 
     def runs(self) -> pd.DataFrame:
-        return pd.DataFrame([r.run for r in self.results if r.run])
+        return frame([r.run for r in self.records], RUN_COLUMNS)
 
     def steps(self) -> pd.DataFrame:
-        return pd.DataFrame([s for r in self._all() for s in r.steps])
+        return frame([s for r in self.records for s in r.steps], ["backend", "seed", "step", "loss"])
 
-    def on_epoch(self, result: RunResult) -> None:
-        self.current = result
-        write_csv(self.epochs(), self.out / "epochs.csv")
+    def epoch_done(self, result: RunResult) -> None:
+        self.current = list(result.epochs)
+        self.folder.write_csv("epochs.csv", self.epochs())
 
-    def finish_run(self, result: RunResult) -> None:
-        self.current = None
-        self.results.append(result)
-        write_csv(self.epochs(), self.out / "epochs.csv")
-        write_csv(self.runs(), self.out / "runs.csv")
+    def finish_run(self, record: RunRecord) -> None:
+        self.current = []
+        self.records.append(record)
+        self.folder.write_csv("epochs.csv", self.epochs())
+        self.folder.write_csv("runs.csv", self.runs())
+
+
+class Progress(LoopHooks):
+    """A tqdm bar per run: loss, accuracy and seconds of the last epoch."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def epoch_done(self, result: RunResult) -> None:
+        e = result.epochs[-1]
+        self.bar.set_postfix(loss=f"{e['train_loss']:.4f}", val_acc=f"{e['val_acc']:.4f}",
+                             s=f"{e['epoch_seconds']:.2f}")
+        self.bar.update(1)
 
 
 def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
@@ -138,7 +130,7 @@ def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
 class Outcome:
     """What one comparison produced (also written under ``out``)."""
 
-    out: Path
+    out: Any
     epochs: pd.DataFrame
     runs: pd.DataFrame
     summary: pd.DataFrame | None
@@ -147,7 +139,7 @@ class Outcome:
     interrupted: bool
 
 
-def run_compare(config: Config, out: str | Path | None = None, *, progress: bool = True) -> Outcome:
+def run_compare(config: Config, out: str | None = None, *, progress: bool = True) -> Outcome:
     """Run every backend of ``config`` for every seed and write all outputs into ``out``.
 
     Bad backends or options raise :class:`UserError` before anything is
@@ -156,131 +148,112 @@ def run_compare(config: Config, out: str | Path | None = None, *, progress: bool
     """
     chosen, skipped = resolve(config.backends)
     backends = [(c, c.make(config)) for c in chosen]  # constructors check options (one line on error)
-    out = output_dir(None if out is None else str(out), config, [c.name for c in chosen])
+    label = "_".join(c.name.replace(":", "-") for c in chosen)
+    label += "_lockstep" if config.lockstep else ""
+    label += f"_{len(config.seeds)}seeds" if len(config.seeds) > 1 else ""
     threads = config.threads or default_threads()
-    _make_dir(out)
-
-    rec = Recorder(out)
-    interrupted = False
-    gemm: dict[str, float] = {}
-    env: dict[str, Any] = {}
-    data = None
-    with limit_threads(threads):
+    interrupted, env, data, summary = False, {}, None, None
+    with ResultsFolder.create(out, label) as folder, limit_threads(threads):
+        rec = Recorder(folder)
         try:
-            try:
-                data = load_for_config(config, config.seeds[0], progress=progress)
-            except UserError:
-                if not any(out.iterdir()):  # leave no empty results folder behind
-                    out.rmdir()
-                raise
+            data = load_for_config(config, config.seeds[0], progress=progress)
             for name, reason in skipped:
                 print(f"skipped {name}: {reason}", file=sys.stderr)
-            env = collect_env(threads, {"config": config.to_dict(), "backends": [c.name for c in chosen],
-                                        "skipped": skipped, "data": _data_info(data)})
-            write_json(env, out / "env.json")
-            for c, b in backends:
-                b.load_data(data)
-                gemm[c.name] = measure_gemms(b, config, data.n_features, data.n_classes,
-                                             len(data.y_train))
+            env = folder.write_env(threads, {"config": config.to_dict(),
+                                             "backends": [c.name for c in chosen], "skipped": skipped,
+                                             "data": data.info()})
             env["backend_options"] = {c.name: b.describe() for c, b in backends}
-            write_json(env, out / "env.json")
+            folder.write_json("env.json", env)
             interrupted = _train_all(config, backends, data, rec, progress)
         except KeyboardInterrupt:
             interrupted = True
-    summary = None
-    if data is not None:
-        summary = _write_outputs(out, config, env, rec, gemm, skipped, interrupted, data)
-    return Outcome(out, rec.epochs(), rec.runs(), summary, skipped, env, interrupted)
+        if data is not None:
+            summary = _write_outputs(folder, config, env, rec, skipped, interrupted, data)
+    return Outcome(folder.path, rec.epochs(), rec.runs(), summary, skipped, env, interrupted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    config = config_from_args(args, COMMAND)
     outcome = run_compare(config, args.out, progress=not args.quiet)
     if outcome.summary is not None and len(outcome.summary):
         print(md_table(summary_view(outcome.summary)))
+        for sentence in timing_sentences(outcome.summary):
+            print(f"timing flagged: {sentence}")
     if outcome.interrupted:
         print(f"interrupted: partial results in {outcome.out}", file=sys.stderr)
     print(f"results: {outcome.out}")
     return EXIT_INTERRUPTED if outcome.interrupted else 0
 
 
-def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data, rec: Recorder,
+def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset, rec: Recorder,
                progress: bool) -> bool:
-    """Every seed, every backend; returns whether the run was interrupted."""
+    """Every seed, every backend, through the one run path; returns whether it was interrupted."""
     for i, seed in enumerate(config.seeds):
         if i > 0:  # the validation split is drawn by the seed
             data = load_for_config(config, seed, progress=progress)
-            for _, b in backends:
-                b.load_data(data)
         initial = None
         if config.lockstep:
-            backends[0][1].init_model(seed)
-            initial = backends[0][1].export_state()
+            first = backends[0][1]
+            first.load_data(data)
+            first.init_model(seed)
+            initial = first.export_state()
         for c, b in backends:
             bar = tqdm(total=config.epochs, desc=f"{c.name} seed {seed}", unit="epoch",
                        disable=not progress, file=sys.stderr, leave=True)
-
-            def on_epoch(result: RunResult, bar=bar) -> None:
-                e = result.epochs[-1]
-                bar.set_postfix(loss=f"{e['train_loss']:.4f}", val_acc=f"{e['val_acc']:.4f}",
-                                s=f"{e['epoch_seconds']:.2f}")
-                bar.update(1)
-                rec.on_epoch(result)
-
-            result = train_run(b, data, config, seed, initial_state=initial,
-                               record_steps=config.lockstep, on_epoch=on_epoch)
+            record = run_one(c, config, data, seed, backend=b, initial_state=initial,
+                             record_steps=config.lockstep, hooks=[Progress(bar), rec])
             bar.close()
-            rec.finish_run(result)
-            if result.status == "diverged":
+            rec.finish_run(record)
+            if record.status == "diverged":
                 print(f"{c.name} seed {seed}: diverged (non-finite loss in epoch "
-                      f"{len(result.epochs)}); the other runs go on", file=sys.stderr)
-            if result.interrupted:
+                      f"{len(record.epochs)}); the other runs go on", file=sys.stderr)
+            elif record.status in ("failed", "oom"):
+                print(f"{c.name} seed {seed}: {record.status}: {record.error}; the other runs go on",
+                      file=sys.stderr)
+            if record.interrupted:
                 return True
     return False
 
 
-def _data_info(data) -> dict[str, Any]:
-    return {"source": data.source, "official": data.official, "fingerprint": data.fingerprint,
-            "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)),
-            "n_test": int(len(data.y_test))}
-
-
-def _write_outputs(out: Path, config: Config, env: dict[str, Any], rec: Recorder,
-                   gemm: dict[str, float], skipped, interrupted: bool, data) -> pd.DataFrame | None:
+def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], rec: Recorder,
+                   skipped, interrupted: bool, data: Dataset) -> pd.DataFrame | None:
     epochs, runs = rec.epochs(), rec.runs()
-    write_csv(epochs, out / "epochs.csv")
-    write_csv(runs, out / "runs.csv")
+    folder.write_csv("epochs.csv", epochs)
+    folder.write_csv("runs.csv", runs)
     if runs.empty or epochs.empty:
         return None
     summary = summarise(runs, epochs)
     flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
                       len(data.y_train))
-    summary["gemm_seconds"] = summary["backend"].map(gemm).astype(float)
-    for name, col in roofline_columns(summary["median_epoch_seconds"], summary["gemm_seconds"],
-                                      flop).items():
+    gemm = summary["gemm_seconds"] if "gemm_seconds" in summary else float("nan")
+    for name, col in gflops_columns(summary["median_epoch_seconds"], gemm, flop).items():
         summary[name] = col
-    write_csv(summary, out / "summary.csv")
+    folder.write_csv("summary.csv", summary)
     pairs = compare_pairs(runs, epochs)
-    write_csv(pairs, out / "pairs.csv")
+    folder.write_csv("pairs.csv", pairs)
 
-    figs = {"Training loss per epoch": plots.plot_train_loss(epochs, out / "train_loss.png").name,
-            "Validation accuracy per epoch": plots.plot_val_acc(epochs, out / "val_acc.png").name,
-            "Epoch time vs GEMM-only time": plots.plot_epoch_time(
-                summary, pd.DataFrame({"backend": list(gemm), "gemm_seconds": list(gemm.values())}),
-                out / "epoch_time.png").name}
+    figs = {}
+    for title, name, fig in (("Training loss per epoch", "train_loss.png", plots.train_loss(epochs)),
+                             ("Validation accuracy per epoch", "val_acc.png", plots.val_acc(epochs)),
+                             ("Epoch time vs GEMM-only time", "epoch_time.png",
+                              plots.epoch_time(summary))):
+        if folder.save_figure(name, fig) is not None:
+            figs[title] = name
     lock = None
     if config.lockstep:
         steps = rec.steps()
-        write_csv(steps, out / "steps.csv")
+        folder.write_csv("steps.csv", steps)
         if not steps.empty:
             lock = lockstep_divergence(steps, steps["backend"].iloc[0])
-            figs["Lock-step losses"] = plots.plot_lockstep(steps, out / "lockstep.png").name
+            if folder.save_figure("lockstep.png", plots.lockstep(steps)) is not None:
+                figs["Lock-step losses"] = "lockstep.png"
             env["lockstep"] = lock
-            write_json(env, out / "env.json")
+            folder.write_json("env.json", env)
     report = build_report(env=env, config=config.to_dict(), summary=summary, pairs=pairs, runs=runs,
-                          skipped=skipped, plots=figs, lockstep=lock, interrupted=interrupted)
-    write_text(report, out / "report.md")
+                          skipped=skipped, plots=figs, lockstep=lock, interrupted=interrupted,
+                          files=[*folder.written, "report.md"])
+    folder.write_text("report.md", report)
     if lock is not None:
         print(f"lock-step: largest loss divergence abs {lock['max_abs']:.3g}, rel {lock['max_rel']:.3g} "
               f"({lock['where']})", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The one configuration of the suite: every setting and its only default.
+"""The one configuration of the suite: every setting, its only default, and each command's preset.
 
 :class:`Config` is the single place where a default lives. The command line
 (:func:`add_config_arguments`) and the TOML loader (:func:`load_toml`) are
@@ -7,7 +7,11 @@ types are errors, and :meth:`Config.validate` rejects bad values before any
 work starts, each with one line naming the field, the value and what is
 allowed.
 
-Precedence: the dataclass defaults < a TOML file (``--config FILE``) <
+Each command uses a subset of the fields (:data:`COMMAND_FIELDS`: its
+``--help`` lists those alone, and a TOML key outside them is an error) and may
+start from a named preset (:data:`PRESETS`, e.g. ``epoch_ratio`` times 5
+epochs of synthetic data). Precedence, for every command: the dataclass
+defaults < the command's preset < a TOML file (``--config FILE``) <
 command-line flags.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -23,16 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, UserError
+from impl_common.arch import ACTIVATIONS, residual_dims_ok, residual_example
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-ACTIVATIONS = ("elu", "relu", "tanh")
 DTYPES = ("float32", "float64")
 DATASETS = ("cifar10", "synthetic")
 TORCH_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+GPU_VARIANTS = ("eager", "cuda_graph", "reduce-overhead")  # bench.gpu_check: torch speed-ups compared
 CIFAR10_TRAIN_SIZE = 50_000  # images in the official training archive
 SYNTHETIC_TRAIN_SIZE = 2000  # training images of --dataset synthetic without --train-subset
 CIFAR10_N_FEATURES = 3 * 32 * 32
@@ -49,7 +55,7 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class Config:
-    """Every setting of a run. The defaults are the reference setup (THEORY.md §6)."""
+    """Every setting of every command. The defaults are the reference setup (docs/reference.md)."""
 
     # --- model
     hidden_dims: list[int] = _opt([128], "widths of the hidden layers, e.g. 128 or 512,256")
@@ -69,23 +75,28 @@ class Config:
     # --- data
     dataset: str = _opt("cifar10", "cifar10, or synthetic: learnable random data of the same shape "
                                    "(train_subset or 2000 train images, val_size val and test images; "
-                                   "for smoke tests)", choices=DATASETS)
+                                   "no download)", choices=DATASETS)
     val_size: int = _opt(5000, "training images held out for validation")
     train_subset: int | None = _opt(None, "train on only the first N images of the training split "
                                           "(quick runs)")
     mean: list[float] = _opt([0.491, 0.482, 0.447], "per-channel mean (R G B) for normalisation")
     std: list[float] = _opt([0.247, 0.243, 0.262], "per-channel std (R G B) for normalisation")
     data_dir: str | None = _opt(None, "where CIFAR-10 is read from or downloaded to "
-                                      "(default: $MLPBENCH_DATA_DIR, else the user cache)")
+                                      "(none: $MLPBENCH_DATA_DIR, else the user cache)")
     # --- harness
     backends: list[str] | None = _opt(None, "backends to run, e.g. numpy:cpu,torch:cpu "
-                                            "(default: every available one)")
+                                            "(none: every available one)")
     threads: int | None = _opt(None, "CPU threads for BLAS and torch, the same for every backend "
-                                     "(default: all cores)")
+                                     "(none: all cores)")
     target_acc: float = _opt(0.45, "validation accuracy for time_to_target_seconds")
     eval_batch_size: int = _opt(10_000, "batch size for evaluation (no gradients)")
+    eval_every: int | None = _opt(None, "evaluate on the validation split every N steps, not only "
+                                        "after each epoch (outside the clock)")
     lockstep: bool = _opt(False, "start every backend from the same weights and record every "
                                  "step's loss")
+    reference_timing: bool = _opt(True, "time one epoch's matrix products alone before and after "
+                                        "every epoch, and each backend's fixed cost of a step "
+                                        "(the epoch/GEMM ratio, its floor and its quality flags)")
     # --- PyTorch speed-ups (off by default, recorded when on)
     torch_compile: str = _opt("none", "torch.compile mode for the torch backends",
                               choices=TORCH_COMPILE_MODES)
@@ -93,6 +104,34 @@ class Config:
     tf32: bool = _opt(False, "allow TF32 matmuls on CUDA")
     # --- peers
     dataloader_workers: int = _opt(0, "num_workers of the torch-dataloader backend")
+    # --- bench.gradflow: a deep plain and residual net, NumPy and PyTorch from the same weights
+    depth: int = _opt(21, "hidden layers of the deep net, an odd count >= 3: the residual net is a "
+                          "stem and (depth-1)/2 blocks, the plain net the same layers without skips")
+    width: int = _opt(128, "width of every hidden layer of the deep net")
+    activations: list[str] = _opt(["elu", "tanh"], "activations to run the deep net with",
+                                  choices=ACTIVATIONS)
+    batch_examples: int = _opt(512, "training rows of the fixed batch the gradients (gradflow) or "
+                                    "the Hessian (hessian) are taken on")
+    check_steps: int = _opt(2, "first lock-step steps whose batch losses must agree to grad_rtol")
+    grad_rtol: float = _opt(1e-4, "largest relative difference allowed between NumPy and PyTorch: "
+                                  "of dL/dW at the same weights and of the first check_steps losses")
+    trajectory_rtol: float | None = _opt(None, "also require the per-layer gradient norms of the two "
+                                               "trajectories after training to agree to this "
+                                               "(none: reported only)")
+    # --- bench.hessian: extreme eigenvalues of the loss Hessian
+    k: int = _opt(5, "eigenvalues at each end of the spectrum")
+    tol: float = _opt(1e-8, "Lanczos (ARPACK) relative tolerance")
+    max_matvecs: int = _opt(3000, "Hessian-vector products per Lanczos call at most")
+    eps: float = _opt(1e-5, "central-difference step along a unit direction (NumPy side; "
+                            "about (3 x float64 epsilon)^(1/3))")
+    eig_rtol: float = _opt(0.01, "NumPy vs PyTorch eigenvalues: relative difference allowed")
+    check_features: int = _opt(32, "exact check: input features of the tiny model")
+    check_hidden: int = _opt(8, "exact check: hidden units of the tiny model")
+    check_examples: int = _opt(300, "exact check: training rows")
+    check_rtol: float = _opt(1e-4, "exact check: relative error allowed")
+    # --- bench.gpu_check
+    gpu_variants: list[str] = _opt(list(GPU_VARIANTS), "torch speed-ups the GPU check times",
+                                   choices=GPU_VARIANTS)
 
     @property
     def n_train(self) -> int:
@@ -112,14 +151,16 @@ class Config:
                and all(_is_int(d) and d > 0 for d in self.hidden_dims),
                "hidden_dims", self.hidden_dims, "a non-empty list of positive integers")
         _check(self.activation in ACTIVATIONS, "activation", self.activation, ", ".join(ACTIVATIONS))
-        _check(self.alpha > 0, "alpha", self.alpha, "a number > 0")
+        _check(_finite(self.alpha) and self.alpha > 0, "alpha", self.alpha, "a finite number > 0")
         if self.residual:
             _check(residual_dims_ok(self.hidden_dims), "hidden_dims", self.hidden_dims,
                    "with residual, [F, N1, F, N2, F, ...]: an odd count of at least 3 with every "
                    f"other width equal to the first, e.g. {residual_example(self.hidden_dims)}")
-        _check(self.lr > 0, "lr", self.lr, "a number > 0")
-        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(_finite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        _check(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum,
+               "a number in [0, 1)")
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               self.weight_decay, "a finite number >= 0")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(len(self.seeds) > 0 and all(_is_int(s) and s >= 0 for s in self.seeds)
                and len(set(self.seeds)) == len(self.seeds),
@@ -130,15 +171,21 @@ class Config:
                f"an integer from 1 to {CIFAR10_TRAIN_SIZE - 1}")
         if self.train_subset is not None:
             _check(1 <= self.train_subset, "train_subset", self.train_subset, "an integer >= 1")
-        _check(len(self.mean) == 3, "mean", self.mean, "three numbers (R G B)")
-        _check(len(self.std) == 3 and all(s > 0 for s in self.std), "std", self.std,
-               "three numbers > 0 (R G B)")
+        _check(len(self.mean) == 3 and all(_finite(m) for m in self.mean), "mean", self.mean,
+               "three finite numbers (R G B)")
+        _check(len(self.std) == 3 and all(_finite(s) and s > 0 for s in self.std), "std", self.std,
+               "three finite numbers > 0 (R G B)")
         limit = self.n_train if n_train is None else n_train
         _check(1 <= self.batch_size <= limit, "batch_size", self.batch_size,
                f"an integer from 1 to the training-set size {limit}")
+        if self.eval_every is not None:
+            steps = limit // self.batch_size
+            _check(1 <= self.eval_every <= steps, "eval_every", self.eval_every,
+                   f"an integer from 1 to the {steps} steps of an epoch")
         if self.threads is not None:
             _check(self.threads >= 1, "threads", self.threads, "an integer >= 1")
-        _check(0 < self.target_acc <= 1, "target_acc", self.target_acc, "a number in (0, 1]")
+        _check(_finite(self.target_acc) and 0 < self.target_acc <= 1, "target_acc", self.target_acc,
+               "a number in (0, 1]")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _check(self.torch_compile in TORCH_COMPILE_MODES, "torch_compile", self.torch_compile,
                ", ".join(TORCH_COMPILE_MODES))
@@ -149,22 +196,87 @@ class Config:
         if self.backends is not None:
             _check(len(self.backends) > 0 and all(isinstance(b, str) and b for b in self.backends),
                    "backends", self.backends, "a non-empty list of impl:device names")
+        _check(self.depth >= 3 and self.depth % 2 == 1, "depth", self.depth,
+               "an odd integer >= 3 (a stem and whole residual blocks)")
+        _check(self.width >= 1, "width", self.width, "an integer >= 1")
+        _check_names("activations", self.activations, ACTIVATIONS)
+        _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
+        for name in ("batch_examples", "check_steps", "k", "check_features", "check_hidden",
+                     "check_examples"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
+        for name in ("grad_rtol", "tol", "eps", "eig_rtol", "check_rtol"):
+            value = getattr(self, name)
+            _check(_finite(value) and value > 0, name, value, "a finite number > 0")
+        if self.trajectory_rtol is not None:
+            _check(_finite(self.trajectory_rtol) and self.trajectory_rtol > 0, "trajectory_rtol",
+                   self.trajectory_rtol, "a finite number > 0, or none")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def residual_dims_ok(dims: list[int]) -> bool:
-    """Whether ``dims`` can form residual blocks: [F, N1, F, N2, F, ...]."""
-    return len(dims) >= 3 and len(dims) % 2 == 1 and all(d == dims[0] for d in dims[::2])
+# ---------------------------------------------------------------- commands: fields and presets
+
+MODEL = ("hidden_dims", "activation", "alpha", "residual")
+TRAINING = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "seeds", "dtype")
+DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir")
+HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every", "lockstep",
+           "reference_timing")
+SPEEDUPS = ("torch_compile", "cuda_graph", "tf32")
+PEERS = ("dataloader_workers",)
+GRADFLOW = ("depth", "width", "activations", "batch_examples", "check_steps", "grad_rtol",
+            "trajectory_rtol")
+HESSIAN = ("batch_examples", "k", "tol", "max_matvecs", "eps", "eig_rtol", "check_features",
+           "check_hidden", "check_examples", "check_rtol")
+
+# the Config fields each command reads: its flags and the TOML keys it accepts
+COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
+    "compare": MODEL + TRAINING + DATA + HARNESS + SPEEDUPS + PEERS,
+    "sweep": MODEL + TRAINING + DATA + tuple(f for f in HARNESS if f != "lockstep") + SPEEDUPS + PEERS,
+    "epoch_ratio": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + SPEEDUPS
+                   + PEERS,
+    "gpu_check": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size", "tf32",
+                                            "gpu_variants"),
+    "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every") + GRADFLOW,
+    "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + HESSIAN,
+}
+# each command's own defaults, applied before the TOML file and the flags
+PRESETS: dict[str, dict[str, Any]] = {
+    "compare": {},
+    "sweep": {},
+    # synthetic data of the CIFAR-10 training size: the ratio needs no real images
+    "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
+                    "backends": ["numpy:cpu", "torch:cpu"]},
+    "gpu_check": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000,
+                  "backends": ["torch:cuda", "numpy:cuda"]},
+    # 200 steps of lr 0.01 (0.1 makes the 21-layer plain ELU net diverge), evaluated every 50
+    "gradflow": {"lr": 0.01, "epochs": 1, "train_subset": 25_600, "eval_every": 50,
+                 "reference_timing": False},
+    # a small model and a short run: the Hessian's Lanczos calls dominate
+    "hessian": {"hidden_dims": [32], "train_subset": 10_000, "epochs": 5, "backends": ["numpy:cpu"],
+                "batch_examples": 1000, "reference_timing": False},
+}
 
 
-def residual_example(dims: list[int]) -> list[int]:
-    """A residual-compatible hidden_dims close to ``dims``, for error messages."""
-    width = dims[0] if dims and _is_int(dims[0]) and dims[0] > 0 else 128
-    n = max(3, len(dims) + (len(dims) % 2 == 0))
-    return [width] * n
+def preset(command: str) -> Config:
+    """The command's starting Config: the dataclass defaults with its preset applied."""
+    return Config(**{k: _copy(v) for k, v in PRESETS[command].items()})
+
+
+def _copy(v: Any) -> Any:
+    return list(v) if isinstance(v, list) else v
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_names(name: str, values: object, allowed: tuple[str, ...]) -> None:
+    _check(isinstance(values, list) and len(values) > 0 and all(v in allowed for v in values)
+           and len(set(values)) == len(values), name, values,
+           f"distinct names from {', '.join(allowed)}")
 
 
 def _is_int(v: object) -> bool:
@@ -220,61 +332,87 @@ def _coerce_toml(name: str, value: Any, where: str) -> Any:
     return list(value) if is_list else value
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a flat TOML file of Config keys; unknown keys and wrong types are errors."""
+def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
+    """Read a flat TOML file of the ``command``'s Config keys; any other key and wrong types are errors."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder (allowed: a TOML file)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (allowed: a TOML file in UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(FIELDS)})")
+    allowed = COMMAND_FIELDS[command]
+    for key in raw:
+        if key in allowed:
+            continue
+        if key in FIELDS:
+            raise UserError(f"{path}: key {key!r} is not a setting of {prog_name(command)} "
+                            f"(allowed: {', '.join(allowed)})")
+        raise UserError(f"{path}: unknown key {key!r} (allowed: {', '.join(allowed)})")
     return {k: _coerce_toml(k, v, str(path)) for k, v in raw.items()}
 
 
 # ---------------------------------------------------------------- command line
 
 
+def prog_name(command: str) -> str:
+    """``python -m bench.<command>``."""
+    return f"python -m bench.{command}"
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parse_scalar(elem: type, name: str):
+def _parse_scalar(elem: type, name: str, optional: bool):
     def parse(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
         try:
             return elem(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid {name}: {text!r} (allowed: {_type_name(elem, False)})") from None
+            allowed = _type_name(elem, False) + (", or none" if optional else "")
+            raise argparse.ArgumentTypeError(f"invalid {name}: {text!r} (allowed: {allowed})") from None
     return parse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per Config field; defaults stay in the dataclass (argparse gets SUPPRESS)."""
+def add_config_arguments(parser: argparse.ArgumentParser, command: str = "compare") -> None:
+    """One flag per Config field the command reads; each help shows the effective default once.
+
+    argparse gets SUPPRESS as the default, so only the flags given reach
+    :func:`config_from_args`; the default shown is the preset's where the
+    command has one, else the dataclass's. Enumerated fields show their
+    choices.
+    """
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (flat keys, "
                         "the names of the flags with underscores)")
-    for f in dataclasses.fields(Config):
-        elem, is_list, _optional = field_kind(f)
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        help_text = f"{f.metadata['help']} (default: {_show_default(default)})"
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
+    start = preset(command)
+    for name in COMMAND_FIELDS[command]:
+        f = FIELDS[name]
+        elem, is_list, optional = field_kind(f)
+        choices = f.metadata.get("choices")
+        help_text = f.metadata["help"]
+        if choices and is_list:
+            help_text += f" (choices: {', '.join(choices)})"
+        help_text += f" (default: {_show_default(getattr(start, name))})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": name}
         if elem is bool:
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        if is_list:
+            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+        elif is_list:
             # accept both "--seeds 42 43" and "--hidden-dims 512,256"
-            parser.add_argument(_flag(f.name), nargs="+", metavar=f.name.upper(), **kwargs)
+            parser.add_argument(_flag(name), nargs="+", metavar=name.upper(), **kwargs)
+        elif choices:
+            parser.add_argument(_flag(name), choices=choices, **kwargs)  # shows {a,b,c}
         else:
-            parser.add_argument(_flag(f.name), type=_parse_scalar(elem, f.name),
-                                metavar=f.name.upper(), **kwargs)
+            parser.add_argument(_flag(name), type=_parse_scalar(elem, name, optional),
+                                metavar=name.upper(), **kwargs)
 
 
 def _show_default(v: Any) -> str:
@@ -283,35 +421,28 @@ def _show_default(v: Any) -> str:
     return "none" if v is None else str(v)
 
 
-def _split_list(name: str, tokens: list[str]) -> list[Any]:
-    elem, _is_list, _optional = field_kind(FIELDS[name])
-    items = [t for tok in tokens for t in tok.split(",") if t.strip() != ""]
+def _split_list(name: str, tokens: list[str]) -> list[Any] | None:
+    elem, _is_list, optional = field_kind(FIELDS[name])
+    items = [t.strip() for tok in tokens for t in tok.split(",") if t.strip() != ""]
+    if optional and [i.lower() for i in items] == ["none"]:
+        return None
     out = []
     for item in items:
         try:
-            out.append(elem(item.strip()))
+            out.append(elem(item))
         except ValueError:
             raise ConfigError(name, item, _type_name(elem, True)) from None
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Build and validate a Config from defaults, the ``--config`` TOML and the flags."""
-    values: dict[str, Any] = {}
+def config_from_args(args: argparse.Namespace, command: str = "compare") -> Config:
+    """The validated Config of one command run: defaults < preset < ``--config`` TOML < flags."""
+    values: dict[str, Any] = {k: _copy(v) for k, v in PRESETS[command].items()}
     if getattr(args, "config", None):
-        values.update(load_toml(args.config))
-    for name in FIELDS:
+        values.update(load_toml(args.config, command))
+    for name in COMMAND_FIELDS[command]:
         if name in vars(args):
             v = getattr(args, name)
-            elem, is_list, _ = field_kind(FIELDS[name])
+            _elem, is_list, _ = field_kind(FIELDS[name])
             values[name] = _split_list(name, v) if is_list else v
     return Config(**values).validate()
-
-
-def parse_config(argv: list[str] | None = None, prog: str | None = None) -> Config:
-    """Parse only Config flags (for small tools and tests)."""
-    from bench.errors import OneLineArgumentParser
-
-    parser = OneLineArgumentParser(prog=prog)
-    add_config_arguments(parser)
-    return config_from_args(parser.parse_args(argv))

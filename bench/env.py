@@ -23,6 +23,18 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _cupy_version() -> str | None:
+    """CuPy's version, whichever wheel brought it (cupy, cupy-cuda12x, cupy-cuda13x, ...)."""
+    module = sys.modules.get("cupy")
+    if module is not None:
+        return getattr(module, "__version__", None)
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name == "cupy" or name.startswith("cupy-cuda"):
+            return dist.version
+    return None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -78,8 +90,8 @@ def collect_env(threads: int, extra: dict[str, Any] | None = None) -> dict[str, 
     env = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "versions": {d: _version(d) for d in ("numpy", "torch", "cupy", "cupy-cuda12x", "scipy",
-                                              "pandas", "scikit-learn", "torchvision")},
+        "versions": {**{d: _version(d) for d in ("numpy", "torch", "scipy", "pandas", "scikit-learn",
+                                                 "torchvision")}, "cupy": _cupy_version()},
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count()},
         "threads": threads,
         "blas": blas_info(),

@@ -9,6 +9,7 @@ message as one line on stderr and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,6 +42,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             prog: str | None = None) -> None:
     """Run ``main(argv)`` and exit; a :class:`UserError` becomes one line and exit 2."""
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "bench")
+    # SIGTERM ends a run like Ctrl-C: what finished is written, with the status "interrupted"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         code = main(argv)
     except UserError as exc:
@@ -50,3 +53,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code or 0)
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
+    raise KeyboardInterrupt

@@ -2,15 +2,15 @@
 
 Run it as::
 
-    python -m bench.hessian --data-dir ../shared/cifar10             # the defaults below, a few minutes
+    python -m bench.hessian --data-dir DIR          # the preset: hidden 32, 10 000 images, 5 epochs
     python -m bench.hessian --hidden-dims 128 --train-subset 45000 --epochs 10 --k 3
     python -m bench.hessian --dataset synthetic --hidden-dims 8 --batch-examples 64   # seconds
 
-One harness run (``bench.loop.train_run`` on one backend, ``--backends``,
-default numpy:cpu) trains the model of the Config; its best-validation weights
+One run of the one run path (``bench.run.run_one`` on one backend,
+``--backends``) trains the model of the Config; its best-validation weights
 and its initial weights are the two points measured. At each, the Hessian H
 of the mean cross-entropy on a fixed batch (the first ``--batch-examples``
-training rows, float64) is probed two ways, THEORY.md §5:
+training rows, float64) is probed two ways (docs/theory-measured.md):
 
 * PyTorch: Hessian-vector products by double backward in float64;
 * NumPy: central differences of the NumPy MLP's analytic gradient in float64,
@@ -19,7 +19,7 @@ training rows, float64) is probed two ways, THEORY.md §5:
 and each is fed to Lanczos (``scipy.sparse.linalg.eigsh`` on a
 ``LinearOperator``, the same start vector for both) for the ``--k`` largest
 and the ``--k`` most negative eigenvalues. The two estimates must agree within
-``--rtol`` (1 %). Before that, both products are validated against the exact
+``--eig-rtol``. Before that, both products are validated against the exact
 Hessian (``torch.func.hessian``, ``numpy.linalg.eigvalsh``) of a tiny model of
 the same activation: ``--check-hidden`` units on the first ``--check-features``
 input features of the first ``--check-examples`` training rows, at its
@@ -27,9 +27,8 @@ initialisation and after 500 full-batch gradient steps (``--check-rtol``). A
 failed check or a disagreement is one line on stderr and exit status 1, after
 every file is written.
 
-Command defaults (where the flag or TOML key is not given; they keep a run to
-a few minutes on two cores): ``COMMAND_DEFAULTS`` below. The Hessian is that of
-the loss alone: with ``--weight-decay λ`` the training objective's Hessian is
+Its preset (``bench.config.PRESETS["hessian"]``, shown by ``--help``) keeps a
+run to a few minutes on two cores. The Hessian is that of the loss alone: with ``--weight-decay λ`` the training objective's Hessian is
 H + λI (every eigenvalue shifted by λ). Outputs in ``--out`` (default
 ``results/<timestamp>_hessian/``): ``hessian.csv`` (every Ritz value),
 ``hessian_summary.csv``, ``agreement.csv``, ``exact_check.csv``,
@@ -38,12 +37,10 @@ H + λI (every eigenvalue shifted by λ). Outputs in ``--out`` (default
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,96 +48,39 @@ import numpy as np
 import pandas as pd
 
 from bench.backends import resolve
-from bench.config import CIFAR10_N_FEATURES, Config, add_config_arguments
+from bench.cli import command_parser
+from bench.config import CIFAR10_N_FEATURES, Config, config_from_args
 from bench.datasource import load_for_config
-from bench.env import collect_env
-from bench.errors import OneLineArgumentParser, UserError, run_cli
-from bench.io import write_csv, write_json, write_text
-from bench.loop import train_run
-from bench.report import md_table
-from bench.theory.cli import (
-    command_config,
-    data_info,
-    make_output_dir,
-    positive_float,
-    positive_int,
-)
+from bench.errors import UserError, run_cli
+from bench.loop import LoopHooks
+from bench.report import md_table, setup_lines
+from bench.results import ResultsFolder
+from bench.run import run_one
 from bench.theory.hvp import (
-    DEFAULT_EPS,
     NumpyFiniteDifferenceHVP,
     TorchHVP,
     exact_hessian,
     lanczos,
 )
-from bench.theory.params import Arch, flatten, unflatten
+from bench.theory.params import flatten, unflatten
 from bench.threads import default_threads, limit_threads
+from impl_common.arch import Arch
 
+COMMAND = "hessian"
 PROG = "python -m bench.hessian"
 EXIT_DISAGREE = 1
-# Config fields this command defaults differently when not given: a small model and a short run
-COMMAND_DEFAULTS: dict[str, Any] = {"hidden_dims": [32], "train_subset": 10000, "epochs": 5,
-                                    "backends": ["numpy:cpu"]}
 IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central differences)"}
 CHECK_TRAIN_STEPS = 500  # full-batch gradient steps of the tiny model before its second check
 CHECK_LR = 0.5
 
 
-@dataclass
-class Options:
-    """The command's own settings (the model and the run are in Config)."""
+class InitialWeights(LoopHooks):
+    """Keeps the weights the run starts from (after the warm-up is undone)."""
 
-    batch_examples: int = 1000  # training rows of the fixed batch the Hessian is taken on
-    k: int = 5                  # eigenvalues at each end
-    tol: float = 1e-8           # ARPACK relative accuracy of the Ritz values
-    max_matvecs: int = 3000     # cap on Hessian-vector products per Lanczos call
-    eps: float = DEFAULT_EPS    # central-difference step (NumPy side)
-    rtol: float = 0.01          # NumPy vs PyTorch: largest relative difference allowed
-    check_features: int = 32    # the tiny exact-Hessian model: input features,
-    check_hidden: int = 8       # hidden units,
-    check_examples: int = 300   # and examples
-    check_rtol: float = 1e-4    # Lanczos vs exact, relative
+    state: dict[str, np.ndarray] | None = None
 
-
-def build_parser() -> OneLineArgumentParser:
-    d = Options()
-    p = OneLineArgumentParser(
-        prog=PROG,
-        description="Largest and most negative eigenvalues of the training-loss Hessian at init and "
-                    "at the best-validation weights, by PyTorch double backward and by NumPy finite "
-                    "differences, each through Lanczos. Command defaults where not given: "
-                    + ", ".join(f"{k}={v}" for k, v in COMMAND_DEFAULTS.items()))
-    add_config_arguments(p)
-    p.add_argument("--out", metavar="DIR", help="output folder (must not exist yet, or be empty; "
-                   "default: results/<timestamp>_hessian/)")
-    p.add_argument("--batch-examples", type=positive_int("batch_examples"), default=d.batch_examples,
-                   help=f"training rows of the fixed batch (default: {d.batch_examples})")
-    p.add_argument("--k", type=positive_int("k"), default=d.k,
-                   help=f"eigenvalues at each end of the spectrum (default: {d.k})")
-    p.add_argument("--tol", type=positive_float("tol"), default=d.tol,
-                   help=f"Lanczos (ARPACK) relative tolerance (default: {d.tol})")
-    p.add_argument("--max-matvecs", type=positive_int("max_matvecs", 10), default=d.max_matvecs,
-                   help=f"Hessian-vector products per Lanczos call at most (default: {d.max_matvecs})")
-    p.add_argument("--eps", type=positive_float("eps"), default=d.eps,
-                   help=f"central-difference step along a unit direction (default: {d.eps})")
-    p.add_argument("--rtol", type=positive_float("rtol"), default=d.rtol,
-                   help=f"NumPy vs PyTorch: relative difference allowed (default: {d.rtol})")
-    p.add_argument("--check-features", type=positive_int("check_features"), default=d.check_features,
-                   help=f"exact check: input features of the tiny model (default: {d.check_features})")
-    p.add_argument("--check-hidden", type=positive_int("check_hidden"), default=d.check_hidden,
-                   help=f"exact check: hidden units of the tiny model (default: {d.check_hidden})")
-    p.add_argument("--check-examples", type=positive_int("check_examples"), default=d.check_examples,
-                   help=f"exact check: training rows (default: {d.check_examples})")
-    p.add_argument("--check-rtol", type=positive_float("check_rtol"), default=d.check_rtol,
-                   help=f"exact check: relative error allowed (default: {d.check_rtol})")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p
-
-
-def options_from_args(args) -> Options:
-    return Options(batch_examples=args.batch_examples, k=args.k, tol=args.tol,
-                   max_matvecs=args.max_matvecs, eps=args.eps, rtol=args.rtol,
-                   check_features=args.check_features, check_hidden=args.check_hidden,
-                   check_examples=args.check_examples, check_rtol=args.check_rtol)
+    def before_training(self, backend) -> None:
+        self.state = backend.export_state()
 
 
 # ---------------------------------------------------------------- measurement
@@ -151,7 +91,7 @@ def ncv_for(k: int, n: int) -> int:
     return min(n, max(2 * k + 1, 20))
 
 
-def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: Options) -> dict[str, Any]:
+def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: Config) -> dict[str, Any]:
     """Top-k (LA) and bottom-k (SA) Ritz values of ``op`` with the matvec cap of ``opts``."""
     ncv = ncv_for(k, n)
     maxiter = max(1, opts.max_matvecs // max(1, ncv - k))
@@ -160,7 +100,7 @@ def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: Options) -> dict[str
 
 
 def measure_point(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                  opts: Options, v0: np.ndarray, stage: str, log) -> tuple[list[dict], list[dict]]:
+                  opts: Config, v0: np.ndarray, stage: str, log) -> tuple[list[dict], list[dict]]:
     """Ritz rows and summary rows of both implementations at one point."""
     n = arch.n_params()
     k = min(opts.k, n - 1)
@@ -226,7 +166,7 @@ def tiny_points(arch: Arch, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str
 
 
 def exact_check(arch: Arch, points: dict[str, dict[str, np.ndarray]], x: np.ndarray, y: np.ndarray,
-                opts: Options, seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                opts: Config, seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Lanczos on both products vs ``eigvalsh`` of the exact Hessian, per point and end."""
     n = arch.n_params()
     k = min(opts.k, n - 1)
@@ -254,8 +194,7 @@ def exact_check(arch: Arch, points: dict[str, dict[str, np.ndarray]], x: np.ndar
 # ---------------------------------------------------------------- outputs
 
 
-def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.DataFrame,
-                 path: Path) -> Path:
+def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.DataFrame):
     """Ritz values per implementation and stage, and the tiny model's exact spectrum (symlog)."""
     import matplotlib
 
@@ -292,19 +231,19 @@ def plot_hessian(ritz: pd.DataFrame, spectra: dict[str, np.ndarray], check: pd.D
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch, run: dict[str, Any],
+def build_report(env: dict[str, Any], config: Config, opts: Config, arch: Arch, run: dict[str, Any],
                  summary: pd.DataFrame, agree: pd.DataFrame, check: pd.DataFrame,
-                 tiny: Arch) -> str:
+                 tiny: Arch, files: list[str]) -> str:
     data = env["data"]
     ok = bool(agree["ok"].all() and check["ok"].all())
     worst = check.groupby(["point", "impl"], sort=False)["rel_err"].max().reset_index()
     lines = [
-        "## The Hessian at the minimum (THEORY.md §5)", "",
+        "# The Hessian at the minimum (docs/theory-measured.md)", "",
+        "## Setup", "",
+        *setup_lines(env),
         f"- Model: {arch.n_inputs} → {list(arch.hidden_dims)} → "
         f"{arch.n_classes}, {arch.activation}" + (", residual" if arch.residual else "")
         + f"; {arch.n_params():,} parameters.",
@@ -318,19 +257,18 @@ def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch,
         f"differences of the analytic gradient, ε = {opts.eps:g} along a unit direction. Lanczos: "
         f"`scipy.sparse.linalg.eigsh`, k = {opts.k} at each end, tol {opts.tol:g}, at most "
         f"{opts.max_matvecs} products per end, the same start vector for both implementations.",
-        f"- Machine: {env['cpu']['model']}, {env['threads']} threads; NumPy {env['versions'].get('numpy')}, "
-        f"PyTorch {env['versions'].get('torch')}, SciPy {env['versions'].get('scipy')}; command "
-        f"`{' '.join(env.get('command', []))}`.", "",
-        "### Extreme eigenvalues", "",
+        f"- SciPy {env['versions'].get('scipy')} (Lanczos).", "",
+        "## Extreme eigenvalues", "",
         "`ratio_min_max` = λ_min / λ_max. A strict minimum has every eigenvalue > 0; a negative λ_min "
-        "that is small against λ_max is the 'approximately a minimum' of THEORY.md §5.", "",
+        "that is small against λ_max is a point that is only approximately a minimum, as SGD "
+        "usually leaves a network (docs/theory-measured.md).", "",
         md_table(summary.drop(columns=["method"]), floatfmt=".6g"), "",
         "![Ritz values and the tiny model's exact spectrum](hessian.png)", "",
-        "### NumPy versus PyTorch", "",
+        "## NumPy versus PyTorch", "",
         ("Within the tolerance at every stage." if agree["ok"].all()
          else "**Disagreement beyond the tolerance; the command exits 1.**"), "",
         md_table(agree, floatfmt=".6g"), "",
-        "### Exact check on a tiny model", "",
+        "## Exact check on a tiny model", "",
         f"{tiny.n_inputs} inputs (the first {tiny.n_inputs} features) → {list(tiny.hidden_dims)} → "
         f"{tiny.n_classes}, {tiny.activation}, {tiny.n_params()} parameters, on the first "
         f"{opts.check_examples} training rows; the exact Hessian by `torch.func.hessian` "
@@ -340,20 +278,23 @@ def build_report(env: dict[str, Any], config: Config, opts: Options, arch: Arch,
         md_table(worst), "",
         ("Every Ritz value within the tolerance." if check["ok"].all()
          else f"**Some Ritz values are off by more than {opts.check_rtol:g}; the command exits 1.**"), "",
-        "Files: `hessian.csv` (every Ritz value), `hessian_summary.csv`, `agreement.csv`, "
-        "`exact_check.csv`, `epochs.csv` (the training run), `hessian.png`, `env.json`.", "",
+        "Files: " + ", ".join(f"`{f}`" for f in files) + " (`hessian.csv`: every Ritz value; "
+        "`epochs.csv`: the training run).", "",
     ]
     if not ok:
         lines.insert(2, "**A check failed: see below.**\n")
     return "\n".join(lines)
 
 
-def run_hessian(config: Config, opts: Options, out: str | None, *, progress: bool = True
+def run_hessian(config: Config, out: str | None, *, progress: bool = True
                 ) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Train, measure, write every output; returns (folder, summary, agreement, exact check)."""
+    opts = config
     chosen, _ = resolve(config.backends)
     if len(chosen) != 1:
         raise UserError(f"{PROG} trains on one backend; got {', '.join(c.name for c in chosen)}")
+    if len(config.seeds) != 1:
+        raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
     backend = chosen[0].make(config)
     seed = config.seeds[0]
     for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
@@ -362,14 +303,12 @@ def run_hessian(config: Config, opts: Options, out: str | None, *, progress: boo
     if opts.check_features > CIFAR10_N_FEATURES:
         raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
-    path = make_output_dir(out, config, "hessian")
     threads = config.threads or default_threads()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    with limit_threads(threads):
+    with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
         data = load_for_config(config, seed, progress=progress)
-        env = collect_env(threads, {"config": config.to_dict(), "hessian": dataclasses.asdict(opts),
-                                    "data": data_info(data), "backend": chosen[0].name})
-        write_json(env, path / "env.json")
+        env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
+                                         "backend": chosen[0].name})
 
         # --- exact check on a tiny model first: no point in a long run if the products are wrong
         tiny = Arch(opts.check_features, (opts.check_hidden,), data.n_classes, config.activation,
@@ -381,18 +320,20 @@ def run_hessian(config: Config, opts: Options, out: str | None, *, progress: boo
         log(f"exact check ({tiny.n_params()} parameters): largest relative error "
             f"{check['rel_err'].max():.3g} ({time.perf_counter() - t0:.1f} s)")
 
-        # --- the harness run; its initial and best-validation weights
+        # --- the run; its initial and best-validation weights
         t0 = time.perf_counter()
-        backend.load_data(data)
-        backend.init_model(seed)
-        init_state = backend.export_state()
-        result = train_run(backend, data, config, seed, initial_state=init_state)
-        if result.run.get("best_epoch") is None:
-            raise UserError(f"the training run ended {result.status} before any validation; "
-                            "nothing to measure (try a smaller --lr)")
-        trained_state = backend.export_state()  # the best-validation weights (train_run restored them)
-        log(f"training: {result.status}, best val acc {result.run['best_val_acc']:.4f} at epoch "
-            f"{result.run['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
+        initial = InitialWeights()
+        record = run_one(chosen[0], config, data, seed, backend=backend, hooks=[initial])
+        if record.interrupted:
+            raise KeyboardInterrupt
+        if record.run.get("best_epoch") is None:
+            raise UserError(f"the training run ended {record.status} before any validation"
+                            + (f" ({record.error})" if record.error else "")
+                            + "; nothing to measure (try a smaller --lr)")
+        init_state = initial.state
+        trained_state = backend.export_state()  # the best-validation weights (the loop restored them)
+        log(f"training: {record.status}, best val acc {record.run['best_val_acc']:.4f} at epoch "
+            f"{record.run['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
 
         arch = Arch(data.n_features, tuple(config.hidden_dims), data.n_classes, config.activation,
                     config.alpha, config.residual)
@@ -405,26 +346,29 @@ def run_hessian(config: Config, opts: Options, out: str | None, *, progress: boo
             ritz_rows += r
             summary_rows += s
 
-    ritz, summary = pd.DataFrame(ritz_rows), pd.DataFrame(summary_rows)
-    agree = agreement(summary, opts.rtol)
-    write_csv(ritz, path / "hessian.csv")
-    write_csv(summary, path / "hessian_summary.csv")
-    write_csv(agree, path / "agreement.csv")
-    write_csv(check, path / "exact_check.csv")
-    write_csv(pd.DataFrame(result.epochs), path / "epochs.csv")
-    plot_hessian(ritz, spectra, check, path / "hessian.png")
-    env.update(run=result.run, agreement_ok=bool(agree["ok"].all()), exact_check_ok=bool(check["ok"].all()))
-    write_json(env, path / "env.json")
-    write_text(build_report(env, config, opts, arch, result.run, summary, agree, check, tiny),
-               path / "report.md")
-    return path, summary, agree, check
+        ritz, summary = pd.DataFrame(ritz_rows), pd.DataFrame(summary_rows)
+        agree = agreement(summary, opts.eig_rtol)
+        folder.write_csv("hessian.csv", ritz)
+        folder.write_csv("hessian_summary.csv", summary)
+        folder.write_csv("agreement.csv", agree)
+        folder.write_csv("exact_check.csv", check)
+        folder.write_csv("epochs.csv", pd.DataFrame(record.epochs))
+        folder.save_figure("hessian.png", plot_hessian(ritz, spectra, check))
+        env.update(run=record.run, agreement_ok=bool(agree["ok"].all()),
+                   exact_check_ok=bool(check["ok"].all()))
+        folder.write_json("env.json", env)
+        folder.write_text("report.md", build_report(env, config, opts, arch, record.run, summary, agree,
+                                                    check, tiny, [*folder.written, "report.md"]))
+    return folder.path, summary, agree, check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    opts = options_from_args(args)
-    config = command_config(args, prog=PROG, owned={}, defaults=COMMAND_DEFAULTS)
-    path, summary, agree, check = run_hessian(config, opts, args.out, progress=not args.quiet)
+    parser = command_parser(COMMAND, "Largest and most negative eigenvalues of the training-loss "
+                            "Hessian at init and at the best-validation weights, by PyTorch double "
+                            "backward and by NumPy finite differences, each through Lanczos.")
+    args = parser.parse_args(argv)
+    config = config_from_args(args, COMMAND)
+    path, summary, agree, check = run_hessian(config, args.out, progress=not args.quiet)
     print(md_table(summary[["stage", "impl", "lambda_max", "lambda_min", "ratio_min_max", "matvecs",
                             "seconds"]], floatfmt=".6g"))
     print(md_table(agree, floatfmt=".3g"))

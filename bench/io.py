@@ -1,14 +1,24 @@
-"""Atomic writes: a temporary file beside the target, then a rename, so a reader never sees half a file."""
+"""Atomic writes: a temporary file beside the target, then a rename, so a reader never sees half a file.
+
+The one writer of every result and cache file in the suite. The temporary
+file is named ``.<name>.<random>.tmp`` in the target's folder (a kill leaves
+at most such a file, never a truncated target) and gets the permissions of an
+ordinary new file (``0666`` less the umask) before it replaces the target.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+TMP_SUFFIX = ".tmp"
 
 
 def _umask() -> int:
@@ -17,11 +27,12 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[IO], Any], *, binary: bool = False) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then move it over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8")) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -32,13 +43,40 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda fh: df.to_csv(fh, index=False))
+def write_csv(df: "pd.DataFrame", path: Path) -> None:
+    atomic_write(path, lambda fh: df.to_csv(fh, index=False))
 
 
 def write_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda fh: json.dump(obj, fh, indent=2, default=str))
+    atomic_write(path, lambda fh: json.dump(obj, fh, indent=2, default=str))
 
 
 def write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+def save_figure(fig, path: Path, **savefig: Any) -> None:
+    """Save a matplotlib figure as PNG atomically, and close it whatever happens."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", **{"dpi": 110, **savefig}),
+                     binary=True)
+    finally:
+        plt.close(fig)
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Remove the ``.<name>.*.tmp`` files a killed writer left in ``folder``; how many went."""
+    n = 0
+    try:
+        leftovers = list(Path(folder).glob(f".*{TMP_SUFFIX}"))
+    except OSError:
+        return 0
+    for p in leftovers:
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n

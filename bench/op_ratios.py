@@ -2,9 +2,9 @@
 
 Run it as::
 
-    python -m bench.op_ratios --run --out results/op_ratios        # run benchmarks/, save, pivot, chart
+    python -m bench.op_ratios --run                                 # run benchmarks/, save, pivot, chart
     python -m bench.op_ratios --run --out DIR -- --bench-threads 1  # pytest arguments after '--'
-    python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json --out DIR  # a run saved earlier
+    python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json   # a run saved earlier
 
 ``--run`` is ``pytest benchmarks -p no:cacheprovider --benchmark-save=ops
 --benchmark-json=OUT/ops.json`` plus whatever follows ``--`` (e.g.
@@ -12,16 +12,21 @@ Run it as::
 ``pytest-benchmark compare`` and ``pytest benchmarks --benchmark-compare``
 read the copy saved under ``.benchmarks/`` as usual.
 
-Writes into ``--out``:
+Writes into ``--out`` (a new or empty folder, ``bench.results``; default
+``results/<timestamp>_op_ratios/``):
 
 * ``op_ratios.csv``: one row per operation and size (``op``, ``batch``,
   ``hidden``; ``hidden`` is empty where the op does not depend on it), a
-  ``median_s_<backend>`` column per backend (median seconds of one call) and a
+  ``median_s_<backend>`` and a ``spread_<backend>`` column per backend
+  (median seconds of one call; IQR / median of its rounds), a
   ``ratio_<device>`` column per device with both implementations:
   ``median_s_numpy:<device> / median_s_torch:<device>`` (> 1: PyTorch is
-  faster).
+  faster), and ``flag_<device>``: empty, or why that ratio is not a finding
+  (a side whose IQR / median exceeds ``bench.timing.SPREAD_TOLERANCE``: its
+  rounds were too noisy to compare).
 * ``op_ratios.png``: those ratios as horizontal bars on a log scale, with a
-  line at 1.
+  line at 1; flagged bars are hatched.
+* ``report.md`` (the table and the flagged ratios in words) and ``env.json``.
 
 Everything is read from each benchmark's ``extra_info`` (``op``, ``backend``,
 ``batch``, ``hidden``), never from test names; benchmarks without it are
@@ -31,10 +36,8 @@ ignored.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,10 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import OneLineArgumentParser, UserError, run_cli
-from bench.io import write_csv
+from bench.report import md_table, setup_lines
+from bench.results import ResultsFolder
+from bench.threads import default_threads
+from bench.timing import SPREAD_TOLERANCE
 
 REPO = Path(__file__).resolve().parents[1]
 CSV_NAME = "op_ratios.csv"
@@ -78,9 +84,11 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         if not sep:
             raise UserError(f"{path}: benchmark {b.get('name')!r} has backend {info['backend']!r}; "
                             "expected impl:device, e.g. numpy:cpu")
+        iqr = (b.get("stats") or {}).get("iqr")
         rows.append({"op": str(info["op"]), "batch": info["batch"], "hidden": info.get("hidden"),
                      "backend": f"{impl}:{device}", "impl": impl, "device": device,
-                     "median_s": float(median)})
+                     "median_s": float(median),
+                     "spread": float(iqr) / float(median) if iqr is not None and median else np.nan})
     if not rows:
         raise UserError(f"{path} has no benchmark with stats and extra_info {'/'.join(REQUIRED_INFO)} "
                         f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
@@ -104,20 +112,31 @@ def pivot(df: pd.DataFrame) -> pd.DataFrame:
     """
     op_order = {op: i for i, op in enumerate(dict.fromkeys(df["op"]))}
     backends = sorted(df["backend"].unique(), key=lambda b: (b.partition(":")[2], b))
-    wide = (df.pivot_table(index=list(KEYS), columns="backend", values="median_s", aggfunc="first",
-                           dropna=False)
-              .reindex(columns=backends))
-    wide = wide.dropna(how="all")  # size combinations that never occurred together
-    out = wide.reset_index()
+    def wide(values: str, prefix: str) -> pd.DataFrame:
+        w = (df.pivot_table(index=list(KEYS), columns="backend", values=values, aggfunc="first",
+                            dropna=False)
+             .reindex(columns=backends))
+        return w.rename(columns={b: f"{prefix}{b}" for b in backends})
+
+    medians = wide("median_s", "median_s_").dropna(how="all")  # combinations never run together
+    spreads = wide("spread", "spread_").reindex(medians.index)
+    out = pd.concat([medians, spreads], axis=1).reset_index()
     out.columns.name = None
-    out = out.rename(columns={b: f"median_s_{b}" for b in backends})
     for device in dict.fromkeys(b.partition(":")[2] for b in backends):
-        num, den = f"median_s_{NUMER}:{device}", f"median_s_{DENOM}:{device}"
-        if num in out and den in out:
-            out[f"ratio_{device}"] = out[num] / out[den]
+        num, den = f"{NUMER}:{device}", f"{DENOM}:{device}"
+        if f"median_s_{num}" in out and f"median_s_{den}" in out:
+            out[f"ratio_{device}"] = out[f"median_s_{num}"] / out[f"median_s_{den}"]
+            out[f"flag_{device}"] = [_flag(r, (num, den)) for r in out.to_dict("records")]
     out["_op"] = out["op"].map(op_order)
     out = out.sort_values(["_op", "batch", "hidden"], na_position="first").drop(columns="_op")
     return out.reset_index(drop=True)
+
+
+def _flag(row: dict[str, Any], backends: tuple[str, ...]) -> str:
+    """Why one ratio is not a finding: a side whose rounds spread too widely ('' when none)."""
+    noisy = [f"{b} IQR/median {row[f'spread_{b}']:.2f} > {SPREAD_TOLERANCE}" for b in backends
+             if row.get(f"spread_{b}", np.nan) > SPREAD_TOLERANCE]
+    return "; ".join(noisy)
 
 
 def ratio_columns(table: pd.DataFrame) -> list[str]:
@@ -129,8 +148,8 @@ def row_label(r: pd.Series) -> str:
     return f"{r['op']} b{r['batch']}{hidden}"
 
 
-def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -> Path:
-    """Horizontal bars of every ratio_<device> column, log scale, a line at 1; written atomically."""
+def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
+    """Horizontal bars of every ratio_<device> column, log scale, a line at 1; flagged bars hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,9 +163,14 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -
     y = np.arange(n)
     for k, col in enumerate(cols):
         r = shown[col].to_numpy(float)
+        flags = shown.get(col.replace("ratio_", "flag_"), pd.Series([""] * n)).fillna("")
         # bars grow from 1 (equal times) towards the ratio: right where DENOM is faster
-        ax.barh(y + (k - (len(cols) - 1) / 2) * height, r - 1, left=1, height=height,
-                label=f"{col.removeprefix('ratio_')}: {NUMER} / {DENOM}")
+        bars = ax.barh(y + (k - (len(cols) - 1) / 2) * height, r - 1, left=1, height=height,
+                       label=f"{col.removeprefix('ratio_')}: {NUMER} / {DENOM}")
+        for bar, flag in zip(bars, flags):
+            if flag:
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
     ax.axvline(1.0, color="black", lw=1)
     ax.set_xscale("log")
     ax.set_yticks(y, [row_label(r) for _, r in shown.iterrows()], fontsize=7)
@@ -157,24 +181,13 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any], path: Path) -
     cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
     gpu = (machine_info.get("gpu") or {}).get("name") if isinstance(machine_info.get("gpu"), dict) else None
     where = ", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s)
-    ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else ""), fontsize=9)
+    ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else "")
+                 + "\nhatched: too noisy to compare (IQR/median of a side > "
+                 f"{SPREAD_TOLERANCE})", fontsize=9)
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the chart from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return fig
 
 
 def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> Path:
@@ -200,8 +213,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--run", action="store_true",
                    help="first run benchmarks/ (saved as 'ops' and as OUT/ops.json); pytest "
                         "arguments may follow a '--'")
-    p.add_argument("--out", type=Path, required=True,
-                   help=f"folder for {CSV_NAME} and {PNG_NAME} (created if missing)")
+    p.add_argument("--out", type=Path,
+                   help=f"folder for {CSV_NAME}, {PNG_NAME}, report.md and env.json; must not exist "
+                        "yet, or be empty (default: results/<timestamp>_op_ratios/)")
     return p
 
 
@@ -217,22 +231,58 @@ def main(argv: Sequence[str] | None = None) -> int:
                         else "give a saved pytest-benchmark JSON, or --run to make one")
     if pytest_args and not args.run:
         raise UserError(f"pytest arguments after '--' need --run: {' '.join(pytest_args)}")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} exists and is not a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
-    saved = run_benchmarks(args.out, pytest_args) if args.run else args.saved
-    df, machine_info = load_saved(saved)
-    table = pivot(df)
-    if not ratio_columns(table):
-        raise UserError(f"{saved}: no device has both a {NUMER} and a {DENOM} benchmark "
-                        f"(backends: {', '.join(sorted(df['backend'].unique()))})")
-    write_csv(table, args.out / CSV_NAME)
-    plot_ratios(table, machine_info, args.out / PNG_NAME)
+    if not args.run:
+        df, machine_info = load_saved(args.saved)  # a bad file is one line before a folder exists
+    with ResultsFolder.create(args.out, "op_ratios") as folder:
+        saved = run_benchmarks(folder.path, pytest_args) if args.run else args.saved
+        if args.run:
+            df, machine_info = load_saved(saved)
+        table = pivot(df)
+        if not ratio_columns(table):
+            raise UserError(f"{saved}: no device has both a {NUMER} and a {DENOM} benchmark "
+                            f"(backends: {', '.join(sorted(df['backend'].unique()))})")
+        threads = (machine_info.get("mlpbench") or {}).get("threads") or default_threads()
+        env = folder.write_env(threads, {"saved": str(saved), "benchmark_machine_info": machine_info})
+        folder.write_csv(CSV_NAME, table)
+        folder.save_figure(PNG_NAME, plot_ratios(table, machine_info))
+        flagged = flagged_sentences(table)
+        folder.write_text("report.md", _report(env, table, flagged, saved,
+                                               [*folder.written, "report.md"]))
     with pd.option_context("display.width", 200, "display.max_rows", None,
                            "display.float_format", "{:.3g}".format):
-        print(table.to_string(index=False))
-    print(f"wrote {args.out / CSV_NAME} and {args.out / PNG_NAME} from {saved}")
+        print(table.drop(columns=[c for c in table if c.startswith("spread_")]).to_string(index=False))
+    for sentence in flagged:
+        print(f"flagged: {sentence}")
+    print(f"results: {folder.path} (from {saved})")
     return 0
+
+
+def flagged_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per flagged ratio: the op, the size, the device and why."""
+    out = []
+    for r in table.to_dict("records"):
+        for col in ratio_columns(table):
+            device = col.removeprefix("ratio_")
+            flag = r.get(f"flag_{device}")
+            if isinstance(flag, str) and flag:
+                out.append(f"{row_label(pd.Series(r))} on {device}: ratio {r[col]:.3g} is not a finding "
+                           f"({flag})")
+    return out
+
+
+def _report(env: dict[str, Any], table: pd.DataFrame, flagged: list[str], saved: Path,
+            files: list[str]) -> str:
+    shown = table.drop(columns=[c for c in table if c.startswith("spread_")])
+    lines = ["# Per-op time, NumPy / PyTorch", "", "## Setup", "", *setup_lines(env),
+             f"- Benchmarks: `{saved}` (pytest-benchmark JSON of `benchmarks/`)", "",
+             "`ratio_<device>` is NumPy's median seconds per call over PyTorch's (above 1: PyTorch is "
+             "faster). A ratio is flagged when either side's rounds spread too widely (IQR/median "
+             f"above {SPREAD_TOLERANCE}): the machine was too noisy for that op to be compared.", "",
+             md_table(shown, floatfmt=".3g"), ""]
+    if flagged:
+        lines += ["**Not findings (too noisy):**", "", *[f"- {s}" for s in flagged], ""]
+    lines += [f"![ratios]({PNG_NAME})", "", "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""]
+    return "\n".join(lines)
 
 
 def cli() -> None:

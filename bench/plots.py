@@ -1,8 +1,6 @@
-"""The harness's PNG plots (matplotlib, headless)."""
+"""The comparison's figures (matplotlib, headless); each returns a Figure for ``ResultsFolder.save_figure``."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib
 
@@ -11,8 +9,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.timing import OK  # noqa: E402
 
-def _per_epoch(epochs: pd.DataFrame, column: str, ylabel: str, title: str, path: Path) -> Path:
+
+def _per_epoch(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
     """Mean over seeds per backend and epoch, with a min-max band across seeds."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for backend, ep in epochs.groupby("backend", sort=False):
@@ -27,45 +27,60 @@ def _per_epoch(epochs: pd.DataFrame, column: str, ylabel: str, title: str, path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_train_loss(epochs: pd.DataFrame, path: Path) -> Path:
+def train_loss(epochs: pd.DataFrame):
     return _per_epoch(epochs, "train_loss", "training loss (mean over the epoch's batches)",
-                      "Training loss", path)
+                      "Training loss")
 
 
-def plot_val_acc(epochs: pd.DataFrame, path: Path) -> Path:
-    return _per_epoch(epochs, "val_acc", "validation accuracy", "Validation accuracy", path)
+def val_acc(epochs: pd.DataFrame):
+    return _per_epoch(epochs, "val_acc", "validation accuracy", "Validation accuracy")
 
 
-def plot_epoch_time(summary: pd.DataFrame, gemm: pd.DataFrame, path: Path) -> Path:
-    """Median epoch time per backend (IQR whiskers), each with its own GEMM-only time as a line."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+def epoch_time(summary: pd.DataFrame):
+    """Median epoch time per backend (IQR whiskers) against its GEMM-only time and fixed-cost floor.
+
+    A backend whose timing is flagged gets a hatched bar and the reason under its name.
+    """
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
     x = np.arange(len(summary))
     med = summary["median_epoch_seconds"].to_numpy(float)
     iqr = summary["epoch_seconds_iqr"].to_numpy(float)
-    ax.bar(x, med, yerr=np.nan_to_num(iqr / 2), capsize=4, color="tab:blue", alpha=0.7,
-           label="median epoch (IQR)")
-    g = gemm.set_index("backend")["gemm_seconds"] if len(gemm) else pd.Series(dtype=float)
-    for i, b in enumerate(summary["backend"]):
-        if b in g.index and np.isfinite(g[b]):
-            ax.hlines(g[b], i - 0.4, i + 0.4, colors="tab:red", linestyles="--",
-                      label="GEMM-only time" if i == 0 else None)
-    ax.set_xticks(x, summary["backend"], rotation=15)
+    flagged = ~summary.get("timing_quality", pd.Series([OK] * len(summary))).eq(OK).to_numpy()
+    bars = ax.bar(x, med, yerr=np.nan_to_num(iqr / 2), capsize=4, color="tab:blue", alpha=0.7,
+                  label="median epoch (IQR)")
+    for bar, bad in zip(bars, flagged):
+        if bad:
+            bar.set_hatch("//")
+            bar.set_alpha(0.35)
+    labelled = set()
+    for i, row in enumerate(summary.to_dict("records")):
+        gemm = row.get("gemm_seconds", np.nan)
+        if np.isfinite(gemm):
+            ax.hlines(gemm, i - 0.4, i + 0.4, colors="tab:red", linestyles="--",
+                      label=None if "gemm" in labelled else "GEMM-only time (median of brackets)")
+            labelled.add("gemm")
+            floor = row.get("ratio_floor", np.nan)
+            if np.isfinite(floor):
+                ax.hlines(gemm * floor, i - 0.4, i + 0.4, colors="black", linestyles=":",
+                          label=None if "floor" in labelled else "fixed-cost floor")
+                labelled.add("floor")
+    names = [b + ("\n(flagged, see report)" if bad else "") for b, bad in zip(summary["backend"], flagged)]
+    ax.set_xticks(x, names, rotation=15, fontsize=8)
     ax.set_ylabel("seconds per epoch")
-    ax.set_title("Epoch time (training only, device synchronised)")
+    title = "Epoch time (training only, device synchronised)"
+    if flagged.any():
+        title += "\nhatched: timing flagged, not a finding (report.md says why)"
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_lockstep(steps: pd.DataFrame, path: Path) -> Path:
+def lockstep(steps: pd.DataFrame):
     """Per-step loss of every backend and its absolute difference to the first backend."""
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True)
     seed = steps["seed"].iloc[0]
@@ -87,6 +102,4 @@ def plot_lockstep(steps: pd.DataFrame, path: Path) -> Path:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

@@ -9,7 +9,13 @@ backend.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from impl_common.arch import layer_widths
 
 
 class Gemm(NamedTuple):
@@ -34,7 +40,7 @@ def step_gemms(n_inputs: int, hidden_dims: list[int], n_classes: int, batch: int
     L1 ``dW = dY^T X`` (N, S) @ (S, M), with dY stored (S, N);
     L3 ``dX = dY W`` (S, N) @ (N, M), skipped for the input layer (no input gradient needed).
     """
-    widths = [n_inputs, *hidden_dims, n_classes]
+    widths = layer_widths(n_inputs, hidden_dims, n_classes)
     out: list[Gemm] = []
     for i, (m_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         out.append(Gemm(batch, m_in, n_out, tb=True))        # forward
@@ -50,21 +56,38 @@ def epoch_flop(n_inputs: int, hidden_dims: list[int], n_classes: int, batch: int
     return steps * sum(g.flop for g in step_gemms(n_inputs, hidden_dims, n_classes, batch))
 
 
-GEMM_REPEATS = 3  # GEMM-only epochs timed per backend; the median is reported
+def time_products(shapes: list[Gemm], repeats: int, *, operand: Callable[[np.ndarray], Any],
+                  transpose: Callable[[Any], Any], empty: Callable[[tuple[int, int]], Any],
+                  matmul: Callable[[Any, Any, Any], Any], synchronize: Callable[[], None],
+                  clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds for ``repeats`` rounds of ``matmul(op(A), op(B), out=C)`` over ``shapes``: the
+    GEMM-only timer of every backend, each passing its own library's operations.
+
+    ``operand`` moves a host float64 array to the backend's device and dtype,
+    ``transpose`` gives the transposed view, ``empty`` allocates the output.
+    Operands are drawn once from ``np.random.default_rng(0)`` and stored in
+    the layouts the training step uses (``ta``/``tb``: stored transposed and
+    passed as a view, as autograd does for linear layers). One untimed round
+    first; the device is synchronised before and after the clock.
+    """
+    rng = np.random.default_rng(0)
+    ops = []
+    for g in shapes:
+        a = operand(rng.standard_normal((g.k, g.m) if g.ta else (g.m, g.k)))
+        b = operand(rng.standard_normal((g.n, g.k) if g.tb else (g.k, g.n)))
+        ops.append((transpose(a) if g.ta else a, transpose(b) if g.tb else b, empty((g.m, g.n))))
+    for a, b, c in ops:
+        matmul(a, b, c)
+    synchronize()
+    t0 = clock()
+    for _ in range(repeats):
+        for a, b, c in ops:
+            matmul(a, b, c)
+    synchronize()
+    return clock() - t0
 
 
-def measure_gemms(backend, config, n_features: int, n_classes: int, n_train: int) -> float:
-    """Median seconds of one epoch's matrix products alone on ``backend`` (after one warm-up round)."""
-    import numpy as np
-
-    shapes = step_gemms(n_features, config.hidden_dims, n_classes, config.batch_size)
-    steps = n_train // config.batch_size
-    backend.gemm_seconds(shapes, max(1, steps // 10))  # warm-up
-    return float(np.median([backend.gemm_seconds(shapes, steps) for _ in range(GEMM_REPEATS)]))
-
-
-def roofline_columns(median_epoch_seconds, gemm_seconds, flop: int) -> dict:
-    """epoch/GEMM ratio and GFLOP/s, for floats or pandas columns alike (NaN GEMM time → NaN)."""
-    return {"epoch_to_gemm": median_epoch_seconds / gemm_seconds,
-            "achieved_gflops": flop / median_epoch_seconds / 1e9,
+def gflops_columns(median_epoch_seconds, gemm_seconds, flop: int) -> dict:
+    """GFLOP/s of the epoch and of its GEMM-only time, for floats or pandas columns alike."""
+    return {"achieved_gflops": flop / median_epoch_seconds / 1e9,
             "gemm_gflops": flop / gemm_seconds / 1e9}

@@ -8,33 +8,32 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.timing import steady_epochs, summarise_timing
+
 ALPHA = 0.05  # significance level used in the report's sentences
 SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
+FAILED = ("diverged", "failed", "oom")  # run statuses counted as failed (interrupted is counted apart)
 
 
 def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """One row per backend: n, test accuracy mean/std, median epoch time and its spread.
+    """One row per backend: n, test accuracy mean/std, and its epoch timing (``bench.timing``).
 
-    Epoch times are pooled over every seed's epochs after the first (the first
-    epoch of a run is kept out of the spread: it pays one-off costs the warm-up
-    may not cover); with one epoch per run, that epoch is used.
+    Timing columns: median and minimum epoch time and epoch/GEMM ratio over
+    the epochs that can be trusted, their spread, the fixed-cost floor and a
+    ``timing_quality`` verdict (``bench.timing.summarise_timing``).
     """
     rows = []
     for backend, r in runs.groupby("backend", sort=False):
         ok = r[r["status"] == "ok"]
-        ep = epochs[epochs["backend"] == backend]
-        times = _steady_epoch_times(ep)
-        q25, q50, q75 = (np.percentile(times, [25, 50, 75]) if len(times) else (math.nan,) * 3)
+        ep = epochs[epochs["backend"] == backend] if len(epochs) else epochs
         rows.append({
             "backend": backend,
             "n": len(ok),
-            "n_failed": len(r) - len(ok),
+            "n_failed": int(r["status"].isin(FAILED).sum()),
+            "n_interrupted": int((r["status"] == "interrupted").sum()),
             "test_acc_mean": ok["test_acc"].mean() if len(ok) else math.nan,
             "test_acc_std": ok["test_acc"].std(ddof=1) if len(ok) > 1 else math.nan,
-            "median_epoch_seconds": q50,
-            "epoch_seconds_iqr": q75 - q25,
-            "epoch_seconds_min": float(np.min(times)) if len(times) else math.nan,
-            "n_epochs_timed": len(times),
+            **summarise_timing(ep),
             # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
             **{f"median_{c}": _steady_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
         })
@@ -42,18 +41,13 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _steady_median(ep: pd.DataFrame, column: str) -> float:
-    """Median of ``column`` over the same epochs as the epoch times; NaN where never recorded."""
-    later = ep[ep["epoch"] > 1]
-    values = (later if len(later) else ep)[column].dropna()
+    """Median of ``column`` over the steady epochs; NaN where never recorded."""
+    values = steady_epochs(ep)[column].dropna()
     return float(values.median()) if len(values) else math.nan
 
 
 def _steady_epoch_times(ep: pd.DataFrame) -> np.ndarray:
-    if ep.empty:
-        return np.array([])
-    later = ep[ep["epoch"] > 1]
-    use = later if len(later) else ep
-    return use["epoch_seconds"].to_numpy(dtype=float)
+    return steady_epochs(ep)["epoch_seconds"].to_numpy(dtype=float) if len(ep) else np.array([])
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -95,12 +89,18 @@ def verdict(p: float) -> str:
             else f"not significant (p = {p:.3g} >= {ALPHA})")
 
 
-def pair_sentences(pairs: pd.DataFrame) -> list[str]:
-    """The report's plain-words reading of :func:`compare_pairs`."""
+def pair_sentences(pairs: pd.DataFrame, flagged: set[str] = frozenset()) -> list[str]:
+    """The report's plain-words reading of :func:`compare_pairs`; no speed verdict for a flagged timing."""
     out = []
     for r in pairs.itertuples():
-        out.append(f"{r.a} vs {r.b}: test accuracy differs by {100 * r.acc_diff:+.2f} points "
-                   f"(n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}. "
-                   f"Median epoch time ratio {r.time_ratio:.3g} ({r.epochs_a} vs {r.epochs_b} epochs, "
-                   f"Welch's t on epoch times): {verdict(r.time_p)}.")
+        acc = (f"{r.a} vs {r.b}: test accuracy differs by {100 * r.acc_diff:+.2f} points "
+               f"(n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}.")
+        bad = sorted({r.a, r.b} & set(flagged))
+        if bad:
+            speed = (f" Median epoch time ratio {r.time_ratio:.3g}, not a finding: the timing of "
+                     f"{' and '.join(bad)} is flagged.")
+        else:
+            speed = (f" Median epoch time ratio {r.time_ratio:.3g} ({r.epochs_a} vs {r.epochs_b} "
+                     f"epochs, Welch's t on epoch times): {verdict(r.time_p)}.")
+        out.append(acc + speed)
     return out

@@ -69,8 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--bench-threads must be at least 1, got {n}")
     # NOTE: threadpoolctl limits only the libraries loaded when it is called: import
     # both implementations first so every BLAS/OpenMP pool they use is loaded.
-    import impl_numpy.backend  # noqa: F401
-    import impl_torch.backend  # noqa: F401
+    import bench.backends.numpy_backend  # noqa: F401
+    import bench.backends.torch_backend  # noqa: F401
 
     stack = contextlib.ExitStack()
     stack.enter_context(limit_threads(n))

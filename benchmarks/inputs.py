@@ -87,7 +87,7 @@ def unavailable_reason(name: str) -> str | None:
         return None if torch.cuda.is_available() else "no CUDA device (torch.cuda.is_available() is False)"
     if importlib.util.find_spec("cupy") is None:
         return "CuPy not installed (pip install '.[cuda]')"
-    from impl_numpy.backend import available
+    from bench.backends.numpy_backend import available
 
     ok, reason = available(device)
     return None if ok else reason

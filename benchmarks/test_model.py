@@ -33,9 +33,9 @@ def _backend(spec: BackendSpec, batch: int, hidden: int):
     config = Config(hidden_dims=[hidden], activation=ACTIVATION, batch_size=batch,
                     eval_batch_size=batch, dtype="float32", dataset="synthetic", train_subset=batch)
     if spec.impl == "numpy":
-        from impl_numpy.backend import NumpyBackend as cls
+        from bench.backends.numpy_backend import NumpyBackend as cls
     else:
-        from impl_torch.backend import TorchBackend as cls
+        from bench.backends.torch_backend import TorchBackend as cls
     backend = cls(config, spec.device)
     x, y = inp.x.copy(), inp.y.copy()
     backend.load_data(Dataset(x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y,

@@ -1,13 +1,12 @@
 """The from-scratch NumPy MLP: modules whose backward passes are docs/derivations.md, line by line.
 
 Public API: the course-style modules (:mod:`impl_numpy.modules`), the
-activation tables (:mod:`impl_numpy.activations`), :class:`MLP`,
-:class:`SGD`, and the harness backend :class:`NumpyBackend` with
-:func:`available`.
+activation tables (:mod:`impl_numpy.activations`), :class:`MLP` and
+:class:`SGD`. Nothing here imports the harness (``bench``); the harness adapts
+this package in ``bench/backends/numpy_backend.py``.
 """
 
 from impl_numpy.activations import ACTIVATIONS, DERIVATIVES
-from impl_numpy.backend import NumpyBackend, available
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import (
     CrossEntropyModule,
@@ -23,7 +22,7 @@ from impl_numpy.modules import (
 from impl_numpy.optim import SGD
 
 __all__ = [
-    "ACTIVATIONS", "DERIVATIVES", "MLP", "SGD", "NumpyBackend", "available",
+    "ACTIVATIONS", "DERIVATIVES", "MLP", "SGD",
     "CrossEntropyModule", "ELUModule", "LinearModule", "ReLUModule", "ResidualBlock",
     "SoftmaxCrossEntropyModule", "SoftMaxModule", "TanhModule", "make_activation",
 ]

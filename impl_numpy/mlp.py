@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import residual_dims_ok, residual_example
-from impl_numpy.activations import ACTIVATIONS
+from impl_common.arch import check_widths, layer_widths
 from impl_numpy.modules import LinearModule, Module, ResidualBlock, make_activation
 from impl_numpy.xp import get_namespace, to_numpy
 
@@ -39,23 +38,15 @@ class MLP:
                  activation: str = "elu", *, alpha: float = 1.0, residual: bool = False,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32, xp: Any = None,
                  reuse_buffers: bool = False):
-        dims = list(hidden_dims)
-        if not dims or not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
-            raise ValueError(f"hidden_dims must be a non-empty list of positive integers, got {dims}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r} (allowed: {', '.join(ACTIVATIONS)})")
-        if residual and not residual_dims_ok(dims):
-            raise ValueError(
-                f"residual=True cannot form residual blocks from hidden_dims {dims}: it needs "
-                f"[F, N1, F, N2, F, ...], an odd count of at least 3 with every other width equal "
-                f"to the first, e.g. {residual_example(dims)}")
+        dims = [int(d) if isinstance(d, np.integer) else d for d in hidden_dims]
+        check_widths(n_inputs, dims, n_classes, activation, residual)
         self.n_inputs, self.hidden_dims, self.n_classes = int(n_inputs), dims, int(n_classes)
         self.activation, self.alpha, self.residual = activation, float(alpha), bool(residual)
         self.dtype = np.dtype(dtype)
         self.xp = np if xp is None else xp
         rng = np.random.default_rng() if rng is None else rng
 
-        widths = [self.n_inputs, *dims, self.n_classes]
+        widths = layer_widths(self.n_inputs, dims, self.n_classes)
         self.linears = [LinearModule(widths[i], widths[i + 1], input_layer=(i == 0), rng=rng,
                                      dtype=self.dtype, xp=self.xp)
                         for i in range(len(widths) - 1)]
@@ -94,10 +85,6 @@ class MLP:
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
         return self.layers[0].backward(dout, input_grad=input_grad)
-
-    def predict(self, x):
-        """Class ids (S,) of the highest logit (replaces the backward cache)."""
-        return get_namespace(x).argmax(self.forward(x), axis=1)
 
     def clear_cache(self) -> None:
         for layer in self.layers:

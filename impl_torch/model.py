@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import ACTIVATIONS, residual_dims_ok, residual_example
+from impl_common.arch import ACTIVATIONS, check_widths, layer_widths
 
 
 def make_activation(name: str, alpha: float = 1.0) -> nn.Module:
@@ -40,7 +40,7 @@ class TorchMLP(nn.Module):
     Residual (``residual=True``): ``hidden_dims`` must be [F, N1, F, N2, F, ...].
     The stem is ``a = h(L0(x))``; block k then computes
     ``a = a + L_{2k}(h(L_{2k-1}(a)))`` with L_{2k-1}: F -> N_k and L_{2k}: N_k -> F,
-    no activation after the sum (THEORY.md §4); ``logits = L_last(a)``. The
+    no activation after the sum (docs/derivations.md §6); ``logits = L_last(a)``. The
     layers, names and shapes are those of the plain net with the same hidden_dims.
 
     Init (:meth:`reset_parameters`): Kaiming-normal on fan-in, ``N(0, 2/fan_in)``
@@ -58,16 +58,10 @@ class TorchMLP(nn.Module):
                  device: str | torch.device = "cpu"):
         super().__init__()
         hidden_dims = [int(d) for d in hidden_dims]
-        if not hidden_dims or min(hidden_dims) < 1 or n_inputs < 1 or n_classes < 1:
-            raise ValueError(f"layer widths must be positive: n_inputs={n_inputs}, "
-                             f"hidden_dims={hidden_dims}, n_classes={n_classes}")
-        if residual and not residual_dims_ok(hidden_dims):
-            raise ValueError(f"residual blocks need hidden_dims [F, N1, F, N2, F, ...] (an odd count "
-                             f">= 3, every other width equal to the first); {hidden_dims} is not, "
-                             f"e.g. {residual_example(hidden_dims)} would work")
+        check_widths(n_inputs, hidden_dims, n_classes, activation, residual)
         self.n_inputs, self.hidden_dims, self.n_classes = n_inputs, hidden_dims, n_classes
         self.activation, self.alpha, self.residual = activation, alpha, residual
-        widths = [n_inputs, *hidden_dims, n_classes]
+        widths = layer_widths(n_inputs, hidden_dims, n_classes)
         # NOTE: skip_init builds the layers without nn.Linear's own (global-RNG) init;
         # reset_parameters below is the only init.
         self.linears = nn.ModuleList(
@@ -135,7 +129,7 @@ class TorchMLP(nn.Module):
 def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy, correct predictions) of one batch; both 0-d tensors on the device.
 
-    F.cross_entropy fuses log-softmax and NLL (THEORY.md F1): the loss is
+    F.cross_entropy fuses log-softmax and NLL (docs/derivations.md F1): the loss is
     ``logsumexp(z) - z_y`` and its gradient ``(p - onehot(y)) / S``.
     """
     logits = model(x)                       # (S, n_classes)

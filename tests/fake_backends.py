@@ -1,10 +1,10 @@
-"""A backend for the harness tests: the NumPy backend with a learning rate that makes it diverge."""
+"""Backends for the harness tests: the NumPy backend with a learning rate that diverges, or is 1 % off."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from impl_numpy.backend import NumpyBackend, available  # noqa: F401 - available() is the registry hook
+from bench.backends.numpy_backend import NumpyBackend, available  # noqa: F401 - the registry hook
 
 
 class DivergingBackend(NumpyBackend):
@@ -13,3 +13,11 @@ class DivergingBackend(NumpyBackend):
     def __init__(self, config, device="cpu"):
         super().__init__(dataclasses.replace(config, lr=1e8), device)
         self.impl = "diverging"
+
+
+class SkewedBackend(NumpyBackend):
+    """numpy:cpu stepping with a learning rate 1 % above the config's: a wrong step to catch."""
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(dataclasses.replace(config, lr=config.lr * 1.01), device)
+        self.impl = "skewed"

@@ -6,9 +6,16 @@ import dataclasses
 
 import pytest
 
-from bench.config import Config, load_toml, parse_config
-from bench.errors import ConfigError, UserError
+from bench.config import COMMAND_FIELDS, FIELDS, PRESETS, Config, add_config_arguments, \
+    config_from_args, load_toml, prog_name
+from bench.errors import ConfigError, OneLineArgumentParser, UserError
 from conftest import assert_one_line_error
+
+
+def parse_config(argv: list[str], command: str = "compare") -> Config:
+    parser = OneLineArgumentParser(prog=prog_name(command))
+    add_config_arguments(parser, command)
+    return config_from_args(parser.parse_args(argv), command)
 
 
 def test_defaults_are_the_reference_setup():
@@ -35,12 +42,65 @@ def test_flags_override_toml_which_overrides_defaults(tmp_path):
     assert c.batch_size == Config().batch_size
 
 
-def test_every_field_has_a_flag_and_help():
-    from bench.compare import build_parser
-    text = build_parser().format_help()
+def test_every_field_has_help_and_is_used_by_a_command():
+    used = {f for fields in COMMAND_FIELDS.values() for f in fields}
     for f in dataclasses.fields(Config):
-        assert "--" + f.name.replace("_", "-") in text
         assert f.metadata["help"]
+        assert f.name in used, f.name
+    for command, values in PRESETS.items():
+        assert set(values) <= set(FIELDS), command
+
+
+COMMANDS = sorted(COMMAND_FIELDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_the_commands_flags_each_default_once_and_every_choice(command):
+    parser = OneLineArgumentParser(prog=prog_name(command))
+    add_config_arguments(parser, command)
+    text = " ".join(parser.format_help().split())
+    start = Config(**PRESETS[command])
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
+        if name in COMMAND_FIELDS[command]:
+            assert flag in text, flag
+        else:
+            assert f"{flag} " not in text and f"{flag}," not in text, (command, flag)
+    assert text.count("(default:") == len(COMMAND_FIELDS[command])
+    if "epochs" in COMMAND_FIELDS[command]:
+        assert f"training epochs (default: {start.epochs})" in text
+    for name in COMMAND_FIELDS[command]:
+        for choice in FIELDS[name].metadata.get("choices", ()):
+            assert choice in text, (command, name, choice)
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "epochs" in COMMAND_FIELDS[c]])
+def test_toml_epochs_9_gives_9_epochs_in_every_command(tmp_path, command):
+    f = tmp_path / "c.toml"
+    f.write_text("epochs = 9\n")
+    assert parse_config(["--config", str(f)], command).epochs == 9
+    assert parse_config([], command).epochs == Config(**PRESETS[command]).epochs
+    assert parse_config(["--config", str(f), "--epochs", "3"], command).epochs == 3
+
+
+def test_precedence_is_preset_then_toml_then_flags(tmp_path):
+    assert parse_config([], "hessian").hidden_dims == [32]  # the preset
+    f = tmp_path / "c.toml"
+    f.write_text("hidden_dims = [16]\ntrain_subset = 5000\n")
+    c = parse_config(["--config", str(f), "--train-subset", "4000"], "hessian")
+    assert (c.hidden_dims, c.train_subset, c.epochs) == ([16], 4000, 5)
+
+
+def test_a_toml_key_of_another_command_is_an_error(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("lockstep = true\n")
+    with pytest.raises(UserError, match="'lockstep' is not a setting of python -m bench.gradflow"):
+        parse_config(["--config", str(f)], "gradflow")
+
+
+def test_optional_flags_take_none():
+    assert parse_config(["--train-subset", "none"], "epoch_ratio").train_subset is None
+    assert parse_config(["--backends", "none"]).backends is None
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -54,6 +114,12 @@ def test_every_field_has_a_flag_and_help():
     ({"residual": True, "hidden_dims": [128, 128]}, "hidden_dims"),
     ({"train_subset": 100, "batch_size": 128}, "batch_size"),
     ({"cuda_graph": True, "torch_compile": "default"}, "cuda_graph"),
+    ({"lr": float("inf")}, "lr"), ({"lr": float("nan")}, "lr"),
+    ({"mean": [0.5, float("inf"), 0.5]}, "mean"), ({"std": [0.2, float("nan"), 0.2]}, "std"),
+    ({"eval_every": 0}, "eval_every"), ({"eval_every": 352}, "eval_every"),
+    ({"depth": 4}, "depth"), ({"activations": ["elu", "gelu"]}, "activations"),
+    ({"activations": ["elu", "elu"]}, "activations"), ({"gpu_variants": []}, "gpu_variants"),
+    ({"eps": 0.0}, "eps"), ({"max_matvecs": 5}, "max_matvecs"), ({"trajectory_rtol": -1.0}, "trajectory_rtol"),
 ])
 def test_validate_rejects(kwargs, field):
     with pytest.raises(ConfigError) as e:
@@ -98,6 +164,9 @@ CLI_CASES = [
     (["--no-such-flag"], ["--no-such-flag"]),
     (["--backends", "jax:cpu"], ["jax:cpu", "numpy"]),
     (["--config", "missing.toml"], ["missing.toml"]),
+    (["--lr", "1e400"], ["lr", "inf", "finite"]),
+    (["--std", "0.2,nan,0.2"], ["std", "nan"]),
+    (["--dtype", "float16"], ["dtype", "float16", "float32"]),
 ]
 
 
@@ -112,7 +181,14 @@ def test_cli_rejects_bad_values(cli, args, needles):
     ("batch_size = 1.5\n", ["batch_size", "wrong type"]),
     ("lr = [\n", ["not valid TOML"]),
     ("lr = -0.5\n", ["lr", "-0.5"]),
+    ("lr = inf\n", ["lr", "inf", "finite"]),
+    ("depth = 21\n", ["'depth' is not a setting of python -m bench.compare"]),
 ])
 def test_cli_rejects_bad_toml(cli, tmp_path, text, needles):
     (tmp_path / "bad.toml").write_text(text)
     assert_one_line_error(cli("bench.compare", "--config", "bad.toml"), *needles)
+
+
+def test_cli_rejects_a_toml_that_is_not_utf8(cli, tmp_path):
+    (tmp_path / "bad.toml").write_bytes(b"lr = 0.1 # \xff\xfe\n")
+    assert_one_line_error(cli("bench.compare", "--config", "bad.toml"), "bad.toml", "UTF-8")

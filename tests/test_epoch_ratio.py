@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from bench import epoch_ratio
 from conftest import assert_one_line_error
 
+TINY = ["--dataset", "synthetic", "--train-subset", "256", "--batch-size", "64", "--hidden-dims", "8",
+        "--epochs", "3", "--threads", "1", "--backends", "numpy:cpu,torch:cpu"]
 
-def test_prints_a_median_ratio_per_backend(capsys):
-    code = epoch_ratio.main(["--dataset", "synthetic", "--train-subset", "256", "--batch-size", "64",
-                             "--hidden-dims", "8", "--epochs", "2", "--threads", "1",
-                             "--backends", "numpy:cpu,torch:cpu"])
+
+def test_prints_a_ratio_and_a_floor_per_backend_and_writes_its_folder(tmp_path, capsys):
+    code = epoch_ratio.main([*TINY, "--out", str(tmp_path / "er")])
     out = capsys.readouterr().out
     assert code == 0
+    summary = pd.read_csv(tmp_path / "er" / "summary.csv").set_index("backend")
+    epochs = pd.read_csv(tmp_path / "er" / "epochs.csv")
     for name in ("numpy:cpu", "torch:cpu"):
-        assert f"{name} epoch 2:" in out
+        assert f"{name} epoch 3:" in out
         line = next(s for s in out.splitlines() if s.startswith(f"{name}: median"))
         assert float(line.split("ratio ")[1].split()[0]) > 0
-        nominal = next(s for s in out.splitlines() if s.startswith(f"{name}: median") and "nominal" in s)
-        assert float(nominal.split("ratio ")[1].split()[0]) > 0
-        fixed = next(s for s in out.splitlines() if s.startswith(f"{name}: fixed cost of a step"))
-        micros = float(fixed.split("step ")[1].split(" us")[0])
-        share = float(fixed.split("= ")[1].split(" of")[0])
-        floor = float(fixed.rsplit("below ", 1)[1])
-        assert micros > 0 and share > 0
-        assert abs(floor - (1 + share)) < 2e-3  # the floor is 1 + fixed / GEMM-only step
+        floor = float(line.split("cannot go below ")[1].split(";")[0])
+        micros = float(line.split("fixed cost of a step ")[1].split(" us")[0])
+        assert micros > 0 and floor > 1
+        assert abs(floor - summary.loc[name, "ratio_floor"]) < 2e-3
+    # the backends took turns: epoch 1 of both before epoch 2 of either
+    said = [s.split(":")[0] + ":" + s.split(" epoch ")[1].split(":")[0] for s in out.splitlines()
+            if " epoch " in s and s.split(" epoch ")[1][:1].isdigit()]
+    assert said[:4] == ["numpy:1", "torch:1", "numpy:2", "torch:2"]
+    assert len(epochs) == 2 * 3
+    assert set(epochs["timing_quality"].str.len() > 0) == {True}
+    assert (tmp_path / "er" / "report.md").exists() and (tmp_path / "er" / "env.json").exists()
 
 
 def test_bad_flag_is_one_line(cli):
     assert_one_line_error(cli("bench.epoch_ratio", "--lr", "0"), "lr")
-
-
-def test_nominal_epochs_keep_those_near_the_fastest_gemm_time():
-    assert epoch_ratio.nominal_epochs([1.0, 1.09, 1.1, 0.95, 2.0]) == [0, 1, 3]  # 1.1 > 1.15 * 0.95
-    assert epoch_ratio.nominal_epochs([0.5]) == [0]
+    assert_one_line_error(cli("bench.epoch_ratio", "--lockstep"), "--lockstep")

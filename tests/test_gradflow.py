@@ -3,7 +3,6 @@ the command runs end to end on tiny synthetic data and rejects bad input in one 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import matplotlib.image as mpimg
@@ -15,13 +14,10 @@ from conftest import assert_one_line_error
 from bench import gradflow
 from bench.errors import UserError
 from bench.gradflow import main, max_rel_diff, weight_grad_norms
-from bench.theory.params import (
-    Arch,
-    numpy_loss_grads,
-    numpy_model,
-    torch_loss_grads,
-    torch_model,
-)
+from bench.backends import IMPLS, Impl
+from bench.theory.params import numpy_loss_grads, numpy_model, torch_loss_grads, torch_model
+from conftest import REPO
+from impl_common.arch import Arch
 from impl_numpy.mlp import MLP
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +51,8 @@ def test_gradients_agree_across_implementations(activation, residual, dtype, rto
 
 
 def test_residual_first_layer_gradient_exceeds_plain_on_deep_tanh():
-    """THEORY.md §4: with the same weights, the identity paths carry more gradient to the first layer.
+    """docs/derivations.md §6: with the same weights, the identity paths carry more gradient to the
+    first layer.
 
     Checked at the implementations' Kaiming init and with every weight scaled by 0.5 (the ordered
     phase of tanh). The plain and residual nets share every weight, so only the identity paths differ.
@@ -73,8 +70,8 @@ def test_residual_first_layer_gradient_exceeds_plain_on_deep_tanh():
         assert first[True] > 2 * first[False], (scale, first)
 
 
-TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "32",
-        "--depth", "3", "--width", "8", "--steps", "6", "--record-every", "3", "--batch-examples", "40",
+TINY = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "64", "--batch-size", "32",
+        "--depth", "3", "--width", "8", "--epochs", "1", "--eval-every", "3", "--batch-examples", "40",
         "--lr", "0.01", "--threads", "1", "--quiet"]
 
 
@@ -112,7 +109,8 @@ def test_command_end_to_end(cli):
     report = (out / "report.md").read_text()
     assert "](gradflow.png)" in report and "](training.png)" in report and "hidden_first_last" in report
     env = json.loads((out / "env.json").read_text())
-    assert {"versions", "cpu", "threads", "config", "data", "gradflow"} <= set(env)
+    assert {"versions", "cpu", "threads", "config", "data"} <= set(env)
+    assert env["config"]["depth"] == 3 and env["config"]["eval_every"] == 3
     assert env["agreement_ok"] is True
     assert proc.stdout.strip().splitlines()[-1] == "results: gf"
 
@@ -120,7 +118,7 @@ def test_command_end_to_end(cli):
 def test_disagreement_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
     """An impossible tolerance makes the same-weights check fail: exit 1, one line, files written."""
     monkeypatch.chdir(tmp_path)
-    assert main([*TINY, "--activations", "tanh", "--rtol", "1e-30", "--out", "gf"]) == 1
+    assert main([*TINY, "--activations", "tanh", "--grad-rtol", "1e-30", "--out", "gf"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "numpy and torch disagree" in err[0]
     assert (tmp_path / "gf" / "report.md").exists()
@@ -131,15 +129,9 @@ def test_disagreement_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
 
 def test_a_wrong_step_is_caught(tmp_path, monkeypatch, capsys):
     """NumPy stepping with a learning rate 1 % off: the lock-step losses part at step 2 -> exit 1."""
-    real = gradflow.make_backends
-
-    def skewed(config, data):
-        backends = real(config, data)
-        backends["numpy"] = type(backends["numpy"])(dataclasses.replace(config, lr=config.lr * 1.01))
-        backends["numpy"].load_data(data)
-        return backends
-
-    monkeypatch.setattr(gradflow, "make_backends", skewed)
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    monkeypatch.setitem(IMPLS, "skewed", Impl("fake_backends", "SkewedBackend", None, False))
+    monkeypatch.setitem(gradflow.BACKEND_OF, "numpy", "skewed:cpu")
     monkeypatch.chdir(tmp_path)
     assert main([*TINY, "--activations", "tanh", "--lr", "0.1", "--out", "gf"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -164,21 +156,23 @@ def test_lockstep_horizon():
 
 def test_bad_flag_is_one_line_exit_2(cli):
     assert_one_line_error(cli("bench.gradflow", "--depth", "4"), "invalid depth: 4")
+    assert_one_line_error(cli("bench.gradflow", "--hidden-dims", "64"), "unrecognized arguments")
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--depth", "x"], "depth"),
     (["--depth", "1"], "invalid depth"),
     (["--activations", "elu,swish"], "invalid activations"),
-    (["--hidden-dims", "64"], "sets hidden_dims itself"),
-    (["--epochs", "3"], "use --steps"),
+    (["--hidden-dims", "64"], "unrecognized arguments: --hidden-dims"),
+    (["--lockstep"], "unrecognized arguments: --lockstep"),
     (["--seeds", "1", "2"], "one seed"),
-    (["--steps", "0"], "invalid steps"),
+    (["--eval-every", "0"], "invalid eval_every"),
     (["--batch-examples", "100000"], "invalid batch_examples"),
     (["--no-such-flag"], "unrecognized arguments"),
 ])
 def test_bad_input_is_a_user_error(tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=needle):
-        main(["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", *args])
+        main(["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--eval-every", "1",
+              *args])
     assert not (tmp_path / "results").exists()  # nothing created for a bad request

@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.backend_api import Backend, StepRecords
+from bench.backends.api import Backend, StepRecords
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, step_gemms
-from impl_numpy.backend import NumpyBackend, available
+from bench.backends.numpy_backend import NumpyBackend, available
 
 N_FEATURES, N_CLASSES = 48, 10
 
@@ -152,7 +152,7 @@ def test_one_epoch_learns_and_records(data):
 def test_correct_counts_match_the_forward_pass(data):
     backend = make_backend(data)
     idx = backend.device_indices(np.arange(64))
-    expected = int((backend.model.predict(data.x_train[:64]) == data.y_train[:64]).sum())
+    expected = int((backend.model.forward(data.x_train[:64]).argmax(axis=1) == data.y_train[:64]).sum())
     backend.train_batch(idx)
     assert backend.pop_step_records().correct == expected
 
@@ -185,7 +185,7 @@ def test_measurement_helpers(data):
     backend = make_backend(data, activation="tanh")
     gemms = step_gemms(N_FEATURES, [32], N_CLASSES, 32)
     assert backend.gemm_seconds(gemms, 3) > 0
-    assert backend.gemm_seconds([(4, 5, 6), Gemm(3, 2, 4, ta=True, tb=True)], 2) > 0
+    assert backend.gemm_seconds([Gemm(4, 5, 6), Gemm(3, 2, 4, ta=True, tb=True)], 2) > 0
     info = backend.describe()
     assert info["impl"] == "numpy" and info["dtype"] == "float32" and info["activation"] == "tanh"
     assert info["array_module"].startswith("numpy ")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.config import Config
-from impl_numpy.backend import NumpyBackend
+from bench.backends.numpy_backend import NumpyBackend
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "cifar10"
 

@@ -13,14 +13,15 @@ from bench.op_ratios import main
 from conftest import assert_one_line_error
 
 
-def _bench(op, backend, batch, hidden, median, name=None):
+def _bench(op, backend, batch, hidden, median, name=None, iqr=None):
     """One benchmark entry as pytest-benchmark saves it (only the fields the tool may read)."""
     return {"group": f"{op} b{batch}", "name": name or f"test_{op}[{backend}]",
             "fullname": f"benchmarks/x.py::test_{op}[{backend}]", "params": {}, "param": backend,
             "extra_info": {"op": op, "backend": backend, "batch": batch, "hidden": hidden,
                            "dtype": "float32", "threads": 2},
             "options": {}, "stats": {"min": median / 2, "max": median * 2, "median": median,
-                                     "mean": median, "rounds": 5}}
+                                     "mean": median, "rounds": 5,
+                                     "iqr": median * 0.05 if iqr is None else iqr}}
 
 
 def _saved(tmp_path, benchmarks, name="0001_ops.json"):
@@ -35,7 +36,7 @@ def _saved(tmp_path, benchmarks, name="0001_ops.json"):
 HANDMADE = [
     _bench("linear_fwd", "numpy:cpu", 32, 128, 4e-4),
     _bench("linear_fwd", "torch:cpu", 32, 128, 1e-4),
-    _bench("linear_fwd", "numpy:cpu", 32, 1024, 3e-3),
+    _bench("linear_fwd", "numpy:cpu", 32, 1024, 3e-3, iqr=1.5e-3),  # IQR/median 0.5: too noisy
     _bench("linear_fwd", "torch:cpu", 32, 1024, 6e-3),
     _bench("linear_fwd", "torch:cuda", 32, 1024, 2e-5),  # no numpy:cuda: no ratio_cuda for this row
     _bench("softmax_ce_fwd", "torch:cpu", 128, None, 5e-5),
@@ -50,9 +51,10 @@ def test_pivot_csv_and_chart(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(_saved(tmp_path, HANDMADE)), "--out", str(out)]) == 0
     table = pd.read_csv(out / "op_ratios.csv")
-    assert list(table.columns) == ["op", "batch", "hidden", "median_s_numpy:cpu", "median_s_torch:cpu",
-                                   "median_s_numpy:cuda", "median_s_torch:cuda", "ratio_cpu",
-                                   "ratio_cuda"]
+    backends = ["numpy:cpu", "torch:cpu", "numpy:cuda", "torch:cuda"]
+    assert list(table.columns) == ["op", "batch", "hidden", *(f"median_s_{b}" for b in backends),
+                                   *(f"spread_{b}" for b in backends), "ratio_cpu", "flag_cpu",
+                                   "ratio_cuda", "flag_cuda"]
     # ops in the order first run, sizes ascending; the loss has no hidden width
     assert table[["op", "batch"]].values.tolist() == [["linear_fwd", 32]] * 2 + [["softmax_ce_fwd", 128]]
     assert table["hidden"].tolist()[:2] == [128, 1024] and math.isnan(table["hidden"][2])
@@ -60,9 +62,24 @@ def test_pivot_csv_and_chart(tmp_path, capsys):
     assert table["ratio_cuda"][0] == pytest.approx(4.0)
     assert table["ratio_cuda"][1:].isna().all()
     assert table["median_s_torch:cuda"][1] == pytest.approx(2e-5)
+    # the noisy side flags its ratio, in the CSV, the terminal and the report; the others are clean
+    assert table["flag_cpu"].fillna("").tolist() == ["", "numpy:cpu IQR/median 0.50 > 0.25", ""]
     png = (out / "op_ratios.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
-    assert "op_ratios.csv" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "results: " in printed and "flagged: linear_fwd b32 h1024 on cpu: ratio 0.5 is not a finding" in printed
+    report = (out / "report.md").read_text()
+    assert "Not findings" in report and "linear_fwd b32 h1024 on cpu" in report
+    assert (out / "env.json").exists()
+
+
+def test_an_existing_result_is_never_overwritten(tmp_path, capsys):
+    saved = _saved(tmp_path, HANDMADE)
+    out = tmp_path / "out"
+    assert main([str(saved), "--out", str(out)]) == 0
+    before = (out / "op_ratios.csv").read_bytes()
+    assert "already exists and is not empty" in _error([str(saved), "--out", str(out)], capsys)
+    assert (out / "op_ratios.csv").read_bytes() == before
 
 
 def _error(argv, capsys):
@@ -96,7 +113,6 @@ def test_bad_saved_json_is_one_line_exit_2(tmp_path, capsys, content, needle):
 @pytest.mark.parametrize("argv,needle", [
     (["--out", "o"], "give a saved pytest-benchmark JSON, or --run"),
     (["x.json", "--run", "--out", "o"], "not both"),
-    (["x.json"], "--out"),
     (["x.json", "--out", "o", "--", "-k", "linear"], "need --run"),
     (["missing.json", "--out", "o"], "cannot read missing.json"),
 ])

@@ -75,7 +75,7 @@ def test_sklearn_end_to_end_in_lockstep_with_numpy(tmp_path):
 def test_sklearn_probe_reads_what_partial_fit_computes():
     """One record per step, averaging to partial_fit's own epoch loss; float32 stays float32."""
     needs_sklearn()
-    from bench.peers.sklearn_backend import SklearnBackend
+    from bench.backends.sklearn_backend import SklearnBackend
 
     data = tiny_data()
     b = SklearnBackend(TINY_CONFIG, "cpu")
@@ -95,8 +95,8 @@ def test_sklearn_probe_reads_what_partial_fit_computes():
 
 def test_sklearn_starts_from_the_numpy_init_and_import_resets_momentum():
     needs_sklearn()
-    from bench.peers.sklearn_backend import SklearnBackend
-    from impl_numpy.backend import NumpyBackend
+    from bench.backends.sklearn_backend import SklearnBackend
+    from bench.backends.numpy_backend import NumpyBackend
 
     cfg = dataclasses.replace(TINY_CONFIG, momentum=0.9)
     data = tiny_data()
@@ -122,8 +122,8 @@ def test_sklearn_starts_from_the_numpy_init_and_import_resets_momentum():
 def test_sklearn_weight_decay_maps_to_alpha_times_batch():
     """alpha = weight_decay * S: the first step (zero biases) equals torch-convention SGD exactly."""
     needs_sklearn()
-    from bench.peers.sklearn_backend import SklearnBackend
-    from impl_numpy.backend import NumpyBackend
+    from bench.backends.sklearn_backend import SklearnBackend
+    from bench.backends.numpy_backend import NumpyBackend
 
     cfg = dataclasses.replace(TINY_CONFIG, weight_decay=0.05, momentum=0.9)
     data = tiny_data()
@@ -153,7 +153,7 @@ def test_sklearn_with_elu_is_a_one_line_error(cli):
 def test_sklearn_refuses_residual_and_other_devices():
     needs_sklearn()
     from bench.backends import resolve
-    from bench.peers.sklearn_backend import SklearnBackend
+    from bench.backends.sklearn_backend import SklearnBackend
 
     with pytest.raises(UserError, match="residual"):
         SklearnBackend(dataclasses.replace(TINY_CONFIG, residual=True, hidden_dims=[8, 4, 8]), "cpu")
@@ -166,7 +166,7 @@ def test_missing_peers_extra_names_the_extra(monkeypatch):
     from bench.backends import resolve
 
     monkeypatch.setitem(sys.modules, "sklearn", None)  # "import sklearn" now raises ImportError
-    monkeypatch.delitem(sys.modules, "bench.peers.sklearn_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "bench.backends.sklearn_backend", raising=False)
     with pytest.raises(UserError) as err:
         resolve(["sklearn:cpu"])
     msg = str(err.value)
@@ -199,7 +199,7 @@ def test_pipeline_batch_equals_the_in_memory_rows():
     needs_torchvision()
     from torch.utils.data import DataLoader
 
-    from bench.peers.dataloader_backend import (
+    from bench.backends.dataloader_backend import (
         CifarStyleImages,
         EpochOrder,
         make_transform,
@@ -229,7 +229,7 @@ def test_dataloader_workers_give_the_same_batches():
     """num_workers changes who makes the batches, not which: same losses as num_workers=0."""
     needs_torchvision()
     from bench.loop import train_run
-    from bench.peers.dataloader_backend import DataLoaderBackend
+    from bench.backends.dataloader_backend import DataLoaderBackend
 
     data = tiny_data(n_train=256)
     cfg = dataclasses.replace(TINY_CONFIG, train_subset=256, epochs=1)
@@ -245,7 +245,7 @@ def test_dataloader_workers_give_the_same_batches():
 
 def test_dataloader_refuses_what_it_cannot_do():
     needs_torchvision()
-    from bench.peers.dataloader_backend import DataLoaderBackend
+    from bench.backends.dataloader_backend import DataLoaderBackend
 
     with pytest.raises(UserError, match="cuda-graph"):
         DataLoaderBackend(dataclasses.replace(TINY_CONFIG, cuda_graph=True), "cpu")

@@ -19,7 +19,7 @@ from bench.backends import IMPLS, Impl
 from bench.errors import UserError
 from bench.sweep.__main__ import main
 from bench.sweep.grid import parse_grid
-from bench.sweep.point import failure_status
+from bench.run import failure_status
 from conftest import REPO, assert_one_line_error
 
 # 2 × 2 points × 2 backends = 8 tasks of 8 or 4 steps each; one thread keeps them quick on busy cores
@@ -125,7 +125,7 @@ class ExplodingBackend:
     """numpy:cpu whose steps raise at hidden width 16 (an exception inside a task)."""
 
     def __new__(cls, config, device="cpu"):
-        from impl_numpy.backend import NumpyBackend
+        from bench.backends.numpy_backend import NumpyBackend
 
         backend = NumpyBackend(config, device)
         if config.hidden_dims == [16]:
@@ -152,7 +152,7 @@ def test_failing_tasks_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch,
     assert r.loc[(1e8, 8), "status"] == "diverged"
     assert "non-finite training loss" in r.loc[(1e8, 8), "error"]
     for lr in (0.05, 1e8):
-        assert r.loc[(lr, 16), "status"] == "error"
+        assert r.loc[(lr, 16), "status"] == "failed"
         assert r.loc[(lr, 16), "error"] == "RuntimeError: boom at width 16"
     assert "3 task(s) did not finish ok" in capsys.readouterr().err
     report = (out / "report.md").read_text()
@@ -167,7 +167,7 @@ def test_failing_tasks_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch,
 def test_failure_status_names_out_of_memory():
     assert failure_status(MemoryError()) == "oom"
     assert failure_status(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")) == "oom"
-    assert failure_status(ValueError("shapes do not match")) == "error"
+    assert failure_status(ValueError("shapes do not match")) == "failed"
 
 
 # ---------------------------------------------------------------- the grid and its errors

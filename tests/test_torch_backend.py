@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import impl_torch.step
-from bench.backend_api import Backend, StepRecords
+import bench.backends.torch_steps
+from bench.backends.api import Backend, StepRecords
 from bench.backends import resolve
 from bench.config import Config
 from bench.data import make_synthetic
@@ -18,7 +18,7 @@ from bench.errors import UserError
 from bench.loop import epoch_order, train_run
 from bench.roofline import Gemm, step_gemms
 from impl_torch import forward_loss
-from impl_torch.backend import TorchBackend, available
+from bench.backends.torch_backend import TorchBackend, available
 
 N_FEATURES, N_CLASSES = 48, 10
 
@@ -225,7 +225,7 @@ def test_a_torch_compile_failure_is_a_user_error_naming_the_reason(data, monkeyp
         def run(*args):
             raise RuntimeError("no C++ compiler found\nsecond line")
         return run
-    monkeypatch.setattr(impl_torch.step.torch, "compile", broken_compile)
+    monkeypatch.setattr(bench.backends.torch_steps.torch, "compile", broken_compile)
     backend = make_backend(data, torch_compile="default")
     with pytest.raises(UserError, match=r"torch.compile\(mode='default'\) failed on cpu: "
                                         r"RuntimeError: no C\+\+ compiler found$"):
@@ -242,7 +242,7 @@ def test_gemm_seconds_times_the_listed_products(data):
     gemms = step_gemms(N_FEATURES, [32], N_CLASSES, 32)
     seconds = backend.gemm_seconds(gemms, 3)
     assert math.isfinite(seconds) and seconds > 0
-    assert backend.gemm_seconds([(8, 4, 2), Gemm(3, 5, 7, ta=True, tb=True)], 2) > 0
+    assert backend.gemm_seconds([Gemm(8, 4, 2), Gemm(3, 5, 7, ta=True, tb=True)], 2) > 0
 
 
 def test_describe_records_the_options_and_threads(data):

@@ -15,7 +15,7 @@ from bench.data import make_synthetic
 from bench.loop import train_run
 from bench.roofline import step_gemms
 from impl_torch import TorchMLP
-from impl_torch.backend import TorchBackend
+from bench.backends.torch_backend import TorchBackend
 
 pytestmark = [
     pytest.mark.cuda,

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.formats import Decoded
+from bench.io import atomic_write
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -132,21 +131,10 @@ def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[
     for name, a in decoded.arrays().items():
         a = np.ascontiguousarray(a)
         path = entry / f"{name}.npy"
-        _write_atomic(path, lambda fh, a=a: np.save(fh, a, allow_pickle=False))
+        atomic_write(path, lambda fh, a=a: np.save(fh, a, allow_pickle=False), binary=True)
         specs[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "crc32": crc32(a),
                        "bytes": path.stat().st_size}
     manifest = {"version": CACHE_VERSION, "source": stamp, "arrays": specs,
                 "info": {**info, "classes": list(decoded.classes)}}
     text = json.dumps(manifest, indent=1)
-    _write_atomic(entry / MANIFEST, lambda fh: fh.write(text.encode()))
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(entry / MANIFEST, lambda fh: fh.write(text.encode()), binary=True)

@@ -41,6 +41,12 @@ class Dataset:
             raise ValueError(f"unknown split {name!r} (allowed: {', '.join(SPLITS)})")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def info(self) -> dict[str, object]:
+        """Where the data came from and its split sizes: what every result records about it."""
+        return {"source": self.source, "official": self.official, "fingerprint": self.fingerprint,
+                "n_train": int(len(self.y_train)), "n_val": int(len(self.y_val)),
+                "n_test": int(len(self.y_test))}
+
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]

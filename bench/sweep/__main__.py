@@ -28,9 +28,10 @@ killed sweep loses only the tasks in flight, and re-running the same command
 with the same ``--out`` skips every task already finished (``ok`` or
 ``diverged``) and retries failed ones. A failing task (diverged, out of
 memory, an exception, a lost worker) is recorded with its status and message
-and the sweep goes on. ``--no-gemm`` skips the GEMM-only timing that
-``bench.compare`` takes of every backend (about three epochs' worth of matrix
-products per task), roughly halving a sweep. Outputs in ``--out`` (default
+and the sweep goes on. ``--no-reference-timing`` skips the GEMM-only brackets
+and the fixed-cost floor of every task (an epoch's worth of matrix products
+per epoch), roughly halving a sweep, and with them the quality flags that a
+crossover needs. Outputs in ``--out`` (default
 ``results/sweep_<timestamp>/``): ``sweep.csv``, ``epochs.csv``, ``sweep.json``,
 ``env_<host>.json``, ``ratio_<device>.png`` (the NumPy/PyTorch epoch-time
 ratio over the first two grid fields with the ratio-1 contour),
@@ -77,11 +78,8 @@ def build_parser() -> OneLineArgumentParser:
                             "(the 'dask' extra; workers share this machine's cores)")
     parser.add_argument("--out", metavar="DIR", help="sweep folder; an existing one is resumed "
                         "(same grid and settings) (default: results/sweep_<timestamp>/)")
-    parser.add_argument("--no-gemm", dest="gemm", action="store_false",
-                        help="skip the GEMM-only timing of every task (3 epochs' worth of matrix "
-                             "products; gemm_seconds and epoch_to_gemm stay empty)")
     parser.add_argument("--quiet", action="store_true", help="no line per finished task")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "sweep")
     return parser
 
 
@@ -96,7 +94,7 @@ def base_config(args: argparse.Namespace, grid: Grid) -> Config:
     for name, value in first_values(grid).items():
         ns[name] = [str(v) for v in value] if isinstance(value, list) else value
     try:
-        return config_from_args(argparse.Namespace(**ns))
+        return config_from_args(argparse.Namespace(**ns), "sweep")
     except ConfigError as exc:
         if exc.field in grid.fields:
             raise UserError(f"grid point {exc.field}={canonical(exc.value)}: {exc}") from None
@@ -104,7 +102,7 @@ def base_config(args: argparse.Namespace, grid: Grid) -> Config:
 
 
 def make_tasks(points: list[tuple[dict[str, Any], Config]], backends: list[str],
-               seeds: list[int], grid: Grid, gemm: bool = True) -> list:
+               seeds: list[int], grid: Grid) -> list:
     """Seed by seed, point by point, backend by backend (backends of one point run back to back)."""
     from bench.sweep.point import Task
 
@@ -113,8 +111,7 @@ def make_tasks(points: list[tuple[dict[str, Any], Config]], backends: list[str],
         for point, cfg in points:
             key = {f: canonical(point[f]) for f in grid.fields}
             for b in backends:
-                tasks.append(Task(key, b, seed, dataclasses.replace(cfg, seeds=[seed], backends=[b]),
-                                  gemm))
+                tasks.append(Task(key, b, seed, dataclasses.replace(cfg, seeds=[seed], backends=[b])))
     return tasks
 
 
@@ -156,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if distributed:
         _import_distributed()  # a missing extra is one line, before anything is created
     backends = choose_backends(base, distributed)
-    tasks = make_tasks(points, backends, base.seeds, grid, args.gemm)
+    tasks = make_tasks(points, backends, base.seeds, grid)
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     executor = (DaskExecutor(args.scheduler, args.local_cluster) if distributed else LocalExecutor())

@@ -29,13 +29,14 @@ def ratio_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
 
     Columns: the grid fields, ``device``, ``numpy_seconds``, ``torch_seconds``,
     ``ratio`` (NumPy / PyTorch: above 1 PyTorch is faster), ``n_numpy``,
-    ``n_torch`` (seeds that finished ``ok``). Devices with only one of the two
-    implementations are left out.
+    ``n_torch`` (seeds that finished ``ok``), and ``flag``: empty when every
+    timing behind the ratio is ``ok`` (``bench.timing``), else why not.
+    Devices with only one of the two implementations are left out.
     """
     fields = list(grid)
     ok = split_backend(rows[rows["status"] == "ok"])
     ok = ok[ok["impl"].isin([NUMPY, TORCH])]
-    cols = [*fields, "device", "numpy_seconds", "torch_seconds", "ratio", "n_numpy", "n_torch"]
+    cols = [*fields, "device", "numpy_seconds", "torch_seconds", "ratio", "n_numpy", "n_torch", "flag"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
     g = ok.groupby([*fields, "device", "impl"])["median_epoch_seconds"]
@@ -43,8 +44,16 @@ def ratio_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
     n = g.count().unstack("impl")
     if NUMPY not in med or TORCH not in med:
         return pd.DataFrame(columns=cols)
+    if "timing_quality" not in ok:
+        ok = ok.assign(timing_quality="not recorded")
+    bad = ok[ok["timing_quality"].fillna("not recorded").ne("ok")]
+    flags = (bad.assign(what=bad["backend"] + " seed " + bad["seed"].astype(str) + ": "
+                        + bad["timing_quality"].astype(str))
+             .groupby([*fields, "device"])["what"].agg("; ".join))
     out = pd.DataFrame({"numpy_seconds": med[NUMPY], "torch_seconds": med[TORCH],
-                        "n_numpy": n[NUMPY], "n_torch": n[TORCH]}).reset_index()
+                        "n_numpy": n[NUMPY], "n_torch": n[TORCH]})
+    out["flag"] = flags.reindex(out.index).fillna("")
+    out = out.reset_index()
     out["ratio"] = out["numpy_seconds"] / out["torch_seconds"]
     out = out[out["device"].isin(paired_devices(rows))]
     return out[cols].reset_index(drop=True)
@@ -101,31 +110,71 @@ def matrix(frame: pd.DataFrame, grid: dict[str, list[str]], column: str,
 
 def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str,
                         fixed: dict[str, str]) -> list[str]:
-    """Where the ratio crosses 1 along the first field, for each value of the second, in words."""
+    """Where the ratio crosses 1 along the first field, for each value of the second, in words.
+
+    A crossing is stated only between two points whose timings are both
+    unflagged; next to a flagged point it is "inconclusive", with the reason.
+    """
     fields = list(grid)
     x = fields[0]
-    z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+    sel = ratios[ratios["device"] == device]
+    z = matrix(sel, grid, "ratio", fixed)
+    flags = _flag_matrix(sel, grid, fixed)
     ys = grid[fields[1]] if len(fields) > 1 else [""]
     out = []
     for i, yv in enumerate(ys):
         where = f"{fields[1]}={yv}" if len(fields) > 1 else "the grid"
-        row = z[i]
-        have = [(xv, r) for xv, r in zip(grid[x], row) if np.isfinite(r)]
+        have = [(xv, r, flags[i][j]) for j, (xv, r) in enumerate(zip(grid[x], z[i])) if np.isfinite(r)]
         if not have:
             out.append(f"{where}: no finished pair")
             continue
-        lo, hi = min(r for _, r in have), max(r for _, r in have)
-        if all(r > 1 for _, r in have):
-            out.append(f"{where}: PyTorch faster at every {x} measured (ratio {lo:.2f}–{hi:.2f})")
+        clean = [r for _, r, f in have if not f]
+        n_flagged = len(have) - len(clean)
+        note = f"; {n_flagged} flagged point(s) not counted" if n_flagged else ""
+        if not clean:
+            out.append(f"{where}: inconclusive, the timing is flagged at every {x} measured "
+                       f"(first: {have[0][2]})")
             continue
-        if all(r < 1 for _, r in have):
-            out.append(f"{where}: NumPy faster at every {x} measured (ratio {lo:.2f}–{hi:.2f})")
+        lo, hi = min(clean), max(clean)
+        if all(r > 1 for r in clean) and not _crosses(have):
+            out.append(f"{where}: PyTorch faster at every unflagged {x} measured "
+                       f"(ratio {lo:.2f}–{hi:.2f}{note})")
+            continue
+        if all(r < 1 for r in clean) and not _crosses(have):
+            out.append(f"{where}: NumPy faster at every unflagged {x} measured "
+                       f"(ratio {lo:.2f}–{hi:.2f}{note})")
             continue
         steps = []
-        for (xa, ra), (xb, rb) in zip(have, have[1:]):
-            if (ra - 1) * (rb - 1) < 0:
-                faster = "PyTorch" if rb > 1 else "NumPy"
-                steps.append(f"between {x}={xa} ({ra:.2f}) and {x}={xb} ({rb:.2f}), {faster} "
-                             f"faster from {xb}")
-        out.append(f"{where}: crosses 1 " + "; ".join(steps))
+        for (xa, ra, fa), (xb, rb, fb) in zip(have, have[1:]):
+            if (ra - 1) * (rb - 1) >= 0:
+                continue
+            if fa or fb:
+                reason = fa or fb
+                steps.append(f"inconclusive between {x}={xa} ({ra:.2f}) and {x}={xb} ({rb:.2f}): "
+                             f"timing flagged ({reason})")
+                continue
+            faster = "PyTorch" if rb > 1 else "NumPy"
+            steps.append(f"crosses 1 between {x}={xa} ({ra:.2f}) and {x}={xb} ({rb:.2f}), {faster} "
+                         f"faster from {xb}")
+        out.append(f"{where}: " + "; ".join(steps) if steps else
+                   f"{where}: no crossing between unflagged points (ratio {lo:.2f}–{hi:.2f}{note})")
+    return out
+
+
+def _crosses(have: list[tuple[str, float, str]]) -> bool:
+    """Whether consecutive measured points (flagged ones included) lie on both sides of 1."""
+    return any((ra - 1) * (rb - 1) < 0 for (_, ra, _), (_, rb, _) in zip(have, have[1:]))
+
+
+def _flag_matrix(sel: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str]) -> list[list[str]]:
+    """The ``flag`` text of every cell, laid out like :func:`matrix` ('' where unflagged or empty)."""
+    fields = list(grid)
+    xs = grid[fields[0]]
+    ys = grid[fields[1]] if len(fields) > 1 else [""]
+    out = [["" for _ in xs] for _ in ys]
+    for f, v in fixed.items():
+        sel = sel[sel[f] == v]
+    for r in sel.to_dict("records"):
+        i = ys.index(r[fields[1]]) if len(fields) > 1 else 0
+        out[i][xs.index(r[fields[0]])] = r.get("flag") or ""
     return out

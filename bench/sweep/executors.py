@@ -24,7 +24,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from bench.errors import UserError
-from bench.sweep.point import Task, TaskResult, one_line, run_task
+from bench.run import one_line
+from bench.sweep.point import Task, TaskResult, run_task
 
 RESOURCE = "point"  # the Dask worker resource a task holds while it runs
 CONNECT_TIMEOUT_S = 30  # seconds to reach a scheduler, or to wait for its first worker
@@ -125,7 +126,7 @@ class DaskExecutor:
             except distributed.KilledWorker as exc:
                 result = _failed(task, "worker_lost", one_line(exc))
             except Exception as exc:  # noqa: BLE001 - a task's failure is a row, never the sweep's end
-                result = _failed(task, "error", one_line(exc))
+                result = _failed(task, "failed", one_line(exc))
             result.row["executor"] = self.name
             fut.release()
             on_result(result)

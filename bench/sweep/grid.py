@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import FIELDS, Config, field_kind
+from bench.config import COMMAND_FIELDS, FIELDS, Config, field_kind
 from bench.errors import UserError
 
 # fields a grid may not cover, and why
@@ -69,11 +69,6 @@ def canonical(value: Any) -> str:
     return str(value)
 
 
-def point_key(point: dict[str, Any]) -> tuple[str, ...]:
-    """The canonical values of one point, in the grid's field order."""
-    return tuple(canonical(v) for v in point.values())
-
-
 def parse_grid(items: Sequence[str]) -> Grid:
     """Parse ``["batch_size=32,128", "hidden_dims=64,512x256"]``; any mistake is one UserError."""
     if not items:
@@ -85,9 +80,9 @@ def parse_grid(items: Sequence[str]) -> Grid:
         name = name.strip().replace("-", "_")
         if not sep or not name:
             raise UserError(f"--grid item {item!r} is not FIELD=V1,V2,... (e.g. batch_size=32,128)")
-        if name not in FIELDS:
+        if name not in FIELDS or (name not in COMMAND_FIELDS["sweep"] and name not in NOT_IN_GRID):
             raise UserError(f"--grid: unknown field {name!r} (allowed: "
-                            f"{', '.join(f for f in FIELDS if f not in NOT_IN_GRID)})")
+                            f"{', '.join(f for f in COMMAND_FIELDS['sweep'] if f not in NOT_IN_GRID)})")
         if name in NOT_IN_GRID:
             raise UserError(f"--grid: {name} cannot be swept ({NOT_IN_GRID[name]})")
         if name in fields:

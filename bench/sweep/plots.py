@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.sweep.analysis import matrix  # noqa: E402
+from bench.io import save_figure  # noqa: E402
+from bench.sweep.analysis import _flag_matrix, matrix  # noqa: E402
 
 
 def _axes_labels(ax, grid: dict[str, list[str]], ylabel: bool = True) -> None:
@@ -48,9 +49,12 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     """Heatmap of NumPy / PyTorch median epoch time on ``device``, annotated, with the ratio-1 contour.
 
     Colour is log2 of the ratio, centred on 1 (white): blue where PyTorch is
-    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair.
+    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair;
+    a "?" marks a cell whose timing is flagged (not a finding).
     """
-    z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+    sel = ratios[ratios["device"] == device]
+    z = matrix(sel, grid, "ratio", fixed)
+    flags = _flag_matrix(sel, grid, fixed)
     nx, ny = z.shape[1], z.shape[0]
     fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
     logz = np.log2(z)
@@ -60,7 +64,7 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
                    aspect="auto")
     for i in range(ny):
         for j in range(nx):
-            text = f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "—"
+            text = (f"{z[i, j]:.3g}×" + ("?" if flags[i][j] else "")) if np.isfinite(z[i, j]) else "—"
             dark = np.isfinite(logz[i, j]) and abs(logz[i, j]) > 0.6 * span
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     contour = False
@@ -77,13 +81,14 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     cbar.set_label("NumPy / PyTorch (>1: PyTorch faster)")
     _axes_labels(ax, grid)
     finite = z[np.isfinite(z)]
-    note = ("black line: crossover, ratio = 1" if contour
+    note = ("black line: ratio = 1 (a crossover only between unflagged cells, see report.md)" if contour
             else "the ratio crosses 1 (see report.md)" if (finite < 1).any() and (finite > 1).any()
             else "the ratio does not cross 1")
+    if any(f for row in flags for f in row):
+        note += "; ?: timing flagged, not a finding"
     ax.set_title("\n".join([f"NumPy / PyTorch median epoch time on {device}{_title_suffix(fixed)}",
                             *([subtitle] if subtitle else []), note]), fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")
     return path
 
 
@@ -123,8 +128,7 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
     fig.colorbar(im, ax=list(axes[0]), label="test accuracy %")
     fig.suptitle(f"Test accuracy per grid point (mean over seeds){_title_suffix(fixed)}; "
                  "* = some seeds failed", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")
     return path
 
 

@@ -1,12 +1,11 @@
-"""One sweep task (a grid point × backend × seed) run with the harness of ``bench.compare``.
+"""One sweep task (a grid point × backend × seed) through the one run path, ``bench.run.run_one``.
 
 :func:`run_task` is what every executor calls, in this process or on a Dask
-worker. It does what ``bench.compare.run_compare`` does for one backend and
-one seed, with the same functions (``resolve``, ``load_for_config``,
-``measure_gemms``, ``train_run``, ``summarise``), and returns the records
-instead of writing a results folder: the training loop, the batch order and
-the clocks are the harness's, so a point's results do not depend on the
-executor that ran it.
+worker. It runs exactly what ``bench.compare`` runs for one backend and one
+seed (``bench.run.run_one``: the one loop, the GEMM-only brackets and the
+fixed-cost floor of ``bench.timing``) and returns the records instead of
+writing a results folder, so a point's results do not depend on the executor
+that ran it.
 
 A point that fails (non-finite loss, out of memory, any exception) comes back
 as a result with its status and a one-line message; only Ctrl-C propagates.
@@ -15,7 +14,6 @@ as a result with its status and a one-line message; only Ctrl-C propagates.
 from __future__ import annotations
 
 import gc
-import math
 import os
 import socket
 import time
@@ -29,14 +27,13 @@ from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.datasource import load_for_config
 from bench.env import collect_env
-from bench.loop import train_run
-from bench.roofline import epoch_flop, measure_gemms, roofline_columns
+from bench.roofline import epoch_flop, gflops_columns
+from bench.run import failure_status, one_line, run_one
 from bench.stats import summarise
 from bench.threads import default_threads, limit_threads
 
 # the Config fields that decide the loaded data: points that agree on them share one load
 DATA_FIELDS = ("dataset", "data_dir", "val_size", "train_subset", "mean", "std", "dtype")
-MAX_MESSAGE = 400  # characters of an error message kept in sweep.csv
 
 _DATA: dict[tuple, Dataset] = {}  # this process's last loaded dataset (one entry, to bound memory)
 _ENV: dict[int, dict[str, Any]] = {}  # this process's environment record, per thread count
@@ -50,7 +47,6 @@ class Task:
     backend: str
     seed: int
     config: Config         # the base config with the point applied, seeds=[seed], backends=[backend]
-    gemm: bool = True      # also time one epoch's matrix products alone (3 rounds), as bench.compare does
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -74,7 +70,7 @@ def run_task(task: Task) -> TaskResult:
 
     with limit_threads(threads):  # the record shows the thread pools as the task runs them
         env = process_env(threads)
-    row: dict[str, Any] = {**task.point, "backend": task.backend, "seed": task.seed, "status": "error",
+    row: dict[str, Any] = {**task.point, "backend": task.backend, "seed": task.seed, "status": "failed",
                            "error": ""}
     epochs: list[dict[str, Any]] = []
     try:
@@ -96,39 +92,39 @@ def run_task(task: Task) -> TaskResult:
 
 
 def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The harness for one backend and seed; returns the measured columns and the epoch records."""
+    """One ``bench.run.run_one``; returns the measured columns and the epoch records."""
     config, seed = task.config, task.seed
     chosen, _ = resolve([task.backend])
     backend = chosen[0].make(config)  # the constructor checks the options
     with limit_threads(threads):
         data = dataset_for(config, seed)
-        backend.load_data(data)
-        gemm = (measure_gemms(backend, config, data.n_features, data.n_classes, len(data.y_train))
-                if task.gemm else math.nan)
-        result = train_run(backend, data, config, seed)
-    if result.interrupted:
+        record = run_one(chosen[0], config, data, seed, backend=backend)
+    if record.interrupted:
         raise KeyboardInterrupt
-    runs, ep = pd.DataFrame([result.run]), pd.DataFrame(result.epochs)
-    s = summarise(runs, ep).iloc[0]
-    run = result.run
-    status = result.status
-    error = f"non-finite training loss in epoch {len(result.epochs)}" if status == "diverged" else ""
-    flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
-                      len(data.y_train))
-    median = float(s["median_epoch_seconds"])
-    measured = {
-        "status": status, "error": error,
+    run, epochs = record.run, record.epochs
+    measured: dict[str, Any] = {"status": record.status, "error": record.error}
+    if record.status == "diverged":
+        measured["error"] = f"non-finite training loss in epoch {len(epochs)}"
+    if epochs:
+        s = summarise(pd.DataFrame([run]), pd.DataFrame(epochs)).iloc[0].to_dict()
+        flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
+                          len(data.y_train))
+        median, gemm = s["median_epoch_seconds"], s.get("gemm_seconds", float("nan"))
+        measured.update({
+            # the same definitions as bench.compare's summary.csv
+            "median_epoch_seconds": median, "epoch_seconds_min": s["epoch_seconds_min"],
+            "epoch_seconds_iqr": s["epoch_seconds_iqr"], "n_epochs_used": s["n_epochs_used"],
+            "gemm_seconds": gemm, "epoch_to_gemm": s.get("epoch_to_gemm", float("nan")),
+            "ratio_floor": s.get("ratio_floor", float("nan")),
+            **gflops_columns(median, gemm, flop), "timing_quality": s["timing_quality"]})
+    measured.update({
         "test_acc": run["test_acc"], "test_loss": run["test_loss"], "best_val_acc": run["best_val_acc"],
-        "epochs_done": run["epochs_done"],
-        # the same definitions as bench.compare's summary.csv
-        "median_epoch_seconds": median, "epoch_seconds_iqr": float(s["epoch_seconds_iqr"]),
-        "total_train_seconds": run["total_train_seconds"],
-        "gemm_seconds": gemm, **roofline_columns(median, gemm, flop),  # NaN gemm: no GEMM timing
+        "epochs_done": run["epochs_done"], "total_train_seconds": run["total_train_seconds"],
         "peak_memory_bytes": run["peak_memory_bytes"],
         "n_train": len(data.y_train), "data_fingerprint": data.fingerprint,
-    }
+    })
     del backend
-    return measured, result.epochs
+    return measured, epochs
 
 
 def dataset_for(config: Config, seed: int, *, progress: bool = False) -> Dataset:
@@ -149,19 +145,6 @@ def process_env(threads: int) -> dict[str, Any]:
 
         _ENV[threads] = collect_env(threads, {"hostname": socket.gethostname()})
     return _ENV[threads]
-
-
-def failure_status(exc: BaseException) -> str:
-    """``oom`` for any out-of-memory error (host or device), else ``error``."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
-            or "out of memory" in str(exc).lower():
-        return "oom"
-    return "error"
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
 
 
 def _stamp(t: float) -> str:

@@ -7,14 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.io import write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
 from bench.sweep import plots
-from bench.sweep.analysis import accuracy_frame, crossover_sentences, matrix, paired_devices, \
-    ratio_frame, slices
+from bench.sweep.analysis import _flag_matrix, accuracy_frame, crossover_sentences, matrix, \
+    paired_devices, ratio_frame, slices
 from bench.sweep.store import SPEC_FILE, read_rows
 
 
@@ -50,15 +51,20 @@ def write_outputs(out: Path) -> dict[str, Any]:
 
 
 def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
-    """Per device (and slice): the ratio as a table, rows = second grid field, columns = first."""
+    """Per device (and slice): the ratio as a table, rows = second grid field, columns = first;
+    a flagged cell reads ``1.23?`` (its timing is not a finding)."""
     fields = list(grid)
     out = {}
     for device in dict.fromkeys(ratios["device"]):
+        sel = ratios[ratios["device"] == device]
         for fixed, _ in slices(grid):
-            z = matrix(ratios[ratios["device"] == device], grid, "ratio", fixed)
+            z = matrix(sel, grid, "ratio", fixed)
+            flags = _flag_matrix(sel, grid, fixed)
             ys = grid[fields[1]] if len(fields) > 1 else [""]
             head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
-            table = pd.DataFrame(z, columns=grid[fields[0]])
+            cells = [[(f"{v:.2f}" + ("?" if flags[i][j] else "")) if np.isfinite(v) else ""
+                      for j, v in enumerate(row)] for i, row in enumerate(z)]
+            table = pd.DataFrame(cells, columns=grid[fields[0]])
             table.insert(0, head, ys)
             out[f"{device}{_fixed_text(fixed)}"] = table
     return out
@@ -88,16 +94,22 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
     executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
     lines += ["",
               "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
-              "harness of `bench.compare` (`bench.loop.train_run`). `median_epoch_seconds` is the median "
-              "over the run's epochs after the first (the only epoch when there is one) of the training "
-              "steps between two device synchronisations; excluded are data loading, evaluation and "
+              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds` is the "
+              "median over the run's epochs after the first (the only epoch when there is one), at "
+              "nominal machine speed and unflagged, of the training steps between two device "
+              "synchronisations; excluded are data loading, evaluation and "
               f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone. The map's "
               "ratio is the median over seeds of NumPy's time divided by that of PyTorch on the same "
               "device (above 1: PyTorch is faster).",
               ""]
-    if "gemm_seconds" in rows and rows["gemm_seconds"].isna().all():
-        lines += ["The GEMM-only timing was skipped (`--no-gemm`): `gemm_seconds` and "
-                  "`epoch_to_gemm` are empty.", ""]
+    if "gemm_seconds" not in rows or rows["gemm_seconds"].isna().all():
+        lines += ["The reference timing was off (`--no-reference-timing`): `gemm_seconds` and "
+                  "`epoch_to_gemm` are empty and no epoch was checked against its matrix products, "
+                  "so every point is flagged and no crossover is stated.", ""]
+    lines += ["A point's timing is flagged (`timing_quality` in `sweep.csv`) when its epochs fail the "
+              "checks of `bench.timing` (a ratio below 1 or below its fixed-cost floor, GEMM-only "
+              "brackets that disagree, too few epochs, too wide a spread). A crossover is stated only "
+              "between two unflagged points; next to a flagged one it reads \"inconclusive\".", ""]
     if any(e.startswith("dask") for e in executors):
         lines += ["Some tasks ran on a Dask cluster (" + ", ".join(executors) + "): each worker ran "
                   "one task at a time, but workers sharing a machine share its cores, so their "

@@ -6,11 +6,12 @@ killed sweep leaves the CSV as it was after the last finished task, never
 half a row. A task's key is its grid values (canonical text), its backend and
 its seed; re-running the same sweep into the same folder skips every key
 whose status is final (``ok``, ``diverged``) and runs the rest again (the
-missing ones, and the failed ones: ``error``, ``oom``, ``worker_lost``),
+missing ones, and the failed ones: ``failed``, ``oom``, ``worker_lost``),
 replacing their rows.
 
-One sweep at a time may write a folder: a second one fails with one line
-(an exclusive ``flock`` on ``.sweep.lock``).
+The folder is a ``bench.results.ResultsFolder`` opened for resuming: one
+sweep at a time may write it (a second one fails with one line), and a folder
+that holds anything but a sweep is refused.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.io import write_csv, write_json
+from bench.results import ResultsFolder
 from bench.sweep.point import TaskResult
 
 SPEC_FILE = "sweep.json"
 ROWS_FILE = "sweep.csv"
 EPOCHS_FILE = "epochs.csv"
-LOCK_FILE = ".sweep.lock"
 FINAL = ("ok", "diverged")  # statuses a re-run keeps; the others are run again
 FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds",
-                 "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "hostname")
+                 "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "timing_quality", "hostname")
 
 
 class SweepStore:
@@ -43,7 +44,7 @@ class SweepStore:
         self.spec = spec
         self.fields: list[str] = list(spec["grid"])
         self.key_columns = [*self.fields, "backend", "seed"]
-        self._lock = None
+        self.folder: ResultsFolder | None = None
         self._rows: dict[tuple[str, ...], dict[str, Any]] = {}
         self._epochs: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._env_written: set[str] = set()
@@ -55,37 +56,17 @@ class SweepStore:
     def open(cls, out: str | Path, spec: dict[str, Any]) -> "SweepStore":
         """Create the folder, or resume it when it holds the same sweep; a different one is a UserError."""
         store = cls(Path(out), _plain(spec))
-        path = store.out
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--out {path} exists and is not a folder")
-        existing = path / SPEC_FILE
-        if path.is_dir() and any(path.iterdir()) and not existing.exists():
-            raise UserError(f"--out {path} is not empty and holds no {SPEC_FILE} (not a sweep folder; "
-                            "pick a new folder)")
+        store.folder = ResultsFolder.create(store.out, "sweep", resume=True, marker=SPEC_FILE)
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
-        store._take_lock()
-        if existing.exists():
-            store._resume(existing)
-        else:
-            write_json(store.spec, existing)
+            existing = store.out / SPEC_FILE
+            if existing.exists():
+                store._resume(existing)
+            else:
+                write_json(store.spec, existing)
+        except BaseException:
+            store.close()
+            raise
         return store
-
-    def _take_lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            return
-        fh = (self.out / LOCK_FILE).open("a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise UserError(f"another sweep is writing to {self.out} (wait for it, or pick another "
-                            "--out)") from None
-        self._lock = fh
 
     def _resume(self, spec_path: Path) -> None:
         try:
@@ -159,9 +140,9 @@ class SweepStore:
         return df[first + [c for c in df.columns if c not in first]]
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # releases the flock
-            self._lock = None
+        if self.folder is not None:
+            self.folder.close()
+            self.folder = None
 
 
 def env_file(hostname: str) -> str:
@@ -174,7 +155,7 @@ def read_rows(out: Path) -> pd.DataFrame:
     spec = json.loads((Path(out) / SPEC_FILE).read_text())
     df = pd.read_csv(Path(out) / ROWS_FILE, dtype=str, keep_default_na=False)
     text = {*spec["grid"], "backend", "status", "error", "hostname", "cpu_model", "gpu", "worker",
-            "executor", "run_id", "started_at", "finished_at", "data_fingerprint"}
+            "executor", "run_id", "started_at", "finished_at", "data_fingerprint", "timing_quality"}
     for c in df.columns:
         if c not in text:
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")

@@ -1,8 +1,8 @@
-"""Measurements of THEORY.md's claims (§4 gradient flow, §5 the Hessian at a minimum), no command line here.
+"""What the theory commands measure (docs/theory-measured.md), no command line here.
 
-``params`` moves weights between the shared-name state and flat float64
-vectors and computes per-layer gradients in both implementations;
-``hvp`` holds the Hessian-vector products (PyTorch double backward, NumPy
-central differences), the exact Hessian of a small model and the Lanczos
-wrapper; ``cli`` the command-line plumbing the two commands share.
+``params`` builds fresh models of both implementations from a shared-name
+state, computes their gradients and moves weights to and from flat float64
+vectors; ``hvp`` holds the Hessian-vector products (PyTorch double backward,
+NumPy central differences), the exact Hessian of a small model and the
+Lanczos wrapper. The commands are ``bench.gradflow`` and ``bench.hessian``.
 """

@@ -35,13 +35,8 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from bench.theory.params import (
-    Arch,
-    flatten,
-    numpy_loss_grads,
-    numpy_model,
-    torch_model,
-)
+from bench.theory.params import flatten, numpy_loss_grads, numpy_model, torch_model
+from impl_common.arch import Arch
 
 DEFAULT_EPS = 1e-5  # central-difference step along a unit direction: ≈ (3 δ)^(1/3), see the module doc
 

@@ -10,48 +10,16 @@ which is also ``torch.Tensor.reshape(-1)`` order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from impl_common.arch import Arch
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_torch.model import TorchMLP
 
 TORCH_DTYPES = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}
-
-
-@dataclass(frozen=True)
-class Arch:
-    """The shape of an MLP: what both constructors need besides the weights."""
-
-    n_inputs: int
-    hidden_dims: tuple[int, ...]
-    n_classes: int
-    activation: str = "elu"
-    alpha: float = 1.0
-    residual: bool = False
-
-    @property
-    def n_linears(self) -> int:
-        return len(self.hidden_dims) + 1
-
-    def names(self) -> list[str]:
-        """Parameter names in state (and flat-vector) order."""
-        return [f"linears.{i}.{k}" for i in range(self.n_linears) for k in ("weight", "bias")]
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        widths = [self.n_inputs, *self.hidden_dims, self.n_classes]
-        out: dict[str, tuple[int, ...]] = {}
-        for i in range(self.n_linears):
-            out[f"linears.{i}.weight"] = (widths[i + 1], widths[i])  # (out, in)
-            out[f"linears.{i}.bias"] = (widths[i + 1],)              # (out,)
-        return out
-
-    def n_params(self) -> int:
-        return sum(int(np.prod(s)) for s in self.shapes().values())
 
 
 def numpy_model(arch: Arch, state: dict[str, np.ndarray], dtype=np.float32) -> MLP:

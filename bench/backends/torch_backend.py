@@ -1,4 +1,4 @@
-"""The PyTorch backend of the harness (``bench.backend_api.Backend``), on any torch device.
+"""The PyTorch backend of the harness (``bench.backends.api.Backend``), on any torch device.
 
 The data moves to the device once (:meth:`TorchBackend.load_data`); each
 epoch's row order is one host-to-device copy; every step gathers its batch on
@@ -18,16 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.backend_api import StepRecords
+from bench.backends import torch_device as devices
+from bench.backends.api import StepRecords
+from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
+from bench.backends.torch_steps import CompiledStep, EagerStep, GraphedStep
 from bench.config import Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
-from bench.roofline import Gemm
-from impl_torch import device as devices
-from impl_torch.device import available  # noqa: F401  (the registry looks it up here)
-from impl_torch.gemm import gemm_seconds
+from bench.roofline import Gemm, time_products
 from impl_torch.model import TorchMLP
-from impl_torch.step import CompiledStep, EagerStep, GraphedStep
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -152,8 +151,15 @@ class TorchBackend:
     # ------------------------------------------------------------ measurement
 
     def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
+        """Seconds for ``repeats`` rounds of the products alone with ``torch.mm`` (bench.roofline)."""
+        dev, dtype = self.dev, self.dtype
         with self._precision:
-            return gemm_seconds(shapes, repeats, self.dev, self.dtype)
+            return time_products(shapes, repeats,
+                                 operand=lambda a: torch.from_numpy(a).to(device=dev, dtype=dtype),
+                                 transpose=lambda a: a.t(),
+                                 empty=lambda shape: torch.empty(shape, dtype=dtype, device=dev),
+                                 matmul=lambda a, b, c: torch.mm(a, b, out=c),
+                                 synchronize=lambda: devices.synchronize(dev))
 
     def describe(self) -> dict[str, Any]:
         c = self.config

@@ -22,12 +22,12 @@ import numpy as np
 import sklearn
 from sklearn.neural_network import MLPClassifier
 
-from bench.backend_api import StepRecords
+from bench.backends.api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm
-from impl_numpy.backend import NumpyBackend
+from bench.backends.numpy_backend import NumpyBackend
 from impl_numpy.mlp import MLP
 
 SKLEARN_ACTIVATIONS = ("relu", "tanh")  # of the suite's activations, the ones MLPClassifier has
@@ -92,7 +92,7 @@ def check_probe() -> str | None:
 
 
 class SklearnBackend:
-    """One ``MLPClassifier(solver="sgd")`` and the dataset as host arrays; see bench.backend_api.Backend."""
+    """One ``MLPClassifier(solver="sgd")`` and the dataset as host arrays; see bench.backends.api.Backend."""
 
     impl = "sklearn"
 

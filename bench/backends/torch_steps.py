@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import UserError
-from impl_torch.model import forward_loss
+from impl_torch import forward_loss
 
 ForwardFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 

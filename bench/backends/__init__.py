@@ -1,9 +1,24 @@
 """Backend names (``impl:device``), which of them this machine can run, and their factories.
 
-Each implementation module provides ``available(device) -> (bool, reason)``
-and a backend class taking ``(config, device)``. Modules are imported only
-when a backend of theirs is asked for, so a missing optional extra costs
-nothing until it is needed.
+The backends adapt a model to the harness's small interface (``api.py``), one
+file each:
+
+* ``numpy:cpu|cuda`` (``numpy_backend.py``): the from-scratch ``impl_numpy`` MLP,
+  on NumPy or on CuPy;
+* ``torch:<device>`` (``torch_backend.py``, with its training steps in
+  ``torch_steps.py`` and device helpers in ``torch_device.py``): the
+  ``impl_torch`` MLP;
+* the opt-in peers, the MLPs users already have (the ``peers`` extra):
+  ``sklearn:cpu`` (``sklearn_backend.py``: scikit-learn's ``MLPClassifier``,
+  one ``partial_fit`` per epoch) and ``torch-dataloader:<device>``
+  (``dataloader_backend.py``: the PyTorch backend fed by the classic
+  torchvision ``Dataset`` + ``DataLoader`` pipeline). What cannot be made
+  identical to the others, and how it is handled: docs/peers.md.
+
+Each backend module provides ``available(device) -> (bool, reason)`` and a
+backend class taking ``(config, device)``. Modules are imported only when a
+backend of theirs is asked for, so a missing optional extra costs nothing
+until it is needed.
 """
 
 from __future__ import annotations
@@ -12,7 +27,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.backend_api import Backend
+from bench.backends.api import Backend
 from bench.config import Config
 from bench.errors import UserError
 
@@ -26,10 +41,10 @@ class Impl:
 
 
 IMPLS: dict[str, Impl] = {
-    "numpy": Impl("impl_numpy.backend", "NumpyBackend", None, True),
-    "torch": Impl("impl_torch.backend", "TorchBackend", None, True),
-    "sklearn": Impl("bench.peers.sklearn_backend", "SklearnBackend", "peers", False),
-    "torch-dataloader": Impl("bench.peers.dataloader_backend", "DataLoaderBackend", "peers", False),
+    "numpy": Impl("bench.backends.numpy_backend", "NumpyBackend", None, True),
+    "torch": Impl("bench.backends.torch_backend", "TorchBackend", None, True),
+    "sklearn": Impl("bench.backends.sklearn_backend", "SklearnBackend", "peers", False),
+    "torch-dataloader": Impl("bench.backends.dataloader_backend", "DataLoaderBackend", "peers", False),
 }
 DEFAULT_DEVICES = ("cpu", "cuda")
 
@@ -61,11 +76,13 @@ def parse_name(name: str) -> tuple[str, str]:
     return impl, device
 
 
-def resolve(names: list[str] | None) -> tuple[list[Chosen], list[tuple[str, str]]]:
-    """The backends to run and the default ones skipped as unavailable (name, reason).
+def resolve(names: list[str] | None, *, skip_unavailable: bool = False
+            ) -> tuple[list[Chosen], list[tuple[str, str]]]:
+    """The backends to run and the ones skipped as unavailable (name, reason).
 
     ``names=None`` picks every default backend this machine can run. A backend
-    asked for by name that cannot run is a :class:`UserError`.
+    asked for by name that cannot run is a :class:`UserError`, unless
+    ``skip_unavailable`` (then it is skipped; an empty choice is allowed too).
     """
     chosen: list[Chosen] = []
     skipped: list[tuple[str, str]] = []
@@ -82,12 +99,12 @@ def resolve(names: list[str] | None) -> tuple[list[Chosen], list[tuple[str, str]
         module = _load(impl)
         ok, reason = module.available(device)
         if not ok:
-            if explicit:
+            if explicit and not skip_unavailable:
                 raise UserError(f"backend {name} is not available here: {reason}")
             skipped.append((name, reason))
             continue
         cls = getattr(module, IMPLS[impl].cls)
         chosen.append(Chosen(name, impl, device, lambda cfg, cls=cls, device=device: cls(cfg, device)))
-    if not chosen:
+    if not chosen and not skip_unavailable:
         raise UserError("no backend is available: " + "; ".join(f"{n}: {r}" for n, r in skipped))
     return chosen, skipped

@@ -1,4 +1,4 @@
-"""The NumPy MLP behind the harness's Backend interface (bench.backend_api), on NumPy or CuPy.
+"""The NumPy MLP behind the harness's Backend interface (bench.backends.api), on NumPy or CuPy.
 
 The harness owns the loop, the batch order and the clocks; this class holds
 the data on its device, takes one SGD step on a batch of row indices, and
@@ -8,17 +8,16 @@ same code on CuPy (``pip install '.[cuda]'``).
 
 from __future__ import annotations
 
-import time
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from bench.backend_api import StepRecords
+from bench.backends.api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
-from bench.roofline import Gemm
+from bench.roofline import Gemm, time_products
 from impl_numpy.blas import has_axpy
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
@@ -71,7 +70,7 @@ def _namespace(device: str) -> ModuleType:
 
 
 class NumpyBackend:
-    """One SGD step per call on NumPy/CuPy arrays; see bench.backend_api.Backend."""
+    """One SGD step per call on NumPy/CuPy arrays; see bench.backends.api.Backend."""
 
     impl = "numpy"
 
@@ -215,29 +214,13 @@ class NumpyBackend:
     # ------------------------------------------------------------ measurement
 
     def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
-        """Seconds for ``repeats`` rounds of the products alone, operands preallocated.
-
-        Each shape is (m, k, n) or a ``bench.roofline.Gemm`` with ``ta``/``tb``:
-        the operand stored transposed, as in the training step, so BLAS sees the
-        same layouts. One untimed round first.
-        """
-        xp, rng = self.xp, np.random.default_rng(0)
-        ops = []
-        for shape in shapes:
-            m, k, n = shape[:3]
-            ta, tb = bool(getattr(shape, "ta", False)), bool(getattr(shape, "tb", False))
-            a = xp.asarray(rng.standard_normal((k, m) if ta else (m, k)), dtype=self.dtype)
-            b = xp.asarray(rng.standard_normal((n, k) if tb else (k, n)), dtype=self.dtype)
-            ops.append((a.T if ta else a, b.T if tb else b, xp.empty((m, n), dtype=self.dtype)))
-        for a, b, c in ops:
-            xp.matmul(a, b, out=c)
-        synchronize(xp)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            for a, b, c in ops:
-                xp.matmul(a, b, out=c)
-        synchronize(xp)
-        return time.perf_counter() - start
+        """Seconds for ``repeats`` rounds of the products alone with ``xp.matmul`` (bench.roofline)."""
+        xp = self.xp
+        return time_products(shapes, repeats, operand=lambda a: xp.asarray(a, dtype=self.dtype),
+                             transpose=lambda a: a.T,
+                             empty=lambda shape: xp.empty(shape, dtype=self.dtype),
+                             matmul=lambda a, b, c: xp.matmul(a, b, out=c),
+                             synchronize=lambda: synchronize(xp))
 
     def describe(self) -> dict[str, Any]:
         cfg = self.config

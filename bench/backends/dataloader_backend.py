@@ -1,7 +1,7 @@
 """The PyTorch backend fed through the classic torchvision pipeline (``torch-dataloader:<device>``).
 
 The model, optimizer, evaluation and weight exchange are ``impl_torch``'s
-(:class:`DataLoaderBackend` subclasses :class:`impl_torch.backend.TorchBackend`);
+(:class:`DataLoaderBackend` subclasses :class:`bench.backends.torch_backend.TorchBackend`);
 only where the training batches come from differs. Instead of gathering rows
 of a normalised tensor already on the device, every batch is produced the way
 the tutorials teach: a torchvision-style dataset over the uint8 training
@@ -29,13 +29,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms
 
-from bench.backend_api import StepRecords
+from bench.backends.api import StepRecords
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.errors import UserError
-from impl_torch.backend import TorchBackend
-from impl_torch.device import available  # noqa: F401  (the registry looks it up here)
-from impl_torch.step import EagerStep, ForwardFn
+from bench.backends.torch_backend import TorchBackend
+from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
+from bench.backends.torch_steps import EagerStep, ForwardFn
 
 IMAGE_SHAPE = (3, 32, 32)  # CHW of one CIFAR-10 record
 
@@ -95,7 +95,7 @@ class EpochOrder(Sampler[int]):
 
 
 class FedStep(EagerStep):
-    """:class:`impl_torch.step.EagerStep` whose batch is handed over ready, not gathered by row index.
+    """:class:`bench.backends.torch_steps.EagerStep` whose batch is handed over ready, not gathered by row index.
 
     Called like every step with the harness's row indices ``idx``;
     ``next_batch(idx)`` supplies those rows as device tensors (here: the next

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.env import cpu_model
 
 
 def available(device: str) -> tuple[bool, str]:
@@ -54,7 +54,7 @@ def device_info(dev: torch.device) -> dict[str, Any]:
                     cuda_memory_bytes=props.total_memory, cuda_version=torch.version.cuda,
                     cudnn_version=torch.backends.cudnn.version())
     elif dev.type == "cpu":
-        info.update(device_name=_cpu_name(), blas=_cpu_blas())
+        info.update(device_name=cpu_model(), blas=_cpu_blas())
     else:
         info.update(device_name=dev.type)
     return info
@@ -84,16 +84,6 @@ class Tf32Matmul:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _cpu_blas() -> str:
