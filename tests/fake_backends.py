@@ -21,3 +21,26 @@ class SkewedBackend(NumpyBackend):
     def __init__(self, config, device="cpu"):
         super().__init__(dataclasses.replace(config, lr=config.lr * 1.01), device)
         self.impl = "skewed"
+
+
+class ExplodingBackend(NumpyBackend):
+    """numpy:cpu whose every training step raises: a backend that fails inside a comparison."""
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(config, device)
+        self.impl = "exploding"
+
+    def train_batch(self, idx):
+        raise ValueError("the solver rejected the step")
+
+
+class SlowGemmBackend(NumpyBackend):
+    """numpy:cpu whose GEMM-only reference claims 100 s per epoch: every epoch is 'faster than its own
+    matrix products', the impossible figure the timing flags must catch."""
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(config, device)
+        self.impl = "slowgemm"
+
+    def gemm_seconds(self, shapes, repeats):
+        return 100.0

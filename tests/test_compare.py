@@ -18,7 +18,8 @@ from conftest import REPO, assert_one_line_error, real_data_dir
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
         "--hidden-dims", "32", "--epochs", "2", "--quiet"]
 EPOCH_COLS = {"backend", "impl", "device", "seed", "epoch", "train_loss", "train_acc", "val_loss",
-              "val_acc", "epoch_seconds", "eval_seconds", "samples_per_second"}
+              "val_acc", "epoch_seconds", "eval_seconds", "samples_per_second", "gemm_before_seconds",
+              "gemm_after_seconds", "gemm_seconds", "epoch_to_gemm", "ratio_floor", "timing_quality"}
 RUN_COLS = {"backend", "impl", "device", "seed", "test_acc", "test_loss", "best_epoch", "best_val_acc",
             "total_train_seconds", "median_epoch_seconds", "time_to_target_seconds", "status",
             "peak_memory_bytes"}
@@ -46,8 +47,12 @@ def test_csv_columns_and_rows(tiny_run):
     assert set(runs["status"]) == {"ok"}
     assert list(summary["backend"]) == ["numpy:cpu", "torch:cpu"]
     assert (summary["n"] == 2).all()
-    assert {"test_acc_mean", "test_acc_std", "median_epoch_seconds", "epoch_seconds_iqr",
-            "gemm_seconds", "epoch_to_gemm"} <= set(summary.columns)
+    assert {"test_acc_mean", "test_acc_std", "median_epoch_seconds", "epoch_seconds_min",
+            "epoch_seconds_iqr", "gemm_seconds", "gemm_seconds_min", "epoch_to_gemm", "epoch_to_gemm_min",
+            "ratio_floor", "fixed_step_seconds", "timing_quality"} <= set(summary.columns)
+    assert epochs["timing_quality"].notna().all() and summary["timing_quality"].notna().all()
+    # two epochs a run: one steady epoch per seed, too few to be a finding, and the summary says so
+    assert summary["timing_quality"].str.contains("too few timed epochs").all()
     assert (epochs["epoch_seconds"] > 0).all() and (summary["gemm_seconds"] > 0).all()
     # the synthetic problem is learnable: both backends end well above chance (10 %)
     assert (runs["test_acc"] > 0.3).all()
@@ -64,6 +69,7 @@ def test_same_seed_same_batches_same_split(tiny_run):
 def test_pngs_are_images_and_report_links_them(tiny_run):
     out, proc = tiny_run
     pngs = sorted(p.name for p in out.glob("*.png"))
+    assert not (out / ".lock").exists()
     assert {"train_loss.png", "val_acc.png", "epoch_time.png"} <= set(pngs)
     for name in pngs:
         img = mpimg.imread(out / name)
