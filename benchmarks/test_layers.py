@@ -2,9 +2,9 @@
 
 Both sides time what their training step runs for that layer:
 
-* NumPy: the ``impl_numpy.modules`` module with ``reuse_buffers = True`` (as
-  the MLP sets it for training); a backward call reads the cache of a
-  forward call made before the clock starts.
+* NumPy: the ``impl_numpy.modules`` module, as the MLP runs it in training;
+  a backward call reads the cache of a forward call made before the clock
+  starts.
 * PyTorch: the ops ``impl_torch`` uses (``F.linear`` as in ``nn.Linear``, the
   model's activation modules, ``F.cross_entropy``), with ``requires_grad`` on
   the operands that have it in training, so the forward records its autograd
@@ -42,15 +42,9 @@ def _numpy_linear(spec: BackendSpec, inp) -> npm.LinearModule:
     """A hidden-style LinearModule 3072 -> H holding the shared weight and bias."""
     lin = npm.LinearModule(N_INPUTS, inp.hidden, rng=np.random.default_rng(0), dtype=np.float32,
                            xp=spec.xp)
-    lin.reuse_buffers = True
     lin.params["weight"][...] = spec.array(inp.weight)  # (H, 3072)
     lin.params["bias"][...] = spec.array(inp.bias)      # (H,)
     return lin
-
-
-def _numpy_module(module: npm.Module) -> npm.Module:
-    module.reuse_buffers = True
-    return module
 
 
 # ---------------------------------------------------------------- linear
@@ -100,7 +94,7 @@ def test_linear_backward(measure, backend: BackendSpec, batch: int, hidden: int)
 def test_activation_forward(measure, backend: BackendSpec, batch: int, hidden: int, act: str) -> None:
     inp = host_inputs(batch, hidden)
     if backend.impl == "numpy":
-        mod, h = _numpy_module(npm.make_activation(act, ALPHA)), backend.array(inp.h)
+        mod, h = npm.make_activation(act, ALPHA), backend.array(inp.h)
         fn, timed = (lambda: mod.forward(h)), f"{type(mod).__name__}.forward (keeps the output)"
     else:
         mod, h = tm.make_activation(act, ALPHA), backend.tensor(inp.h, True)
@@ -115,7 +109,7 @@ def test_activation_forward(measure, backend: BackendSpec, batch: int, hidden: i
 def test_activation_backward(measure, backend: BackendSpec, batch: int, hidden: int, act: str) -> None:
     inp = host_inputs(batch, hidden)
     if backend.impl == "numpy":
-        mod = _numpy_module(npm.make_activation(act, ALPHA))
+        mod = npm.make_activation(act, ALPHA)
         h, dout = backend.array(inp.h), backend.array(inp.dh)
         mod.forward(h)
         fn, timed = (lambda: mod.backward(dout)), f"{type(mod).__name__}.backward"
@@ -137,7 +131,7 @@ def test_activation_backward(measure, backend: BackendSpec, batch: int, hidden: 
 def test_softmax_ce_forward(measure, backend: BackendSpec, batch: int) -> None:
     inp = host_inputs(batch, 128)  # the logits and labels do not depend on the hidden width
     if backend.impl == "numpy":
-        loss, z, y = _numpy_module(npm.SoftmaxCrossEntropyModule()), backend.array(inp.logits), backend.array(inp.y)
+        loss, z, y = npm.SoftmaxCrossEntropyModule(), backend.array(inp.logits), backend.array(inp.y)
         fn, timed = (lambda: loss.forward(z, y)), "SoftmaxCrossEntropyModule.forward (mean loss, keeps p)"
     else:
         z, y = backend.tensor(inp.logits, True), backend.tensor(inp.y)
@@ -151,7 +145,7 @@ def test_softmax_ce_forward(measure, backend: BackendSpec, batch: int) -> None:
 def test_softmax_ce_backward(measure, backend: BackendSpec, batch: int) -> None:
     inp = host_inputs(batch, 128)
     if backend.impl == "numpy":
-        loss, z, y = _numpy_module(npm.SoftmaxCrossEntropyModule()), backend.array(inp.logits), backend.array(inp.y)
+        loss, z, y = npm.SoftmaxCrossEntropyModule(), backend.array(inp.logits), backend.array(inp.y)
         loss.forward(z, y)  # backward reuses this softmax because z is the same array
         fn, timed = (lambda: loss.backward(z, y)), "SoftmaxCrossEntropyModule.backward: (p - onehot(y)) / B"
     else:

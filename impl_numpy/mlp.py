@@ -29,15 +29,12 @@ class MLP:
     Shape: x (S, n_inputs) -> logits (S, n_classes).
     ``rng`` draws the weights layer by layer, 0 .. L, weight then bias (zero):
     the same seed gives the same network. ``xp`` is the array module the
-    parameters live in (numpy by default, or cupy). With ``reuse_buffers`` the
-    modules write into preallocated per-shape buffers (the fast training path;
-    each output is overwritten by the next call).
+    parameters live in (numpy by default, or cupy).
     """
 
     def __init__(self, n_inputs: int, hidden_dims: Sequence[int], n_classes: int,
                  activation: str = "elu", *, alpha: float = 1.0, residual: bool = False,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32, xp: Any = None,
-                 reuse_buffers: bool = False):
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32, xp: Any = None):
         dims = [int(d) if isinstance(d, np.integer) else d for d in hidden_dims]
         check_widths(n_inputs, dims, n_classes, activation, residual)
         self.n_inputs, self.hidden_dims, self.n_classes = int(n_inputs), dims, int(n_classes)
@@ -59,14 +56,8 @@ class MLP:
             for lin in self.linears[1:-1]:
                 self.layers += [lin, make_activation(activation, alpha)]
         self.layers.append(self.linears[-1])
-        self.set_reuse_buffers(reuse_buffers)
 
     # ------------------------------------------------------------ compute
-
-    def set_reuse_buffers(self, on: bool) -> None:
-        """Switch the preallocated per-shape output buffers of every module on or off."""
-        for layer in self.layers:
-            layer.reuse_buffers = bool(on)
 
     def forward(self, x):
         """x (S, n_inputs) -> logits (S, n_classes); keeps what backward needs."""

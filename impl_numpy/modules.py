@@ -9,10 +9,11 @@ and ``backward`` overwrites the grads. The two losses take ``(x, y)`` in both
 Names: ``d<name>`` is dL/d<name>; ``dout`` is the gradient arriving from the
 layer above. Shapes: S samples, M input features, N output features, C classes.
 
-By default every call returns fresh arrays. With ``reuse_buffers = True`` (set
-by :class:`impl_numpy.mlp.MLP` for training) each module writes into its own
-buffers, allocated once per input shape: no allocation per step, but an output
-is overwritten by the module's next call.
+Plain NumPy: every call returns fresh arrays. (A buffer pool reused between
+steps, and a ctypes BLAS axpy in the optimizer, each bought under 5 % of an
+epoch at nominal machine speed and were removed; the README's "Measured
+speed" gives the figures.) The parameters' gradients are written into the
+``grads`` arrays in place, because the optimizer holds those arrays.
 """
 
 from __future__ import annotations
@@ -25,35 +26,9 @@ import numpy as np
 from impl_numpy.activations import ACTIVATIONS, DERIVATIVES
 from impl_numpy.xp import get_namespace
 
-_MAX_BUFFERS = 32  # per module; a training shape plus a few evaluation shapes fit easily
-
 
 class Module:
-    """Shared plumbing: the per-shape buffer pool and the cache reset."""
-
-    reuse_buffers: bool = False
-
-    def _empty(self, name: Any, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
-        """An uninitialised array: fresh, or this module's buffer for (name, shape, dtype)."""
-        if not self.reuse_buffers:
-            return xp.empty(shape, dtype=dtype)
-        pool = self.__dict__.setdefault("_pool", {})
-        key = (name, shape, dtype, xp)
-        buf = pool.get(key)
-        if buf is None:
-            if len(pool) >= _MAX_BUFFERS:
-                pool.clear()
-            buf = pool[key] = xp.empty(shape, dtype=dtype)
-        return buf
-
-    def _rows(self, n: int, xp: Any) -> Any:
-        """``xp.arange(n)``, kept between calls when buffers are reused (row indices for gathers)."""
-        if not self.reuse_buffers:
-            return xp.arange(n)
-        rows = self.__dict__.get("_arange")
-        if rows is None or rows.shape[0] != n or get_namespace(rows) is not xp:
-            rows = self._arange = xp.arange(n)
-        return rows
+    """Shared plumbing: the cache reset."""
 
     def clear_cache(self) -> None:
         """Drop what forward kept for backward."""
@@ -99,13 +74,8 @@ class LinearModule(Module):
 
     def forward(self, x):
         """(S, M) -> (S, N); keeps ``x`` for L1 and L3."""
-        xp = get_namespace(x)
-        w, b = self.params["weight"], self.params["bias"]
-        dtype = w.dtype if x.dtype == w.dtype else np.result_type(x.dtype, w.dtype)
         self._x = x
-        y = xp.matmul(x, w.T, out=self._empty("y", (x.shape[0], self.out_features), dtype, xp))  # (S, N)
-        y += b                                                               # (S, N)
-        return y
+        return x @ self.params["weight"].T + self.params["bias"]  # Y = X W^T + b, (S, N)
 
     def backward(self, dout, input_grad: bool = True):
         """dout (S, N) -> dx (S, M); fills ``grads``. ``input_grad=False`` skips L3, returns None."""
@@ -119,8 +89,7 @@ class LinearModule(Module):
             # NOTE: the input layer's dx is never used in training; skipping L3
             # saves a third of that layer's GEMM work.
             return None
-        dx = xp.matmul(dout, w, out=self._empty("dx", x.shape, dout.dtype, xp))  # L3: dL/dX = dout W, (S, M)
-        return dx
+        return dout @ w                                  # L3: dL/dX = dout W, (S, M)
 
     def clear_cache(self) -> None:
         self._x = None
@@ -142,14 +111,9 @@ class _ActivationModule(Module):
         self.alpha = float(alpha)
         self._y = None
 
-    def _scratch(self, shape, xp):
-        return lambda dtype: self._empty(("work", dtype), shape, dtype, xp)
-
     def forward(self, x):
         """(S, N) -> (S, N); keeps the output for backward."""
-        xp = get_namespace(x)
-        out = self._empty("y", x.shape, x.dtype, xp)
-        self._y = ACTIVATIONS[self.name](x, out, self._scratch(x.shape, xp), self.alpha)  # (S, N)
+        self._y = ACTIVATIONS[self.name](x, self.alpha)  # (S, N)
         return self._y
 
     def backward(self, dout):
@@ -157,11 +121,7 @@ class _ActivationModule(Module):
         y = self._y
         if y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called without a cached forward pass")
-        xp = get_namespace(y)
-        dx = self._empty("dx", y.shape, y.dtype, xp)
-        DERIVATIVES[self.name](y, dx, self._scratch(y.shape, xp), self.alpha)  # h'(x) from y, (S, N)
-        xp.multiply(dout, dx, out=dx)  # A1: dL/dx = dout * h'(x), (S, N)
-        return dx
+        return dout * DERIVATIVES[self.name](y, self.alpha)  # A1: dL/dx = dout * h'(x), from y, (S, N)
 
     def clear_cache(self) -> None:
         self._y = None
@@ -230,24 +190,17 @@ class SoftMaxModule(Module):
 
     def forward(self, x):
         xp = get_namespace(x)
-        p = self._empty("p", x.shape, x.dtype, xp)
-        xp.subtract(x, x.max(axis=1, keepdims=True), out=p)  # S1: z - max z (same softmax, no overflow)
-        xp.exp(p, out=p)
-        p /= p.sum(axis=1, keepdims=True)                     # S1: normalise each row, (S, C)
-        self._p = p
-        return p
+        e = xp.exp(x - x.max(axis=1, keepdims=True))  # S1: exp(z - max z): the same softmax, no overflow
+        self._p = e / e.sum(axis=1, keepdims=True)     # S1: normalise each row, (S, C)
+        return self._p
 
     def backward(self, dout):
         """dout = dL/dp (S, C) -> dL/dz (S, C)."""
         p = self._p
         if p is None:
             raise RuntimeError("SoftMaxModule.backward called without a cached forward pass")
-        xp = get_namespace(p)
-        dx = self._empty("dx", p.shape, p.dtype, xp)
         inner = (dout * p).sum(axis=1, keepdims=True)  # S2: sum_k (dL/dp)_k p_k, (S, 1)
-        xp.subtract(dout, inner, out=dx)
-        dx *= p                                         # S2: dL/dz = p * (dL/dp - inner), (S, C)
-        return dx
+        return p * (dout - inner)                      # S2: dL/dz = p * (dL/dp - inner), (S, C)
 
     def clear_cache(self) -> None:
         self._p = None
@@ -297,16 +250,12 @@ class SoftmaxCrossEntropyModule(Module):
     def forward(self, z, y):
         xp = get_namespace(z)
         y = _labels(y, xp)
-        n = z.shape[0]
-        p = self._empty("p", z.shape, z.dtype, xp)
-        top = z.max(axis=1, keepdims=True, out=self._empty("max", (n, 1), z.dtype, xp))  # (S, 1)
-        xp.subtract(z, top, out=p)                            # z - max z: the loss is shift-invariant, (S, C)
-        zy = p[self._rows(n, xp), y]                          # z_y - max z, (S,)
-        xp.exp(p, out=p)
-        s = p.sum(axis=1, keepdims=True, out=self._empty("sum", (n, 1), z.dtype, xp))  # (S, 1)
-        loss = (xp.log(s[:, 0]) - zy).sum() / n               # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
-        p /= s                                                # S1: p = softmax(z), (S, C)
-        self._z, self._p = z, p
+        rows = xp.arange(z.shape[0])
+        shifted = z - z.max(axis=1, keepdims=True)           # z - max z: the loss is shift-invariant, (S, C)
+        e = xp.exp(shifted)                                  # (S, C)
+        s = e.sum(axis=1)                                    # (S,)
+        loss = (xp.log(s) - shifted[rows, y]).mean()         # F1: L = mean_s (logsumexp(z_s) - z_s,y_s)
+        self._z, self._p = z, e / s[:, None]                 # S1: p = softmax(z), (S, C)
         return loss
 
     def backward(self, z, y):
@@ -315,9 +264,9 @@ class SoftmaxCrossEntropyModule(Module):
             self.forward(z, y)
         xp = get_namespace(z)
         y = _labels(y, xp)
-        p, n = self._p, z.shape[0]
-        dz = xp.multiply(p, 1.0 / n, out=self._empty("dz", p.shape, p.dtype, xp))  # p / S
-        dz[self._rows(n, xp), y] -= 1.0 / n                   # F1: dL/dz = (p - onehot(y)) / S (the p - y shortcut)
+        n = z.shape[0]
+        dz = self._p / n                                     # p / S, (S, C)
+        dz[xp.arange(n), y] -= 1 / n                         # F1: dL/dz = (p - onehot(y)) / S (the p - y shortcut)
         return dz
 
     def clear_cache(self) -> None:
@@ -357,29 +306,16 @@ class ResidualBlock(Module):
                    make_activation(activation, alpha),
                    LinearModule(hidden, features, rng=rng, dtype=dtype, xp=xp))
 
-    @property
-    def reuse_buffers(self) -> bool:  # type: ignore[override]
-        return self.linear1.reuse_buffers
-
-    @reuse_buffers.setter
-    def reuse_buffers(self, value: bool) -> None:
-        for m in (self.linear1, self.activation, self.linear2):
-            m.reuse_buffers = value
-
     def forward(self, x):
         a = self.linear1.forward(x)     # (S, N)
         a = self.activation.forward(a)  # (S, N)
-        y = self.linear2.forward(a)     # (S, F); linear2 keeps its input, not this output
-        y += x                          # identity path, (S, F)
-        return y
+        return x + self.linear2.forward(a)  # Y = X + f(X), (S, F)
 
     def backward(self, dout):
         """dout (S, F) -> dx (S, F); fills both linear layers' grads."""
         da = self.linear2.backward(dout)  # L1-L3 of Linear2, (S, N)
         da = self.activation.backward(da) # A1, (S, N)
-        dx = self.linear1.backward(da)    # L1-L3 of Linear1: dout sent back through f, (S, F)
-        dx += dout                        # R1: dL/dX = dout + dout (df/dX): the Jacobian is I + df/dX, (S, F)
-        return dx
+        return dout + self.linear1.backward(da)  # R1: dL/dX = dout + dout sent back through f, (S, F)
 
     def clear_cache(self) -> None:
         for m in (self.linear1, self.activation, self.linear2):

@@ -3,7 +3,7 @@
 Kept apart from the model: it takes parallel lists (or dicts with the same
 keys) of parameter and gradient arrays and updates the parameters in place.
 Per parameter theta with gradient g, learning rate lr, momentum mu and weight
-decay lam (docs/derivations.md §6):
+decay lam (docs/derivations.md §7):
 
     O1  d = g + lam theta
     O2  v = d at the first step, v = mu v + d afterwards   (only when mu > 0; then d = v)
@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from impl_numpy.blas import axpy_into
 from impl_numpy.xp import get_namespace
 
 
@@ -55,14 +54,7 @@ class SGD:
                 raise ValueError(f"param {i} has shape {p.shape} but its grad {g.shape}")
         self.lr = float(lr)  # may be changed between steps
         self._momentum, self._weight_decay = float(momentum), float(weight_decay)
-        self._xp = xps = [get_namespace(p) for p in self.params]
-        self._work = [xp.empty_like(p) for xp, p in zip(xps, self.params)]    # O1 and O3 scratch
-        self._velocity = [xp.zeros_like(p) for xp, p in zip(xps, self.params)] if momentum else []
-        # the direction d that O3 applies: the grad, the O1 scratch, or the O2 velocity
-        directions = self._velocity if momentum else (self._work if weight_decay else self.grads)
-        # NOTE: O3 as one BLAS axpy where NumPy's own BLAS offers it (see impl_numpy/blas.py):
-        # two ufunc passes over the (128, 3072) input weight cost ~0.1 ms a step.
-        self._axpy = [axpy_into(p, d) for p, d in zip(self.params, directions)]
+        self._velocity = [get_namespace(p).zeros_like(p) for p in self.params] if momentum else []
         self.steps = 0
 
     @property
@@ -86,26 +78,17 @@ class SGD:
     def step(self) -> None:
         """One update of every parameter, in place."""
         lr, mu, lam, first = self.lr, self.momentum, self.weight_decay, self.steps == 0
-        for i, (theta, g, work, xp) in enumerate(zip(self.params, self.grads, self._work, self._xp)):
-            d = g
-            if lam:
-                xp.multiply(theta, lam, out=work)
-                work += g                        # O1: d = g + lam theta, (shape of theta)
-                d = work
+        for i, (theta, g) in enumerate(zip(self.params, self.grads)):
+            d = g + lam * theta if lam else g    # O1: d = g + lam theta, (shape of theta)
             if mu:
                 v = self._velocity[i]
                 if first:
-                    xp.copyto(v, d)              # O2: v = d at the first step (torch copies the grad)
+                    v[...] = d                   # O2: v = d at the first step (torch copies the grad)
                 else:
                     v *= mu
                     v += d                       # O2: v = mu v + d
                 d = v
-            axpy = self._axpy[i]
-            if axpy is not None:
-                axpy(-lr)                        # O3: theta = theta - lr d (one BLAS pass)
-                continue
-            xp.multiply(d, lr, out=work)
-            theta -= work                        # O3: theta = theta - lr d
+            theta -= lr * d                      # O3: theta = theta - lr d
         self.steps += 1
 
     def __repr__(self) -> str:

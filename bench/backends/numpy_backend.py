@@ -18,7 +18,6 @@ from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
-from impl_numpy.blas import has_axpy
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_numpy.optim import SGD
@@ -84,7 +83,6 @@ class NumpyBackend:
         self._splits: dict[str, tuple[Any, Any]] = {}
         self._batch: dict[int, tuple[Any, Any, Any, Any]] = {}
         self._train_loss = SoftmaxCrossEntropyModule()
-        self._train_loss.reuse_buffers = True
         self._eval_loss = SoftmaxCrossEntropyModule()
         self._losses: list[Any] = []
         self._correct: list[Any] = []
@@ -113,7 +111,7 @@ class NumpyBackend:
         self.model = MLP(getattr(self, "_n_features", CIFAR10_N_FEATURES), cfg.hidden_dims,
                          getattr(self, "_n_classes", CIFAR10_N_CLASSES), cfg.activation,
                          alpha=cfg.alpha, residual=cfg.residual, rng=np.random.default_rng(seed),
-                         dtype=self.dtype, xp=self.xp, reuse_buffers=True)
+                         dtype=self.dtype, xp=self.xp)
         self._new_optimizer()
         self._losses, self._correct, self._seen = [], [], 0
 
@@ -194,9 +192,6 @@ class NumpyBackend:
         x, y = self._splits[split]
         n, step = x.shape[0], self.config.eval_batch_size
         total_loss, correct = 0.0, 0
-        # NOTE: fresh arrays per chunk, freed after: the training buffers stay
-        # batch-sized instead of growing to eval_batch_size x width.
-        model.set_reuse_buffers(False)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 for start in range(0, n, step):
@@ -208,7 +203,6 @@ class NumpyBackend:
         finally:
             model.clear_cache()
             self._eval_loss.clear_cache()
-            model.set_reuse_buffers(True)
         return total_loss / n, correct / n
 
     # ------------------------------------------------------------ measurement
@@ -229,13 +223,9 @@ class NumpyBackend:
             "activation": cfg.activation, "alpha": cfg.alpha, "residual": cfg.residual,
             "array_module": namespace_version(self.xp),
             "loss": "fused softmax cross-entropy (logsumexp - z_y)",
-            "buffers": "preallocated per batch shape, reused every step",
         }
         if self.xp is np:
             from threadpoolctl import threadpool_info
-
-            info["sgd_update"] = ("one BLAS axpy per parameter (NumPy's own BLAS)" if has_axpy(self.dtype)
-                                  else "two ufunc passes per parameter")
 
             info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
                                                       "architecture", "threading_layer")}
