@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.timing import steady_epochs, summarise_timing
+from bench.timing import steady_epochs, summarise_timing, trusted_epochs
 
 ALPHA = 0.05  # significance level used in the report's sentences
 SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
@@ -46,8 +46,9 @@ def _steady_median(ep: pd.DataFrame, column: str) -> float:
     return float(values.median()) if len(values) else math.nan
 
 
-def _steady_epoch_times(ep: pd.DataFrame) -> np.ndarray:
-    return steady_epochs(ep)["epoch_seconds"].to_numpy(dtype=float) if len(ep) else np.array([])
+def _trusted_epoch_times(ep: pd.DataFrame) -> np.ndarray:
+    """The epoch times a summary uses (``bench.timing.trusted_epochs``)."""
+    return trusted_epochs(ep)["epoch_seconds"].to_numpy(dtype=float) if len(ep) else np.array([])
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -68,8 +69,8 @@ def compare_pairs(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     for a, b in itertools.combinations(list(dict.fromkeys(runs["backend"])), 2):
         acc_a = ok.loc[ok["backend"] == a, "test_acc"].to_numpy()
         acc_b = ok.loc[ok["backend"] == b, "test_acc"].to_numpy()
-        t_a = _steady_epoch_times(epochs[epochs["backend"] == a])
-        t_b = _steady_epoch_times(epochs[epochs["backend"] == b])
+        t_a = _trusted_epoch_times(epochs[epochs["backend"] == a])
+        t_b = _trusted_epoch_times(epochs[epochs["backend"] == b])
         _, p_acc = welch(acc_a, acc_b)
         _, p_time = welch(t_a, t_b)
         rows.append({
@@ -101,6 +102,6 @@ def pair_sentences(pairs: pd.DataFrame, flagged: set[str] = frozenset()) -> list
                      f"{' and '.join(bad)} is flagged.")
         else:
             speed = (f" Median epoch time ratio {r.time_ratio:.3g} ({r.epochs_a} vs {r.epochs_b} "
-                     f"epochs, Welch's t on epoch times): {verdict(r.time_p)}.")
+                     f"trusted epochs, Welch's t on epoch times): {verdict(r.time_p)}.")
         out.append(acc + speed)
     return out

@@ -142,6 +142,15 @@ def nominal_mask(gemm_seconds: pd.Series) -> pd.Series:
     return gemm_seconds <= (1 + NOMINAL_SLACK) * fastest
 
 
+def trusted_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """One backend's steady epochs at nominal speed whose own quality is ``ok`` (all steady epochs
+    when reference timing was off); empty when none is left."""
+    steady = steady_epochs(epochs)
+    if steady.empty or "gemm_seconds" not in steady or steady["gemm_seconds"].isna().all():
+        return steady
+    return steady[steady["timing_quality"].eq(OK) & nominal_mask(steady["gemm_seconds"])]
+
+
 def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
     """One backend's epoch times and ratios: median and minimum, how many epochs, and the verdict.
 
@@ -157,13 +166,9 @@ def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
                 "timing_quality": "no epoch was timed"}
     reasons = []
     has_reference = "gemm_seconds" in steady and steady["gemm_seconds"].notna().any()
-    if has_reference:
-        good = steady["timing_quality"].eq(OK) & nominal_mask(steady["gemm_seconds"])
-        used = steady[good]
-        if used.empty:
-            reasons.append("no epoch ran at nominal machine speed with consistent GEMM-only brackets")
-            used = steady
-    else:
+    used = trusted_epochs(epochs)
+    if used.empty:
+        reasons.append("no epoch ran at nominal machine speed with consistent GEMM-only brackets")
         used = steady
     times = used["epoch_seconds"].to_numpy(float)
     q25, q50, q75 = np.percentile(times, [25, 50, 75])

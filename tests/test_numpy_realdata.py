@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from bench.config import Config
 from bench.backends.numpy_backend import NumpyBackend
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "cifar10"
+from bench.config import Config
+from bench.data import load_dataset
+from conftest import real_data_dir
 
 
 @pytest.mark.realdata
 @pytest.mark.filterwarnings("ignore:.*is not the official.*md5:UserWarning")
 def test_one_epoch_on_10k_images_beats_30_percent(tmp_path, monkeypatch):
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"no CIFAR-10 copy at {DATA_DIR}")
-    try:
-        from bench.data import load_dataset
-    except ImportError as exc:
-        pytest.skip(f"bench.data.load_dataset is not available ({exc})")
+    data_dir = real_data_dir()
+    if data_dir is None:
+        pytest.skip("no CIFAR-10 copy: set MLPBENCH_DATA_DIR (or keep the stand-in next to the checkout)")
     monkeypatch.setenv("MLPBENCH_CACHE_DIR", str(tmp_path))
-    data = load_dataset(DATA_DIR, val_size=5000, seed=42, train_subset=10_000, download=False,
+    data = load_dataset(data_dir, val_size=5000, seed=42, train_subset=10_000, download=False,
                         progress=False)
     assert data.x_train.shape == (10_000, 3072)
     cfg = Config(train_subset=10_000)  # the reference setup: 3072 -> 128 -> 10, ELU, lr 0.1, batch 128

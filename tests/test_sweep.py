@@ -243,3 +243,22 @@ def test_ratio_map_draws_the_crossover_only_where_there_is_one(tmp_path):
         path = plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / f"{name}.png")
         assert mpimg.imread(path).shape[0] > 100
     assert not plots.crosses_one(np.array([[0.5, 2.0]]))  # one row: no 2-D contour
+
+
+def test_a_crossover_is_stated_only_between_unflagged_points():
+    from bench.sweep.analysis import crossover_sentences
+
+    grid = {"batch_size": ["32", "128", "512"]}
+    frame = pd.DataFrame({"batch_size": grid["batch_size"], "device": "cpu",
+                          "ratio": [2.92, 1.4, 0.07], "flag": ["", "", ""]})
+    clean = crossover_sentences(frame, grid, "cpu", {})
+    assert clean == ["the grid: crosses 1 between batch_size=128 (1.40) and batch_size=512 (0.07), "
+                     "NumPy faster from 512"]
+    frame["flag"] = ["", "", "numpy:cpu seed 42: too few timed epochs (0 < 3)"]
+    flagged = crossover_sentences(frame, grid, "cpu", {})[0]
+    assert "crosses 1" not in flagged
+    assert "inconclusive between batch_size=128 (1.40) and batch_size=512 (0.07)" in flagged
+    assert "too few timed epochs" in flagged
+    frame["flag"] = "numpy:cpu seed 42: ratio 0.07 below 1"
+    assert "inconclusive, the timing is flagged at every batch_size" in crossover_sentences(
+        frame, grid, "cpu", {})[0]

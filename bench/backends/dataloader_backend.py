@@ -35,7 +35,7 @@ from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.backends.torch_backend import TorchBackend
 from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
-from bench.backends.torch_steps import EagerStep, ForwardFn
+from bench.backends.torch_steps import EagerStep
 
 IMAGE_SHAPE = (3, 32, 32)  # CHW of one CIFAR-10 record
 
@@ -95,47 +95,21 @@ class EpochOrder(Sampler[int]):
 
 
 class FedStep(EagerStep):
-    """:class:`bench.backends.torch_steps.EagerStep` whose batch is handed over ready, not gathered by row index.
+    """:class:`EagerStep` whose batch is handed over ready, not gathered by row index.
 
     Called like every step with the harness's row indices ``idx``;
     ``next_batch(idx)`` supplies those rows as device tensors (here: the next
-    batch of the DataLoader). ``forward`` is the step's forward-and-loss
-    (``forward_loss``, or its ``torch.compile`` version); ``mark_step`` marks a
-    new cudagraph-tree iteration first, as ``CompiledStep`` does.
+    batch of the DataLoader). The forward, the compile check and the
+    cudagraph-tree marking are those of the step it replaces.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward: ForwardFn,
-                 next_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
-                 mark_step: bool = False, compile_mode: str | None = None):
-        super().__init__(model, optimizer, None, None, forward)
+    def __init__(self, base: EagerStep, next_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]):
+        super().__init__(base.model, base.optimizer, None, None, base.forward,
+                         compile_mode=base.compile_mode, mark_step=base.mark_step)
         self.next_batch = next_batch
-        self.mark_step = mark_step
-        self.owns_outputs = not mark_step  # cudagraph-tree outputs are overwritten next step
-        self.compile_mode = compile_mode
-        self.checked = compile_mode is None
 
-    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.next_batch(idx)  # (S, n_inputs), (S,) on the device
-        if self.checked:
-            return self._step(x, y)
-        try:
-            out = self._step(x, y)
-        except Exception as exc:  # a compiler failure on the first step: report it, no fall-back
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise UserError(f"torch.compile(mode={self.compile_mode!r}) failed on {x.device}: "
-                            f"{type(exc).__name__}: {first}") from exc
-        self.checked = True
-        return out
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mark_step:
-            torch.compiler.cudagraph_mark_step_begin()
-        # NOTE: set_to_none lets backward write fresh gradients instead of adding to zeroed ones
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, correct = self.forward(self.model, x, y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), correct
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.next_batch(idx)  # (S, n_inputs), (S,) on the device
 
 
 class DataLoaderBackend(TorchBackend):
@@ -176,10 +150,7 @@ class DataLoaderBackend(TorchBackend):
     def init_model(self, seed: int) -> None:
         """TorchBackend's model and optimizer for ``seed``; its step, fed by the DataLoader."""
         super().init_model(seed)
-        base = self._step
-        self._step = FedStep(self.model, self.optimizer, base.forward, self._next_batch,
-                             mark_step=getattr(base, "mark_step", False),
-                             compile_mode=getattr(base, "mode", None))
+        self._step = FedStep(self._step, self._next_batch)
         self._reset_timers()
 
     # ------------------------------------------------------------ training

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from bench.backends import torch_device as devices
 from bench.backends.api import StepRecords
 from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
-from bench.backends.torch_steps import CompiledStep, EagerStep, GraphedStep
+from bench.backends.torch_steps import EagerStep, GraphedStep, compiled_step
 from bench.config import Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
@@ -84,7 +84,7 @@ class TorchBackend:
                                          weight_decay=c.weight_decay, foreach=True)
         x_train, y_train = self._splits["train"]
         if c.torch_compile != "none":
-            self._step = CompiledStep(self.model, self.optimizer, x_train, y_train, c.torch_compile)
+            self._step = compiled_step(self.model, self.optimizer, x_train, y_train, c.torch_compile)
         else:
             self._step = EagerStep(self.model, self.optimizer, x_train, y_train)
             if c.cuda_graph:

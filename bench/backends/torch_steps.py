@@ -19,21 +19,49 @@ ForwardFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class EagerStep:
-    """zero_grad, gather the batch on the device, forward + loss, backward, optimizer step."""
+    """zero_grad, gather the batch on the device, forward + loss, backward, optimizer step.
 
-    owns_outputs = True  # each call returns fresh tensors
+    ``forward`` may be a ``torch.compile``'d forward-and-loss (``compile_mode``
+    names its mode): a compiler failure on the first step is then a
+    :class:`UserError` naming the reason, not a silent fall-back to eager. With
+    ``mark_step`` every call first marks a new cudagraph-tree iteration (its
+    outputs are then overwritten by the next step: ``owns_outputs`` is False).
+    Subclasses change where a batch comes from (:meth:`batch`).
+    """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor,
-                 y_train: Tensor, forward: ForwardFn = forward_loss):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor | None,
+                 y_train: Tensor | None, forward: ForwardFn = forward_loss, *,
+                 compile_mode: str | None = None, mark_step: bool = False):
         self.model, self.optimizer = model, optimizer
         self.x_train, self.y_train = x_train, y_train  # (S_train, n_inputs), (S_train,) on the device
         self.forward = forward
+        self.compile_mode, self.mark_step = compile_mode, mark_step
+        self.owns_outputs = not mark_step  # each call returns fresh tensors unless cudagraph trees run
+        self._checked = compile_mode is None
+
+    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows ``idx`` of the training split, gathered on the device: (S, n_inputs), (S,)."""
+        return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        x, y = self.batch(idx)
+        if self.mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
+        if self._checked:
+            return self.step(x, y)
+        try:
+            out = self.step(x, y)
+        except Exception as exc:  # any compiler failure: report it, do not fall back
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise UserError(f"torch.compile(mode={self.compile_mode!r}) failed on {x.device}: "
+                            f"{type(exc).__name__}: {first}") from exc
+        self._checked = True
+        return out
+
+    def step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One SGD step on the batch (x, y); (loss, correct) as 0-d device tensors."""
         # NOTE: set_to_none lets backward write fresh gradients instead of adding to zeroed ones
         self.optimizer.zero_grad(set_to_none=True)
-        x = self.x_train.index_select(0, idx)  # (S, n_inputs), a gather on the device
-        y = self.y_train.index_select(0, idx)  # (S,)
         loss, correct = self.forward(self.model, x, y)
         loss.backward()
         self.optimizer.step()
@@ -44,38 +72,18 @@ class EagerStep:
         self.optimizer.state.clear()
 
 
-class CompiledStep(EagerStep):
+def compiled_step(model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor, y_train: Tensor,
+                  mode: str) -> EagerStep:
     """EagerStep with the forward and loss under ``torch.compile(mode=...)``.
 
     Backward runs the AOTAutograd-compiled backward; the optimizer step stays
     eager. With "reduce-overhead" / "max-autotune" on CUDA, forward and backward
-    replay as cudagraph trees; every step is marked as a new iteration. A
-    compile failure on the first step is a :class:`UserError` naming the
-    reason, not a silent fall-back to eager.
+    replay as cudagraph trees; every step is marked as a new iteration.
     """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor,
-                 y_train: Tensor, mode: str):
-        super().__init__(model, optimizer, x_train, y_train,
-                         forward=torch.compile(forward_loss, mode=mode, fullgraph=True))
-        self.mode = mode
-        self.mark_step = x_train.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
-        self.owns_outputs = not self.mark_step  # cudagraph-tree outputs are overwritten next step
-        self.compiled = False
-
-    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        if self.mark_step:
-            torch.compiler.cudagraph_mark_step_begin()
-        if self.compiled:
-            return super().__call__(idx)
-        try:
-            out = super().__call__(idx)
-        except Exception as exc:  # any compiler failure: report it, do not fall back
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise UserError(f"torch.compile(mode={self.mode!r}) failed on "
-                            f"{self.x_train.device}: {type(exc).__name__}: {first}") from exc
-        self.compiled = True
-        return out
+    return EagerStep(model, optimizer, x_train, y_train,
+                     torch.compile(forward_loss, mode=mode, fullgraph=True), compile_mode=mode,
+                     mark_step=x_train.device.type == "cuda" and mode in ("reduce-overhead",
+                                                                          "max-autotune"))
 
 
 class GraphedStep:

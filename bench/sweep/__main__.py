@@ -4,7 +4,7 @@ Run it as::
 
     # the crossover map on this machine (sequential, the default executor)
     python -m bench.sweep --grid batch_size=32,128,512,2048 hidden_dims=64,256,1024,4096 \\
-        --backends numpy:cpu,torch:cpu --epochs 1 --train-subset 10000 --data-dir ../shared/cifar10
+        --backends numpy:cpu,torch:cpu --epochs 3 --train-subset 10000 --data-dir DIR
 
     # the same on a Dask cluster (pip install '.[dask]'): workers started with --resources point=1
     python -m bench.sweep --grid ... --scheduler tcp://host:8786

@@ -89,23 +89,32 @@ def slices(grid: dict[str, list[str]]) -> Iterator[tuple[dict[str, str], str]]:
         yield fixed, suffix
 
 
-def matrix(frame: pd.DataFrame, grid: dict[str, list[str]], column: str,
-           fixed: dict[str, str]) -> np.ndarray:
-    """``column`` as a (len(y values), len(x values)) array: x = first grid field, y = second.
-
-    Cells without a row are NaN.
-    """
+def cells(frame: pd.DataFrame, grid: dict[str, list[str]], column: str, fixed: dict[str, str],
+          empty: object = math.nan) -> list[list]:
+    """``column`` laid out as rows = values of the second grid field, columns = values of the first,
+    in the slice ``fixed`` of the further fields; ``empty`` where there is no row."""
     fields = list(grid)
     xs = grid[fields[0]]
     ys = grid[fields[1]] if len(fields) > 1 else [""]
-    z = np.full((len(ys), len(xs)), np.nan)
-    sel = frame
+    out = [[empty for _ in xs] for _ in ys]
     for f, v in fixed.items():
-        sel = sel[sel[f] == v]
-    for r in sel.to_dict("records"):
+        frame = frame[frame[f] == v]
+    for r in frame.to_dict("records"):
         i = ys.index(r[fields[1]]) if len(fields) > 1 else 0
-        z[i, xs.index(r[fields[0]])] = r[column]
-    return z
+        value = r.get(column, empty)
+        out[i][xs.index(r[fields[0]])] = empty if value is None or value == "" else value
+    return out
+
+
+def matrix(frame: pd.DataFrame, grid: dict[str, list[str]], column: str,
+           fixed: dict[str, str]) -> np.ndarray:
+    """A number ``column`` as a (len(y values), len(x values)) array (:func:`cells`); NaN where empty."""
+    return np.array(cells(frame, grid, column, fixed), dtype=float)
+
+
+def flag_matrix(frame: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str]) -> list[list[str]]:
+    """The ``flag`` text of every cell (:func:`cells`): '' where unflagged or empty."""
+    return cells(frame, grid, "flag", fixed, empty="")
 
 
 def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str,
@@ -119,7 +128,7 @@ def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device
     x = fields[0]
     sel = ratios[ratios["device"] == device]
     z = matrix(sel, grid, "ratio", fixed)
-    flags = _flag_matrix(sel, grid, fixed)
+    flags = flag_matrix(sel, grid, fixed)
     ys = grid[fields[1]] if len(fields) > 1 else [""]
     out = []
     for i, yv in enumerate(ys):
@@ -164,17 +173,3 @@ def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device
 def _crosses(have: list[tuple[str, float, str]]) -> bool:
     """Whether consecutive measured points (flagged ones included) lie on both sides of 1."""
     return any((ra - 1) * (rb - 1) < 0 for (_, ra, _), (_, rb, _) in zip(have, have[1:]))
-
-
-def _flag_matrix(sel: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str]) -> list[list[str]]:
-    """The ``flag`` text of every cell, laid out like :func:`matrix` ('' where unflagged or empty)."""
-    fields = list(grid)
-    xs = grid[fields[0]]
-    ys = grid[fields[1]] if len(fields) > 1 else [""]
-    out = [["" for _ in xs] for _ in ys]
-    for f, v in fixed.items():
-        sel = sel[sel[f] == v]
-    for r in sel.to_dict("records"):
-        i = ys.index(r[fields[1]]) if len(fields) > 1 else 0
-        out[i][xs.index(r[fields[0]])] = r.get("flag") or ""
-    return out

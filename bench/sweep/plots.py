@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.io import save_figure  # noqa: E402
-from bench.sweep.analysis import _flag_matrix, matrix  # noqa: E402
+from bench.sweep.analysis import flag_matrix, matrix  # noqa: E402
 
 
 def _axes_labels(ax, grid: dict[str, list[str]], ylabel: bool = True) -> None:
@@ -54,7 +54,7 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     """
     sel = ratios[ratios["device"] == device]
     z = matrix(sel, grid, "ratio", fixed)
-    flags = _flag_matrix(sel, grid, fixed)
+    flags = flag_matrix(sel, grid, fixed)
     nx, ny = z.shape[1], z.shape[0]
     fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
     logz = np.log2(z)

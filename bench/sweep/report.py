@@ -14,7 +14,7 @@ from bench.io import write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
 from bench.sweep import plots
-from bench.sweep.analysis import _flag_matrix, accuracy_frame, crossover_sentences, matrix, \
+from bench.sweep.analysis import flag_matrix, accuracy_frame, crossover_sentences, matrix, \
     paired_devices, ratio_frame, slices
 from bench.sweep.store import SPEC_FILE, read_rows
 
@@ -59,7 +59,7 @@ def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, 
         sel = ratios[ratios["device"] == device]
         for fixed, _ in slices(grid):
             z = matrix(sel, grid, "ratio", fixed)
-            flags = _flag_matrix(sel, grid, fixed)
+            flags = flag_matrix(sel, grid, fixed)
             ys = grid[fields[1]] if len(fields) > 1 else [""]
             head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
             cells = [[(f"{v:.2f}" + ("?" if flags[i][j] else "")) if np.isfinite(v) else ""
