@@ -32,14 +32,15 @@ from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.data.dataset import Dataset
 from bench.datasource import load_for_config
-from bench.errors import EXIT_INTERRUPTED, run_cli
+from bench.errors import EXIT_FAILED, interrupted_code, run_cli
 from bench.loop import LoopHooks, RunResult
+from bench.memory import check_memory
 from bench.report import build_report, md_table, summary_view, timing_sentences
 from bench.results import ResultsFolder
 from bench.roofline import epoch_flop, gflops_columns
 from bench.run import RunRecord, run_one
 from bench.stats import compare_pairs, summarise
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 
 COMMAND = "compare"
 # the columns an empty table still gets, so that every CSV can be read back
@@ -147,11 +148,12 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
     says ``interrupted``.
     """
     chosen, skipped = resolve(config.backends)
+    check_memory(config, sum(c.device == "cpu" for c in chosen))
     backends = [(c, c.make(config)) for c in chosen]  # constructors check options (one line on error)
     label = "_".join(c.name.replace(":", "-") for c in chosen)
     label += "_lockstep" if config.lockstep else ""
     label += f"_{len(config.seeds)}seeds" if len(config.seeds) > 1 else ""
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads)
     interrupted, env, data, summary = False, {}, None, None
     with ResultsFolder.create(out, label) as folder, limit_threads(threads):
         rec = Recorder(folder)
@@ -183,7 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.interrupted:
         print(f"interrupted: partial results in {outcome.out}", file=sys.stderr)
     print(f"results: {outcome.out}")
-    return EXIT_INTERRUPTED if outcome.interrupted else 0
+    if outcome.interrupted:
+        return interrupted_code()
+    if outcome.runs.empty or not outcome.runs["status"].eq("ok").any():
+        print("no run finished ok (see status and error in runs.csv)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset, rec: Recorder,
@@ -208,7 +215,7 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
             if record.status == "diverged":
                 print(f"{c.name} seed {seed}: diverged (non-finite loss in epoch "
                       f"{len(record.epochs)}); the other runs go on", file=sys.stderr)
-            elif record.status in ("failed", "oom"):
+            elif record.status in ("failed", "oom"):  # one line, the error in runs.csv and report.md
                 print(f"{c.name} seed {seed}: {record.status}: {record.error}; the other runs go on",
                       file=sys.stderr)
             if record.interrupted:
@@ -221,7 +228,7 @@ def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], r
     epochs, runs = rec.epochs(), rec.runs()
     folder.write_csv("epochs.csv", epochs)
     folder.write_csv("runs.csv", runs)
-    if runs.empty or epochs.empty:
+    if runs.empty:
         return None
     summary = summarise(runs, epochs)
     flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
@@ -234,11 +241,11 @@ def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], r
     folder.write_csv("pairs.csv", pairs)
 
     figs = {}
-    for title, name, fig in (("Training loss per epoch", "train_loss.png", plots.train_loss(epochs)),
-                             ("Validation accuracy per epoch", "val_acc.png", plots.val_acc(epochs)),
-                             ("Epoch time vs GEMM-only time", "epoch_time.png",
-                              plots.epoch_time(summary))):
-        if folder.save_figure(name, fig) is not None:
+    drawn = (("Training loss per epoch", "train_loss.png", plots.train_loss),
+             ("Validation accuracy per epoch", "val_acc.png", plots.val_acc),
+             ("Epoch time vs GEMM-only time", "epoch_time.png", lambda _: plots.epoch_time(summary)))
+    for title, name, draw in drawn if not epochs.empty else ():
+        if folder.save_figure(name, draw(epochs)) is not None:
             figs[title] = name
     lock = None
     if config.lockstep:

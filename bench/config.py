@@ -241,6 +241,7 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
                                             "gpu_variants"),
     "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every") + GRADFLOW,
     "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + HESSIAN,
+    "data": DATA + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
 }
 # each command's own defaults, applied before the TOML file and the flags
 PRESETS: dict[str, dict[str, Any]] = {
@@ -257,6 +258,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # a small model and a short run: the Hessian's Lanczos calls dominate
     "hessian": {"hidden_dims": [32], "train_subset": 10_000, "epochs": 5, "backends": ["numpy:cpu"],
                 "batch_examples": 1000, "reference_timing": False},
+    "data": {},
 }
 
 

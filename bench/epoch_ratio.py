@@ -29,13 +29,14 @@ from bench.backends import resolve
 from bench.cli import command_parser
 from bench.config import config_from_args
 from bench.datasource import load_for_config
-from bench.errors import EXIT_INTERRUPTED, run_cli
+from bench.errors import EXIT_FAILED, interrupted_code, run_cli
+from bench.memory import check_memory
 from bench.report import CLOCKS, REFERENCE, md_table, model_line, setup_lines, summary_view, \
     timing_sentences
 from bench.results import ResultsFolder
 from bench.run import Run
 from bench.stats import summarise
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 from bench.timing import steady_epochs
 
 COMMAND = "epoch_ratio"
@@ -45,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = command_parser(COMMAND, __doc__.split("\n\n")[0]).parse_args(argv)
     config = config_from_args(args, COMMAND)
     chosen, _ = resolve(config.backends)
+    check_memory(config, sum(c.device == "cpu" for c in chosen))
     backends = [c.make(config) for c in chosen]  # option errors before anything is created
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads)
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
     records, interrupted = [], False
     with ResultsFolder.create(args.out, COMMAND) as folder, limit_threads(threads):
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs = pd.DataFrame([e for r in records for e in r.epochs])
         run_rows = pd.DataFrame([r.run for r in records])
         if epochs.empty:
-            return EXIT_INTERRUPTED if interrupted else 0
+            return interrupted_code() if interrupted else 0
         summary = summarise(run_rows, epochs)
         folder.write_csv("epochs.csv", epochs)
         folder.write_csv("runs.csv", run_rows)
@@ -100,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"results: {folder.path}")
     if interrupted:
         print(f"interrupted: partial results in {folder.path}", file=sys.stderr)
-    return EXIT_INTERRUPTED if interrupted else 0
+        return interrupted_code()
+    if not run_rows["status"].eq("ok").any():
+        print("no run finished ok (see status and error in runs.csv)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _epoch_line(name: str, e: dict) -> str:

@@ -4,6 +4,12 @@ Every mistake a user can make (a bad flag, a bad config value, a missing
 extra, an unavailable backend, unreadable data) raises :class:`UserError`.
 Command-line entry points run through :func:`run_cli`, which prints the
 message as one line on stderr and exits with status 2, never a traceback.
+
+Exit statuses of every command: 0 done (for a training command: at least one
+run finished), 1 nothing finished or a check failed, 2 a usage error, 130
+after Ctrl-C and 143 after SIGTERM (both write what finished first). An
+``OSError`` that reaches the top (a disk that filled up, say) is one line and
+status 1.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+_signal = {"last": signal.SIGINT}  # the signal behind the latest KeyboardInterrupt
+
+
+def interrupted_code() -> int:
+    """130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
+    return EXIT_SIGTERM if _signal["last"] == signal.SIGTERM else EXIT_SIGINT
 
 
 class UserError(Exception):
@@ -51,9 +65,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(interrupted_code())
+    except OSError as exc:  # the system refused: a full disk, a vanished folder, ...
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     sys.exit(code or 0)
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
+    _signal["last"] = signum
     raise KeyboardInterrupt

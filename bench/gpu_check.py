@@ -35,12 +35,12 @@ from bench.backends import Chosen, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.datasource import load_for_config
-from bench.errors import EXIT_INTERRUPTED, run_cli
+from bench.errors import interrupted_code, run_cli
 from bench.report import CLOCKS, REFERENCE, md_table, model_line, setup_lines
 from bench.results import ResultsFolder
 from bench.run import RunRecord, run_one
 from bench.stats import summarise
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 
 COMMAND = "gpu_check"
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch backends
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in (config.gpu_variants if c.impl == "torch" else ["-"])]
     for c, _v, cfg in jobs:
         c.make(cfg)  # option errors (cuda_graph on a CPU, say) before anything is created
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads)
     out = args.out or os.environ.get("OUT")
     records: list[tuple[str, RunRecord]] = []
     with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "ratio_floor", "timing_quality", "learned"]]))
     print(f"results: {folder.path}")
     if any(r.interrupted for _, r in records):
-        return EXIT_INTERRUPTED
+        return interrupted_code()
     bad = rows[(rows["status"] != "ok") | ~rows["learned"]]
     for r in bad.to_dict("records"):
         print(f"problem: {r['backend']} {r['variant']}: {r['status']} {r['error']}".rstrip()

@@ -60,7 +60,7 @@ from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
 from bench.run import run_one
 from bench.theory.params import numpy_loss_grads, numpy_model, torch_loss_grads, torch_model
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 from impl_common.arch import Arch
 
 COMMAND = "gradflow"
@@ -433,7 +433,7 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
     if opts.batch_examples > config.n_train:
         raise UserError(f"invalid batch_examples: {opts.batch_examples} (allowed: at most the "
                         f"{config.n_train} training rows)")
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):

@@ -53,6 +53,7 @@ from bench.config import CIFAR10_N_FEATURES, Config, config_from_args
 from bench.datasource import load_for_config
 from bench.errors import UserError, run_cli
 from bench.loop import LoopHooks
+from bench.memory import check_memory
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
 from bench.run import run_one
@@ -63,7 +64,7 @@ from bench.theory.hvp import (
     lanczos,
 )
 from bench.theory.params import flatten, unflatten
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 from impl_common.arch import Arch
 
 COMMAND = "hessian"
@@ -295,6 +296,7 @@ def run_hessian(config: Config, out: str | None, *, progress: bool = True
         raise UserError(f"{PROG} trains on one backend; got {', '.join(c.name for c in chosen)}")
     if len(config.seeds) != 1:
         raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
+    check_memory(config, int(chosen[0].device == "cpu"))
     backend = chosen[0].make(config)
     seed = config.seeds[0]
     for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
@@ -303,7 +305,7 @@ def run_hessian(config: Config, out: str | None, *, progress: bool = True
     if opts.check_features > CIFAR10_N_FEATURES:
         raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
         data = load_for_config(config, seed, progress=progress)

@@ -177,7 +177,8 @@ def _lock(path: Path) -> int:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise UserError(f"cannot write to output folder {path}: {exc.strerror}") from None
+            raise UserError(f"cannot take the lock {lock} ({exc.strerror}); allowed: a folder you can "
+                            f"write to, whose {LOCK_FILE} is a file or absent") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

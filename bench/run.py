@@ -28,6 +28,7 @@ from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.loop import Clock, LoopHooks, Training
+from bench.memory import check_memory
 from bench.roofline import step_gemms
 from bench.timing import GemmBrackets, fixed_step_seconds
 
@@ -105,6 +106,7 @@ class Run:
 
     def _start(self) -> bool:
         c, data = self.config, self.data
+        check_memory(c, int(self.chosen.device == "cpu"))  # a point of a sweep too big to fit: oom
         if self.backend is None:
             self.backend = self.chosen.make(c)
         self.backend.load_data(data)

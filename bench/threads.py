@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from bench.errors import UserError
+
 
 def default_threads() -> int:
     """The cores this process may run on."""
@@ -16,6 +18,21 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def resolve_threads(n: int | None) -> int:
+    """``n``, or every core this process may run on when None; more threads than cores is a UserError.
+
+    More BLAS or torch threads than cores only makes them wait for each other
+    (and a BLAS pool of thousands of threads can stall for minutes).
+    """
+    cores = default_threads()
+    if n is None:
+        return cores
+    if n > cores:
+        raise UserError(f"invalid threads: {n} (allowed: 1 to the {cores} cores this process may run "
+                        "on; more threads than cores only wait for each other)")
+    return n
 
 
 @contextlib.contextmanager

@@ -44,3 +44,25 @@ class SlowGemmBackend(NumpyBackend):
 
     def gemm_seconds(self, shapes, repeats):
         return 100.0
+
+
+class HungryBackend(NumpyBackend):
+    """numpy:cpu whose first step runs out of memory."""
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(config, device)
+        self.impl = "hungry"
+
+    def train_batch(self, idx):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array")
+
+
+class InterruptingBackend(NumpyBackend):
+    """numpy:cpu whose first step is interrupted (Ctrl-C before the first epoch)."""
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(config, device)
+        self.impl = "interrupting"
+
+    def train_batch(self, idx):
+        raise KeyboardInterrupt

@@ -287,7 +287,7 @@ def test_a_bad_python_label_names_the_file(tmp_path):
     batch = pickle.loads((folder / "data_batch_5").read_bytes())
     batch[b"labels"][3] = -1
     (folder / "data_batch_5").write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(UserError, match=rf"{folder / 'data_batch_5'}: label -1 of record 3"):
+    with pytest.raises(UserError, match=rf"{folder / 'data_batch_5'}: label 3 is int -1"):
         load_quiet(tmp_path / "data")
 
 

@@ -240,7 +240,8 @@ def test_offline_says_where_it_looked_what_it_tried_and_how_to_fix_it(tmp_path, 
                      str(empty / "cifar-10-python.tar.gz"), str(empty / "cifar-10-batches-py"),
                      UNREACHABLE, "--data-dir", "MLPBENCH_DATA_DIR"]:
         assert expected in message
-    assert list(empty.iterdir()) == []  # no partial download left behind
+    assert "--dataset synthetic" in message
+    assert not empty.exists()  # neither a partial download nor the folder made for it is left behind
 
 
 def test_no_download_says_downloads_are_off(tmp_path, monkeypatch):
@@ -284,7 +285,7 @@ def test_a_download_with_the_wrong_md5_is_deleted_and_reported(tmp_path, monkeyp
     with pytest.raises(UserError, match=r"md5 [0-9a-f]{32} is not the expected "
                                         + formats.OFFICIAL_MD5["binary"]):
         load_dataset(target, progress=False)
-    assert list(target.iterdir()) == []
+    assert not target.exists()
 
 
 def test_a_verified_download_is_kept_and_official(tmp_path, monkeypatch, http_root, capsys):
@@ -307,8 +308,17 @@ def test_a_missing_file_on_the_server_is_an_offline_style_error(tmp_path, monkey
     _root, base = http_root
     monkeypatch.setattr(loader, "DOWNLOAD_URL", f"{base}/nothing.tar.gz")
     with pytest.raises(UserError, match="the download failed.*404"):
-        load_dataset(tmp_path / "downloads", progress=False)
-    assert list((tmp_path / "downloads").iterdir()) == []
+        load_dataset(tmp_path / "downloads" / "a" / "b", progress=False)
+    assert not (tmp_path / "downloads").exists()  # a mistyped --data-dir a/b/c is not left behind
+
+
+def test_an_existing_data_folder_stays_after_a_failed_download(tmp_path, monkeypatch, http_root):
+    _root, base = http_root
+    monkeypatch.setattr(loader, "DOWNLOAD_URL", f"{base}/nothing.tar.gz")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError, match="the download failed"):
+        load_dataset(tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
 
 
 # ---------------------------------------------------------------- the summary command

@@ -36,14 +36,14 @@ def build_parser(prog: str) -> OneLineArgumentParser:
                         help="fail instead of downloading when no copy is found")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar while downloading")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "data")
     return parser
 
 
 def summarise(argv: Sequence[str] | None = None, prog: str = "python -m bench.data") -> int:
     """Print the summary; raises UserError for bad flags or unusable data."""
     args = build_parser(prog).parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "data")
     if cfg.dataset != "cifar10":
         raise UserError(f"--dataset {cfg.dataset}: this command summarises a CIFAR-10 copy "
                         "(leave --dataset at cifar10)")

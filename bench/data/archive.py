@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import stat
 import sys
 import tarfile
 import urllib.request
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from bench.errors import UserError
@@ -57,11 +58,13 @@ def check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise UserError(f"{archive}: refusing unsafe archive member {name!r} ({why})")
 
 
-def read_tar_members(archive: Path, wanted: Iterable[str]) -> dict[str, bytes]:
+def read_tar_members(archive: Path, wanted: Iterable[str],
+                     limit: Callable[[str], int] | None = None) -> dict[str, bytes]:
     """Bytes of the ``wanted`` members (names inside the archive), in one pass.
 
     Every member is checked by :func:`check_member` first, wanted or not; a
-    wanted member that is absent is simply missing from the result.
+    wanted member that is absent is simply missing from the result. A wanted
+    member larger than ``limit(name)`` bytes is refused before it is read.
     """
     wanted = set(wanted)
     found: dict[str, bytes] = {}
@@ -71,6 +74,10 @@ def read_tar_members(archive: Path, wanted: Iterable[str]) -> dict[str, bytes]:
                 check_member(member, archive)
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 if name in wanted and member.isfile():
+                    if limit is not None and member.size > limit(name):
+                        raise UserError(f"{archive}: member {name} is {member.size} bytes, more than "
+                                        f"the {limit(name)} a CIFAR-10 file of its kind can be; "
+                                        "refusing to read it")
                     fh = tar.extractfile(member)
                     assert fh is not None  # a regular file always has one
                     found[name] = fh.read()
@@ -78,6 +85,26 @@ def read_tar_members(archive: Path, wanted: Iterable[str]) -> dict[str, bytes]:
         raise UserError(f"{archive}: not a readable .tar.gz archive (truncated or corrupt: "
                         f"{' '.join(str(exc).split()) or type(exc).__name__})") from None
     return found
+
+
+def check_regular(path: Path, limit: int) -> int:
+    """The size of ``path``; a UserError unless it is a regular file of at most ``limit`` bytes.
+
+    Checked before anything opens the file: a device (``/dev/zero``) or a FIFO
+    would otherwise be read forever or block.
+    """
+    try:
+        st = path.stat()  # follows a link: its target is what would be read
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: not a regular file (a device, FIFO or folder); refusing to read it")
+    if st.st_size > limit:
+        raise UserError(f"{path}: {st.st_size} bytes, more than the {limit} a CIFAR-10 file of its "
+                        "kind can be; refusing to read it")
+    return st.st_size
 
 
 def download(url: str, dest: Path, *, expected_md5: str, progress: bool = True) -> None:

@@ -15,8 +15,16 @@ Checks, and when they run:
   shape and dtype, and a CRC-32 of its bytes (zlib, ~4 GB/s) against the
   manifest. CRC-32 catches flipped, zeroed or truncated bytes; it is no defence
   against deliberate tampering, which the cache does not claim.
+* **edited** (every load): the manifest carries a sha256 ``seal`` of its own
+  content (source stamp, array specs and info: the fingerprint, the archive's
+  md5 and whether it is official). An entry whose manifest was edited by hand
+  fails the seal and is rebuilt from the source, so a result can never report
+  an edited fingerprint or ``official: true`` by accident. (Anyone who
+  recomputes the seal can still forge it: the cache guards against accidents,
+  not attackers.)
 * **when writing**: the full sha256 fingerprint and the archive's md5/sha256
   are computed once from the decoded data and stored in the manifest.
+  Temporary files a killed writer left in the entry are removed first.
 
 Every file is written to a temporary name and moved into place with
 ``os.replace``; the old manifest is removed first and the new one written last,
@@ -35,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from bench.data.formats import Decoded
-from bench.io import atomic_write
+from bench.io import atomic_write, sweep_temporaries
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MANIFEST = "manifest.json"
 PROBE_BYTES = 64 * 1024  # hashed at each end of every source file for the staleness check
 
@@ -80,6 +88,12 @@ def source_stamp(files: list[Path]) -> list[dict[str, Any]]:
     return stamp
 
 
+def seal(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's content (every key but the seal), in a canonical JSON form."""
+    body = {k: v for k, v in manifest.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def crc32(a: np.ndarray) -> int:
     """CRC-32 of an array's bytes (C order)."""
     return zlib.crc32(np.ascontiguousarray(a))  # the buffer, no copy
@@ -95,6 +109,8 @@ def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
         raise CacheMiss(f"manifest.json is not valid JSON ({exc})", corrupt=True) from None
     if not isinstance(manifest, dict) or manifest.get("version") != CACHE_VERSION:
         raise CacheMiss("written by another version")
+    if manifest.get("seal") != seal(manifest):
+        raise CacheMiss("manifest.json fails its seal (edited after it was written)", corrupt=True)
     if manifest.get("source") != stamp:
         raise CacheMiss("the source changed since the cache was written")
     arrays: dict[str, np.ndarray] = {}
@@ -126,6 +142,7 @@ def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
 def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[str, Any]) -> None:
     """Write the entry atomically (temp files + os.replace); raises OSError if it cannot."""
     entry.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(entry)
     (entry / MANIFEST).unlink(missing_ok=True)
     specs = {}
     for name, a in decoded.arrays().items():
@@ -136,5 +153,6 @@ def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[
                        "bytes": path.stat().st_size}
     manifest = {"version": CACHE_VERSION, "source": stamp, "arrays": specs,
                 "info": {**info, "classes": list(decoded.classes)}}
+    manifest["seal"] = seal(manifest)
     text = json.dumps(manifest, indent=1)
     atomic_write(entry / MANIFEST, lambda fh: fh.write(text.encode()), binary=True)

@@ -16,8 +16,10 @@ Record counts: the official batches hold 10 000 records each. Smaller batches
 (any positive whole number of records, the five training batches all the same
 size) are accepted so that tests and demos can build tiny archives; a file
 whose size is not a whole number of records, a label outside 0-9 or a missing
-file is an error naming the file. Every error a user can cause is a
-:class:`~bench.errors.UserError` with a one-line message.
+file is an error naming the file. No file is read that is larger than a
+CIFAR-10 file of its kind can be (:func:`max_bytes`), so a hostile archive or
+folder cannot make the loader read gigabytes. Every error a user can cause is
+a :class:`~bench.errors.UserError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -80,6 +82,19 @@ class Layout:
 BINARY = Layout("binary", "cifar-10-binary.tar.gz", "cifar-10-batches-bin", ".bin", "batches.meta.txt")
 PYTHON = Layout("python", "cifar-10-python.tar.gz", "cifar-10-batches-py", "", "batches.meta")
 LAYOUTS = (BINARY, PYTHON)
+
+BATCH_RECORDS = 10_000                        # records in an official batch, the most accepted
+BINARY_BATCH_BYTES = BATCH_RECORDS * RECORD_BYTES   # 30 730 000
+PYTHON_BATCH_BYTES = 32 * 2**20               # the official pickles are 31 035 704 bytes or fewer
+META_BYTES = 4096                             # the official class-name files are 61 and 158 bytes
+ARCHIVE_BYTES = 512 * 2**20                   # the official archives are about 163 MiB
+
+
+def max_bytes(layout: Layout, name: str) -> int:
+    """The largest size a file ``name`` of ``layout`` can have; anything larger is refused unread."""
+    if name == layout.meta:
+        return META_BYTES
+    return BINARY_BATCH_BYTES if layout.name == "binary" else PYTHON_BATCH_BYTES
 
 
 @dataclass(frozen=True)
@@ -189,14 +204,18 @@ def parse_python_batch(buf: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         shape = getattr(data, "shape", None)
         raise UserError(f"{where}: 'data' is {type(data).__name__} {getattr(data, 'dtype', '')} "
                         f"of shape {shape}, expected uint8 of shape (N, {N_PIXELS}) with N > 0")
-    try:
-        labels = np.asarray(d["labels"], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: 'labels' is not a list of integers") from None
-    if labels.shape != (data.shape[0],):
-        raise UserError(f"{where}: {labels.size} labels for {data.shape[0]} images")
-    check_labels(labels, where)
-    return data, labels.astype(np.uint8)
+    raw = d["labels"]
+    if isinstance(raw, np.ndarray):
+        raw = raw.tolist() if raw.ndim == 1 else [raw]
+    if not isinstance(raw, list):
+        raise UserError(f"{where}: 'labels' is a {type(raw).__name__}, not a list of integers")
+    if len(raw) != data.shape[0]:
+        raise UserError(f"{where}: {len(raw)} labels for {data.shape[0]} images")
+    for i, v in enumerate(raw):  # before any conversion: a float or a string is never rounded
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < N_CLASSES:
+            what = f"{type(v).__name__} {_short(v)}"
+            raise UserError(f"{where}: label {i} is {what} (allowed: integers 0-{N_CLASSES - 1})")
+    return data, np.asarray(raw, dtype=np.uint8)
 
 
 def parse_python_meta(buf: bytes, where: str) -> tuple[str, ...]:
@@ -259,6 +278,11 @@ def _str_keys(obj: object, where: str) -> Mapping[str, object]:
     if not isinstance(obj, dict):
         raise UserError(f"{where}: holds a {type(obj).__name__}, not the dict of a CIFAR-10 python batch")
     return {k.decode("latin-1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from bench.data.dataset import Dataset
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
+from bench.io import sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
@@ -98,10 +99,29 @@ def candidates(data_dir: Path) -> list[Source]:
 
 
 def find_source(data_dir: Path) -> Source | None:
+    """The first accepted copy in ``data_dir``; every file it reads checked to be a bounded regular file."""
     for src in candidates(data_dir):
-        if (src.path.is_file() if src.kind == "archive" else src.path.is_dir()):
+        try:
+            found = src.path.exists() and (src.kind == "folder") == src.path.is_dir()
+        except OSError as exc:  # e.g. a data folder without read or search permission
+            raise UserError(f"cannot look inside the data folder {data_dir} "
+                            f"({exc.strerror or exc}); allowed: a folder you can read") from None
+        if found:
+            check_source(src)
             return src
     return None
+
+
+def check_source(src: Source) -> None:
+    """Refuse, before reading anything, a file of ``src`` that is not a regular file or is too big."""
+    if src.kind == "archive":
+        archive.check_regular(src.path, formats.ARCHIVE_BYTES)
+        return
+    for name in src.layout.files():
+        try:
+            archive.check_regular(src.path / name, formats.max_bytes(src.layout, name))
+        except FileNotFoundError:
+            pass  # decoding names the missing file
 
 
 def accepted_names() -> str:
@@ -137,7 +157,9 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
     layout = src.layout
     if src.kind == "archive":
         digests = archive.file_digests(src.path)
-        members = archive.read_tar_members(src.path, [f"{layout.folder}/{f}" for f in layout.files()])
+        members = archive.read_tar_members(
+            src.path, [f"{layout.folder}/{f}" for f in layout.files()],
+            limit=lambda name: formats.max_bytes(layout, name.rsplit("/", 1)[-1]))
 
         def where(name: str) -> str:
             return f"{layout.folder}/{name} in {src.path}"
@@ -156,6 +178,7 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
 
         def read(name: str) -> bytes:
             try:
+                archive.check_regular(src.path / name, formats.max_bytes(layout, name))
                 return (src.path / name).read_bytes()
             except FileNotFoundError:
                 raise UserError(f"{src.path / name}: missing (the CIFAR-10 {layout.name} layout "
@@ -181,6 +204,7 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
     if src is None:
         src = _fetch(data_dir, origin, download, progress)
     entry = cache.entry_dir(cache_dir or default_cache_dir(), src.layout.name, src.kind, src.path)
+    sweep_temporaries(entry)  # what a writer killed in an earlier run left
     try:
         stamp = cache.source_stamp(src.files())
     except OSError:
@@ -232,25 +256,46 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
     dest = data_dir / BINARY.archive
+    # NOTE: the folders made for the download are removed again if it fails: a mistyped
+    # --data-dir a/b/c must not be left behind
+    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(data_dir, os.W_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
+        _remove_empty(created)
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}), and cannot "
                         f"download into {data_dir} ({exc.strerror or exc}); {supply}") from None
     url = DOWNLOAD_URL
     try:
         archive.download(url, dest, expected_md5=formats.OFFICIAL_MD5[BINARY.name], progress=progress)
-    except OSError as exc:  # urllib.error.URLError is an OSError: offline, refused, timed out
-        if isinstance(exc, urllib.error.HTTPError):
-            reason = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc.strerror or exc
-        raise UserError(f"CIFAR-10 not found and the download failed: looked for {looked} "
-                        f"({origin}); tried {url} ({' '.join(str(reason).split())}); "
-                        f"{supply}") from None
+    except BaseException as exc:
+        _remove_empty(created)
+        if not isinstance(exc, OSError):
+            raise
+        _download_failed(exc, looked, origin, url, supply)
     return Source(BINARY, dest)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders (innermost first) while they are empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def _download_failed(exc: OSError, looked: str, origin: str, url: str, supply: str) -> None:
+    """Explain a failed download (offline, refused, timed out: urllib's URLError is an OSError)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        reason = f"HTTP {exc.code} {exc.reason}"
+    else:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+    raise UserError(f"CIFAR-10 not found and the download failed: looked for {looked} "
+                    f"({origin}); tried {url} ({' '.join(str(reason).split())}); "
+                    f"{supply}. For a run without CIFAR-10, use --dataset synthetic") from None
 
 
 # ---------------------------------------------------------------- split and normalisation

@@ -52,7 +52,7 @@ from typing import Any
 
 from bench.backends import parse_name, resolve
 from bench.config import FIELDS, Config, add_config_arguments, config_from_args
-from bench.errors import EXIT_INTERRUPTED, ConfigError, OneLineArgumentParser, UserError, run_cli
+from bench.errors import EXIT_FAILED, ConfigError, OneLineArgumentParser, UserError, interrupted_code, run_cli
 from bench.sweep.grid import Grid, canonical, check_no_overlap, first_values, parse_grid, point_configs
 
 # NOTE: the modules that pull in pandas, matplotlib, scipy and the harness are imported in main()
@@ -229,7 +229,13 @@ def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, ar
         print(f"interrupted: finished tasks are in {store.out}; run the same command to resume",
               file=sys.stderr)
     print(f"results: {store.out}")
-    return EXIT_INTERRUPTED if interrupted else 0
+    if interrupted:
+        return interrupted_code()
+    rows = store.frame()
+    if len(rows) and not rows["status"].eq("ok").any():
+        print("no task finished ok", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def cli() -> None:

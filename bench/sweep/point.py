@@ -30,7 +30,7 @@ from bench.env import collect_env
 from bench.roofline import epoch_flop, gflops_columns
 from bench.run import failure_status, one_line, run_one
 from bench.stats import summarise
-from bench.threads import default_threads, limit_threads
+from bench.threads import limit_threads, resolve_threads
 
 # the Config fields that decide the loaded data: points that agree on them share one load
 DATA_FIELDS = ("dataset", "data_dir", "val_size", "train_subset", "mean", "std", "dtype")
@@ -65,7 +65,7 @@ class TaskResult:
 def run_task(task: Task) -> TaskResult:
     """Train one backend on one point for one seed; failures come back as a status, not an exception."""
     started = time.time()
-    threads = task.config.threads or default_threads()
+    threads = resolve_threads(task.config.threads)
     import torch  # noqa: F401 - loaded before the limits, so that they cover its OpenMP pool too
 
     with limit_threads(threads):  # the record shows the thread pools as the task runs them

@@ -32,6 +32,7 @@ SPEC_FILE = "sweep.json"
 ROWS_FILE = "sweep.csv"
 EPOCHS_FILE = "epochs.csv"
 FINAL = ("ok", "diverged")  # statuses a re-run keeps; the others are run again
+MEASURED = ("test_acc", "median_epoch_seconds")  # what a finished ok row always holds
 FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds",
                  "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "timing_quality", "hostname")
 
@@ -72,7 +73,11 @@ class SweepStore:
         try:
             old = json.loads(spec_path.read_text())
         except (OSError, ValueError) as exc:
-            raise UserError(f"{spec_path}: cannot read the stored sweep ({exc})") from None
+            raise UserError(f"{spec_path}: cannot read the stored sweep ({_short(exc)}); move it away "
+                            "or pick a new --out") from None
+        if not isinstance(old, dict) or not isinstance(old.get("grid"), dict):
+            raise UserError(f"{spec_path}: not a sweep's spec (a JSON object with a 'grid'); move it "
+                            "away or pick a new --out")
         if old.get("grid") != self.spec["grid"]:
             raise UserError(f"--out {self.out} holds a different sweep: its grid is "
                             f"{_grid_text(old.get('grid', {}))}, not {_grid_text(self.spec['grid'])} "
@@ -94,7 +99,7 @@ class SweepStore:
     def _load(self) -> None:
         rows_path = self.out / ROWS_FILE
         if rows_path.exists() and rows_path.stat().st_size > 0:
-            df = pd.read_csv(rows_path, dtype=str, keep_default_na=False)
+            df = _read_table(rows_path)
             missing = [c for c in self.key_columns if c not in df.columns]
             if missing:
                 raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
@@ -102,7 +107,7 @@ class SweepStore:
                 self._rows[self._key(row)] = row
         epochs_path = self.out / EPOCHS_FILE
         if epochs_path.exists() and epochs_path.stat().st_size > 0:
-            ep = pd.read_csv(epochs_path, dtype=str, keep_default_na=False)
+            ep = _read_table(epochs_path)
             if all(c in ep.columns for c in self.key_columns):
                 for row in ep.to_dict("records"):
                     self._epochs.setdefault(self._key(row), []).append(row)
@@ -113,8 +118,14 @@ class SweepStore:
         return tuple(str(row[c]) for c in self.key_columns)
 
     def done(self) -> set[tuple[str, ...]]:
-        """Keys whose stored status is final: a re-run skips them."""
-        return {k for k, r in self._rows.items() if r.get("status") in FINAL}
+        """Keys whose stored row is final and whole: a re-run skips them.
+
+        An ``ok`` row must hold its measured figures; one cut short (a table
+        damaged outside this program) is run again.
+        """
+        return {k for k, r in self._rows.items() if r.get("status") in FINAL
+                and (r["status"] != "ok" or all(str(r.get(c, "")) not in ("", "nan")
+                                                 for c in MEASURED))}
 
     def add(self, result: TaskResult) -> None:
         """Record one finished task (replacing an earlier failed row of the same key) and write it out."""
@@ -160,6 +171,20 @@ def read_rows(out: Path) -> pd.DataFrame:
         if c not in text:
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
     return df
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A stored CSV as text; an unreadable one is a UserError naming the file."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path}: not a readable sweep table ({_short(exc)}); move it away or pick "
+                        "a new --out") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _plain(obj: Any) -> Any:
