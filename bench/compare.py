@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from bench import plots
-from bench.backends import Chosen, resolve
+from bench.backends import Chosen, listing, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.data.dataset import Dataset
@@ -53,9 +53,14 @@ RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc
 
 
 def build_parser():
-    return command_parser(COMMAND, "Train the NumPy and PyTorch MLPs side by side and write CSV "
-                                   "tables, plots and a report. Defaults are the reference setup.",
-                          out_default="results/<timestamp>_<backends>/")
+    parser = command_parser(COMMAND, "Train the NumPy and PyTorch MLPs side by side and write CSV "
+                                     "tables, plots and a report. Defaults are the reference setup. "
+                                     "A backend course:PATH trains your own course-style "
+                                     "implementation: its code is imported and run.",
+                            out_default="results/<timestamp>_<backends>/")
+    parser.add_argument("--list-backends", action="store_true",
+                        help="list every backend (built-in and plugins) and whether it can run here")
+    return parser
 
 
 def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -104,10 +109,14 @@ class Progress(LoopHooks):
         self.bar.update(1)
 
 
+LOCKSTEP_PART = 1e-4  # relative loss difference from which two lock-step runs have parted
+
+
 def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
-    """Largest absolute and relative difference of every backend's step loss from the reference's."""
+    """Largest absolute and relative difference of every backend's step loss from the reference's,
+    and per backend the first step whose relative difference exceeds LOCKSTEP_PART."""
     worst = {"max_abs": 0.0, "max_rel": 0.0, "where": "no other backend", "reference": reference,
-             "steps": 0}
+             "steps": 0, "parted": {}}
     for seed, s in steps.groupby("seed"):
         table = s.pivot_table(index="step", columns="backend", values="loss")
         worst["steps"] = max(worst["steps"], len(table))
@@ -118,7 +127,12 @@ def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
             if b == reference:
                 continue
             diff = (table[b] - ref).abs()
-            rel = diff / ref.abs().clip(lower=1e-12)
+            rel = (diff / ref.abs().clip(lower=1e-12)).fillna(float("inf"))
+            apart = rel[rel > LOCKSTEP_PART]
+            if len(apart) and b not in worst["parted"]:
+                step = int(apart.index[0])
+                worst["parted"][b] = (f"step {step} (seed {seed}): {table[b][step]:.6g} vs "
+                                      f"{ref[step]:.6g}, relative {rel[step]:.3g}")
             if diff.max() >= worst["max_abs"]:
                 worst["max_abs"] = float(diff.max())
             if rel.max() >= worst["max_rel"]:
@@ -150,7 +164,7 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
     chosen, skipped = resolve(config.backends)
     check_memory(config, sum(c.device == "cpu" for c in chosen))
     backends = [(c, c.make(config)) for c in chosen]  # constructors check options (one line on error)
-    label = "_".join(c.name.replace(":", "-") for c in chosen)
+    label = "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in c.name) for c in chosen)
     label += "_lockstep" if config.lockstep else ""
     label += f"_{len(config.seeds)}seeds" if len(config.seeds) > 1 else ""
     threads = resolve_threads(config.threads)
@@ -176,6 +190,9 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list_backends:
+        print(md_table(pd.DataFrame(listing())))
+        return 0
     config = config_from_args(args, COMMAND)
     outcome = run_compare(config, args.out, progress=not args.quiet)
     if outcome.summary is not None and len(outcome.summary):
@@ -264,6 +281,9 @@ def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], r
     if lock is not None:
         print(f"lock-step: largest loss divergence abs {lock['max_abs']:.3g}, rel {lock['max_rel']:.3g} "
               f"({lock['where']})", file=sys.stderr)
+        for b, where in lock["parted"].items():
+            print(f"lock-step: {b} parts from {lock['reference']} (relative difference > "
+                  f"{LOCKSTEP_PART:g}) at {where}", file=sys.stderr)
     return summary
 
 

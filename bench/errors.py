@@ -15,6 +15,7 @@ status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a reader that stopped early
 _signal = {"last": signal.SIGINT}  # the signal behind the latest KeyboardInterrupt
 
 
@@ -66,6 +68,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(interrupted_code())
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the exit's flush stays quiet
+        sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:  # the system refused: a full disk, a vanished folder, ...
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)

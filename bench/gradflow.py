@@ -8,8 +8,9 @@ Run it as::
 
 For every activation, the plain and the residual network (the same linear
 layers: ``--depth`` hidden layers of ``--width``; residual = a stem and
-(depth - 1)/2 blocks ``a + L2(h(L1(a)))``, docs/derivations.md §6) start from
-one set of weights, drawn by the NumPy MLP from the seed and copied into the
+(depth - 1)/2 blocks ``a + L2(h(L1(a)))``, docs/derivations.md §6) each start
+from their own init for the seed (Kaiming; the residual blocks: R2, every
+block the identity at first), drawn by the NumPy MLP and copied into the
 PyTorch MLP. The command records:
 
 * the Frobenius norm of dL/dW of every linear layer on a fixed batch (the
@@ -369,9 +370,12 @@ def build_report(env: dict[str, Any], config: Config, ratios: pd.DataFrame,
         *setup_lines(env),
         f"- Model: {opts.depth} hidden layers of width {opts.width} (plain: a = h(L(a)) each; residual: "
         f"a stem and {(opts.depth - 1) // 2} blocks a = a + L(h(L(a))), no activation after the sum). "
-        "Both have the same linear layers and start from the same weights (per activation), drawn by "
-        "the NumPy MLP from the seed and copied into the PyTorch MLP: Kaiming-normal, std √(2/fan_in) "
-        "(√(1/fan_in) for the input layer), zero biases. Activations: " + ", ".join(opts.activations)
+        "Both have the same linear layers, each net its own init from the seed, drawn by the NumPy MLP "
+        "and copied into the PyTorch MLP: Kaiming-normal, std √(2/fan_in) (√(1/fan_in) for the input "
+        "layer), zero biases; in the residual net the first layer of each of the K blocks "
+        "√(2/(K fan_in)) and the last layer zero (docs/derivations.md R2: every block starts as the "
+        "identity, so its first layers get no gradient at init). Activations: "
+        + ", ".join(opts.activations)
         + (f" (ELU alpha {config.alpha})" if "elu" in opts.activations else "") + ".",
         f"- The gradient norms are taken on a fixed batch, the first {opts.batch_examples} training "
         f"rows, in {config.dtype}.",
@@ -442,11 +446,11 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
         x_fixed = data.x_train[:opts.batch_examples]  # (B, n_features)
         y_fixed = data.y_train[:opts.batch_examples]  # (B,)
         for act in opts.activations:
-            # one draw per activation, shared by plain and residual (the same layers), copied to torch
-            init_state = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act,
-                             alpha=config.alpha, rng=np.random.default_rng(seed),
-                             dtype=np.dtype(config.dtype)).state_dict()
             for arch in ARCHS:
+                # each net's own init from the seed (the residual blocks' R2 init), copied to torch
+                init_state = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act,
+                                 alpha=config.alpha, residual=arch == "residual",
+                                 rng=np.random.default_rng(seed), dtype=np.dtype(config.dtype)).state_dict()
                 results[(act, arch)] = run_network(config, data, act, arch, seed, x_fixed, y_fixed,
                                                    init_state, log)
 

@@ -184,6 +184,11 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
                   f"{lockstep['steps']} steps per run, the largest absolute difference of the batch loss "
                   f"from `{lockstep['reference']}` was {lockstep['max_abs']:.3g} and the largest relative "
                   f"difference {lockstep['max_rel']:.3g} ({lockstep['where']}).", ""]
+        for b, where in lockstep.get("parted", {}).items():
+            lines += [f"- `{b}` parts from `{lockstep['reference']}` (relative loss difference above "
+                      f"1e-4) first at {where}."]
+        if lockstep.get("parted"):
+            lines += [""]
     lines += ["## Plots", ""]
     for title, name in plots.items():
         lines += [f"### {title}", "", f"![{title}]({name})", ""]

@@ -9,7 +9,9 @@
 * the shared parameter names and shapes, those of ``nn.Linear`` layers in an
   ``nn.ModuleList`` called ``linears``: ``linears.{i}.weight`` (out, in) and
   ``linears.{i}.bias`` (out,), i = 0 for the input layer up to
-  ``len(hidden_dims)`` for the output layer.
+  ``len(hidden_dims)`` for the output layer;
+* the standard deviation each layer's weights are drawn with
+  (:func:`init_std`, docs/derivations.md §1 and R2).
 """
 
 from __future__ import annotations
@@ -54,6 +56,25 @@ def check_widths(n_inputs: int, hidden_dims: Sequence[int], n_classes: int, acti
             f"residual=True cannot form residual blocks from hidden_dims {dims}: it needs "
             "[F, N1, F, N2, F, ...], an odd count of at least 3 with every other width equal "
             f"to the first, e.g. {residual_example(dims)}")
+
+
+def init_std(i: int, widths: Sequence[int], residual: bool = False) -> float:
+    """Standard deviation of the normal draw of linear layer i's weights (biases start at zero).
+
+    Kaiming normal on the fan-in: ``sqrt(2 / fan_in)``, without the ReLU gain
+    for the input layer (i = 0: its input is the data): ``sqrt(1 / fan_in)``.
+    In a residual net (R2, Fixup: Zhang, Dauphin and Ma, ICLR 2019), with K
+    blocks: the first layer of every block gets ``sqrt(2 / fan_in) / sqrt(K)``
+    and the last layer of every block 0, so every block starts as the
+    identity and the whole net trains at the reference learning rate.
+    """
+    fan_in = int(widths[i])
+    kaiming = math.sqrt((1.0 if i == 0 else 2.0) / fan_in)
+    n_hidden = len(widths) - 2
+    if not residual or i == 0 or i > n_hidden - 1:  # the stem and the output layer: plain
+        return kaiming
+    blocks = (n_hidden - 1) // 2
+    return kaiming / math.sqrt(blocks) if i % 2 == 1 else 0.0  # odd: a block's first layer
 
 
 @dataclass(frozen=True)

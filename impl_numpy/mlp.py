@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from impl_common.arch import check_widths, layer_widths
+from impl_common.arch import check_widths, init_std, layer_widths
 from impl_numpy.modules import LinearModule, Module, ResidualBlock, make_activation
 from impl_numpy.xp import get_namespace, to_numpy
 
@@ -45,7 +45,7 @@ class MLP:
 
         widths = layer_widths(self.n_inputs, dims, self.n_classes)
         self.linears = [LinearModule(widths[i], widths[i + 1], input_layer=(i == 0), rng=rng,
-                                     dtype=self.dtype, xp=self.xp)
+                                     dtype=self.dtype, xp=self.xp, std=init_std(i, widths, residual))
                         for i in range(len(widths) - 1)]
         self.layers: list[Module] = [self.linears[0], make_activation(activation, alpha)]
         if residual:

@@ -46,16 +46,20 @@ class LinearModule(Module):
     Init (:meth:`reset_parameters`): weight ~ Normal(0, std²) with
     std = sqrt(2 / M) (Kaiming normal, fan-in, the ReLU gain 2), or
     std = sqrt(1 / M) for the input layer (no gain: its input is the data, not
-    a rectified activation); bias and grads zero. The draw is made on the host
-    from ``rng`` (a fresh ``np.random.default_rng()`` when None) in float64,
-    then cast to ``dtype``, so a seed gives the same weights on CPU and GPU.
+    a rectified activation), unless ``std`` is given (the MLP gives the layers
+    of residual blocks theirs, ``impl_common.arch.init_std``); bias and grads
+    zero. The draw is made on the host from ``rng`` (a fresh
+    ``np.random.default_rng()`` when None) in float64, then cast to ``dtype``,
+    so a seed gives the same weights on CPU and GPU.
     """
 
     def __init__(self, in_features: int, out_features: int, input_layer: bool = False, *,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float64, xp: Any = None):
+                 rng: np.random.Generator | None = None, dtype: Any = np.float64, xp: Any = None,
+                 std: float | None = None):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.input_layer = bool(input_layer)
+        self.std = std
         self.dtype = np.dtype(dtype)
         self.xp = np if xp is None else xp
         shapes = {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
@@ -65,9 +69,10 @@ class LinearModule(Module):
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
-        """Kaiming-normal weight on fan-in (no gain for the input layer), zero bias."""
+        """Kaiming-normal weight on fan-in (no gain for the input layer) or the given std, zero bias."""
         rng = np.random.default_rng() if rng is None else rng
-        std = math.sqrt((1.0 if self.input_layer else 2.0) / self.in_features)
+        std = self.std if self.std is not None else math.sqrt(
+            (1.0 if self.input_layer else 2.0) / self.in_features)
         weight = rng.normal(0.0, std, size=(self.out_features, self.in_features))
         self.params["weight"][...] = self.xp.asarray(weight, dtype=self.dtype)
         self.params["bias"][...] = 0

@@ -9,7 +9,6 @@ between the two as a plain copy (:meth:`TorchMLP.export_state` /
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl_common.arch import ACTIVATIONS, check_widths, layer_widths
+from impl_common.arch import ACTIVATIONS, check_widths, init_std, layer_widths
 
 
 def make_activation(name: str, alpha: float = 1.0) -> nn.Module:
@@ -45,8 +44,10 @@ class TorchMLP(nn.Module):
 
     Init (:meth:`reset_parameters`): Kaiming-normal on fan-in, ``N(0, 2/fan_in)``
     for every layer except the input layer, which gets ``N(0, 1/fan_in)`` (no
-    ReLU gain on raw pixels); zero biases. Drawn layer by layer from
-    ``generator``, never from the global RNG.
+    ReLU gain on raw pixels); in a residual net the first layer of each of the
+    K blocks gets ``N(0, 2/(K fan_in))`` and the last layer zero weights
+    (``impl_common.arch.init_std``, docs/derivations.md R2); zero biases.
+    Drawn layer by layer from ``generator``, never from the global RNG.
 
     Shape:
         input (S, n_inputs) -> logits (S, n_classes).
@@ -80,9 +81,9 @@ class TorchMLP(nn.Module):
         if generator is None:
             generator = torch.Generator()
             generator.seed()
+        widths = layer_widths(self.n_inputs, self.hidden_dims, self.n_classes)
         for i, lin in enumerate(self.linears):
-            fan_in = lin.in_features
-            std = math.sqrt((1.0 if i == 0 else 2.0) / fan_in)
+            std = init_std(i, widths, self.residual)  # Kaiming; a residual block's layers: R2
             w = torch.empty(lin.weight.shape, dtype=lin.weight.dtype, device=generator.device)
             lin.weight.copy_(w.normal_(0.0, std, generator=generator))  # (out, in)
             lin.bias.zero_()                                              # (out,)

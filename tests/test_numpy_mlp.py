@@ -20,9 +20,24 @@ def test_names_and_shapes_shared_by_plain_and_residual():
         assert [(n, p.shape) for n, p in model.named_parameters()] == expected
         assert [n for n, _ in model.named_grads()] == [n for n, _ in expected]
         assert all(p.dtype == np.float32 for p in model.parameters())
-    # the same rng gives the same weights whatever the wiring
-    for (_, a), (_, b) in zip(plain.named_parameters(), res.named_parameters()):
-        np.testing.assert_array_equal(a, b)
+    # the same rng gives the same draws whatever the wiring; the residual block's layers are scaled (R2)
+    scale = {"linears.1.weight": 1.0, "linears.2.weight": 0.0}  # one block: 1/sqrt(1), then zero
+    for (name, a), (_, b) in zip(plain.named_parameters(), res.named_parameters()):
+        np.testing.assert_array_equal(a * np.float32(scale.get(name, 1.0)), b)
+
+
+def test_residual_init_starts_every_block_as_the_identity_and_scales_its_first_layer():
+    dims = [16] * 9  # a stem and four blocks
+    res = MLP(40, dims, 5, residual=True, rng=np.random.default_rng(0), dtype=np.float64)
+    plain = MLP(40, dims, 5, rng=np.random.default_rng(0), dtype=np.float64)
+    for k in range(1, 5):
+        np.testing.assert_allclose(res.linears[2 * k - 1].params["weight"],
+                                   plain.linears[2 * k - 1].params["weight"] / 2.0)  # 1/sqrt(4 blocks)
+        assert not res.linears[2 * k].params["weight"].any()                       # the last layer: zero
+    x = np.random.default_rng(1).standard_normal((3, 40))
+    stem = np.where(x @ res.linears[0].params["weight"].T > 0, x @ res.linears[0].params["weight"].T,
+                    np.expm1(np.minimum(x @ res.linears[0].params["weight"].T, 0)))
+    np.testing.assert_allclose(res.forward(x), stem @ res.linears[-1].params["weight"].T, atol=1e-12)
 
 
 def test_init_statistics_and_determinism():

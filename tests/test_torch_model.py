@@ -27,6 +27,24 @@ def test_init_is_kaiming_normal_fan_in_without_gain_on_the_input_layer():
         assert torch.count_nonzero(lin.bias) == 0
 
 
+def test_the_residual_init_is_the_numpy_one():
+    """Both implementations take every layer's std from impl_common.arch.init_std (R2)."""
+    from impl_common.arch import init_std, layer_widths
+    from impl_numpy.mlp import MLP
+
+    dims = [64, 32, 64, 32, 64]  # a stem and two blocks
+    model = TorchMLP(100, dims, 10, residual=True, generator=torch.Generator().manual_seed(0),
+                     dtype=torch.float64)
+    numpy = MLP(100, dims, 10, residual=True, rng=np.random.default_rng(0), dtype=np.float64)
+    widths = layer_widths(100, dims, 10)
+    for i, (lin, nlin) in enumerate(zip(model.linears, numpy.linears)):
+        expected = init_std(i, widths, residual=True)
+        for w in (lin.weight.detach().numpy(), nlin.params["weight"]):
+            assert (w.std() == 0) if expected == 0 else abs(w.std() / expected - 1) < 0.15, (i, w.std())
+    assert init_std(2, widths, True) == 0 and init_std(4, widths, True) == 0
+    assert init_std(1, widths, True) == pytest.approx(math.sqrt(2 / 64) / math.sqrt(2))
+
+
 def test_same_generator_seed_same_weights_and_the_global_rng_untouched():
     torch.manual_seed(123)
     before = torch.get_rng_state()

@@ -1,0 +1,268 @@
+"""Load a course-style implementation from a path or an importable name.
+
+The course interface: ``modules.py`` with ``LinearModule``, ``ELUModule``,
+``SoftMaxModule`` and ``CrossEntropyModule``, and optionally ``mlp_numpy.py``
+beside it with ``MLP``. :func:`load_course` accepts
+
+* a folder holding ``modules.py`` (and maybe ``mlp_numpy.py``, or ``mlp.py``);
+* a ``.py`` file: the modules file (an ``mlp_numpy.py`` file stands for its folder);
+* an importable module or package name (``impl_numpy``): the classes are
+  looked up in it or in its ``modules`` submodule, the MLP in it or in its
+  ``mlp`` / ``mlp_numpy`` submodule.
+
+Loading executes the user's code. Files are loaded under unique module names
+(two folders never share a ``modules`` entry in ``sys.modules``); while they
+load, their folder is on ``sys.path`` and ``import modules`` / ``from modules
+import ...`` give the modules file just loaded. Everything that goes wrong is
+a :class:`bench.errors.UserError` with one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from bench.errors import UserError
+
+CLASSES = ("LinearModule", "ELUModule", "SoftMaxModule", "CrossEntropyModule")
+MLP_FILES = ("mlp_numpy.py", "mlp.py")
+MLP_SUBMODULES = ("mlp", "mlp_numpy")
+INTERFACE = ("expected the course interface: LinearModule, ELUModule, SoftMaxModule, "
+             "CrossEntropyModule (and optionally MLP in mlp_numpy.py)")
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+@dataclass
+class CourseImpl:
+    """A loaded implementation: the four module classes, and the MLP class when there is one."""
+
+    source: str                   # what the user passed
+    modules: ModuleType           # the module holding the four classes
+    mlp_module: ModuleType | None # the module holding MLP
+    LinearModule: type
+    ELUModule: type
+    SoftMaxModule: type
+    CrossEntropyModule: type
+    MLP: type | None
+    note: str = ""                # e.g. why no MLP was found
+
+    def describe(self) -> str:
+        """One line: where the classes came from."""
+        text = f"{', '.join(CLASSES)} from {_where(self.modules)}"
+        if self.MLP is not None:
+            text += f"; MLP from {_where(self.mlp_module)}"
+        else:
+            text += f"; no MLP{f' ({self.note})' if self.note else ''}"
+        return text
+
+
+def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
+    """Load the implementation at ``path_or_module`` (folder, ``.py`` file or importable name).
+
+    Raises :class:`UserError` (one line) when it does not exist, does not load
+    (syntax or import error: the file, the line and the error) or lacks one of
+    the four classes.
+    """
+    target = os.fspath(path_or_module)
+    path = Path(target)
+    if _is_importable_package(target):
+        return _load_by_name(target)
+    if path.is_dir():
+        modules_file = path / "modules.py"
+        if not modules_file.is_file():
+            raise UserError(f"no modules.py in {target}; {INTERFACE}")
+        return _load_files(target, modules_file)
+    if path.is_file():
+        if path.suffix != ".py":
+            raise UserError(f"{target} is not a Python file; {INTERFACE}")
+        if path.name in MLP_FILES and (path.parent / "modules.py").is_file():
+            return _load_files(target, path.parent / "modules.py")
+        return _load_files(target, path)
+    if _DOTTED.match(target) and not target.endswith(".py"):
+        return _load_by_name(target)
+    raise UserError(f"no such file or folder: {target}")
+
+
+# ---------------------------------------------------------------- from files
+
+
+def _load_files(source: str, modules_file: Path) -> CourseImpl:
+    folder = modules_file.resolve().parent
+    tag = hashlib.sha1(str(modules_file.resolve()).encode()).hexdigest()[:10]
+    with _user_folder_on_path(folder):
+        mods = _exec_file(modules_file, f"_course_{tag}_{modules_file.stem}")
+        classes = _find_classes(mods, _shown(modules_file))
+        mlp_module, mlp_cls, note = None, None, f"no {' or '.join(MLP_FILES)} beside it"
+        mlp_file = next((folder / n for n in MLP_FILES
+                         if (folder / n).is_file() and folder / n != modules_file.resolve()), None)
+        if mlp_file is not None:
+            with _alias("modules", mods):
+                mlp_module = _exec_file(mlp_file, f"_course_{tag}_{mlp_file.stem}")
+            mlp_cls = _find_mlp(mlp_module)
+            note = "" if mlp_cls else f"{_shown(mlp_file)} has no class MLP"
+            mlp_module = mlp_module if mlp_cls else None
+    return CourseImpl(source, mods, mlp_module, *classes, MLP=mlp_cls, note=note)
+
+
+def _exec_file(file: Path, name: str) -> ModuleType:
+    """Execute ``file`` as a fresh module registered as ``name``; errors become one line."""
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # noqa: BLE001 - the user's module may raise anything at import
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise UserError(_load_error(exc, file)) from None
+    return module
+
+
+@contextmanager
+def _user_folder_on_path(folder: Path):
+    """The user's folder first on sys.path; sibling modules it imports are forgotten afterwards."""
+    before = set(sys.modules)
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if entry in sys.path:
+            sys.path.remove(entry)
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None)
+            if not name.startswith("_course_") and file and Path(file).resolve().parent == folder:
+                del sys.modules[name]
+
+
+@contextmanager
+def _alias(name: str, module: ModuleType):
+    """``sys.modules[name]`` is ``module`` for the duration (restored afterwards)."""
+    missing = object()
+    old = sys.modules.get(name, missing)
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        if old is missing:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = old
+
+
+# ---------------------------------------------------------------- by name
+
+
+def _is_importable_package(target: str) -> bool:
+    """A bare dotted name for a regular package or module importable as such (``impl_numpy``)."""
+    if not _DOTTED.match(target) or target.endswith(".py"):
+        return False
+    try:
+        spec = importlib.util.find_spec(target)
+    except Exception:  # noqa: BLE001 - finding a submodule imports (runs) its parent
+        return False
+    # a folder without __init__.py is a namespace package (origin None): load it as files
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
+def _load_by_name(name: str) -> CourseImpl:
+    pkg = _import(name)
+    holder = pkg
+    if not all(isinstance(getattr(pkg, c, None), type) for c in CLASSES) and hasattr(pkg, "__path__"):
+        sub = _import(f"{name}.modules", optional=True)
+        holder = sub if sub is not None else pkg
+    classes = _find_classes(holder, name)
+    mlp_cls = _find_mlp(pkg)
+    if mlp_cls is None and hasattr(pkg, "__path__"):
+        for sub_name in MLP_SUBMODULES:
+            with _alias("modules", holder):
+                sub = _import(f"{name}.{sub_name}", optional=True)
+            if sub is not None and _find_mlp(sub) is not None:
+                mlp_cls = _find_mlp(sub)
+                break
+    mlp_module = sys.modules.get(mlp_cls.__module__) if mlp_cls is not None else None
+    return CourseImpl(name, holder, mlp_module, *classes, MLP=mlp_cls,
+                      note="" if mlp_cls else f"none in {name}")
+
+
+def _import(name: str, optional: bool = False) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            if optional:
+                return None
+            raise UserError(f"{name} is neither an existing file or folder nor an importable module; "
+                            f"{INTERFACE}") from None
+        raise UserError(_load_error(exc, None)) from None
+    except BaseException as exc:  # noqa: BLE001 - the user's package may raise anything at import
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise UserError(_load_error(exc, None)) from None
+
+
+# ---------------------------------------------------------------- the interface
+
+
+def _find_classes(module: ModuleType, shown: str) -> tuple[type, ...]:
+    found = [getattr(module, c, None) for c in CLASSES]
+    missing = [c for c, v in zip(CLASSES, found) if not isinstance(v, type)]
+    if missing:
+        raise UserError(f"no {', '.join(missing)} in {shown}; {INTERFACE}")
+    for cls in found:
+        lacking = [m for m in ("forward", "backward") if not callable(getattr(cls, m, None))]
+        if lacking:
+            raise UserError(f"{cls.__name__} in {shown} has no {' or '.join(lacking)} method; {INTERFACE}")
+    return tuple(found)
+
+
+def _find_mlp(module: ModuleType) -> type | None:
+    cls = getattr(module, "MLP", None)
+    return cls if isinstance(cls, type) else None
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _load_error(exc: BaseException, file: Path | None) -> str:
+    """``FILE, line N: Type: message`` for an exception raised while loading user code."""
+    what = f"{type(exc).__name__}: {_one_line(exc)}"
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{_shown(Path(exc.filename))}, line {exc.lineno}"
+        return f"{where}: {type(exc).__name__}: {_one_line(exc.msg)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if file is None or Path(f.filename).resolve().parent == file.resolve().parent]
+    user = [f for f in user if "importlib" not in f.filename] or frames
+    if user:
+        last = user[-1]
+        return f"{_shown(Path(last.filename))}, line {last.lineno}: {what}"
+    return f"{_shown(file) if file else 'import'}: {what}"
+
+
+def _one_line(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the current folder when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _where(module: ModuleType | None) -> str:
+    file = getattr(module, "__file__", None)
+    return _shown(Path(file)) if file else getattr(module, "__name__", "?")
