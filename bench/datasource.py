@@ -18,14 +18,15 @@ from bench.data.dataset import Dataset
 _SAID: set[str] = set()  # the notes this process has printed
 
 
-def note(text: str) -> None:
-    """Print ``note: text`` on stderr, once per process."""
-    if text not in _SAID:
+def note(text: str, quiet: bool = False) -> None:
+    """Print ``note: text`` on stderr, once per process (never when ``quiet``)."""
+    if text not in _SAID and not quiet:
         _SAID.add(text)
         print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def load_for_config(config: Config, seed: int, *, progress: bool = True) -> Dataset:
+def load_for_config(config: Config, seed: int, *, progress: bool = True,
+                    quiet: bool = False) -> Dataset:
     """The splits for one seed (the validation split is drawn by the seed), validated against the config."""
     if config.dataset == "synthetic":
         data = make_synthetic(config.n_train, config.val_size, config.val_size,
@@ -38,10 +39,10 @@ def load_for_config(config: Config, seed: int, *, progress: bool = True) -> Data
                                 mean=tuple(config.mean), std=tuple(config.std), dtype=config.dtype,
                                 train_subset=config.train_subset, progress=progress)
         for w in caught:
-            note(str(w.message))
+            note(str(w.message), quiet)
         n = int(data.y_train.shape[0])
         if config.train_subset is not None and config.train_subset > n:
             note(f"train_subset {config.train_subset} is more than the {n} training images of the "
-                 f"split; using all {n}")
+                 f"split; using all {n}", quiet)
     config.validate(n_train=int(data.y_train.shape[0]))
     return data

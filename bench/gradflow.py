@@ -225,6 +225,8 @@ def run_network(config: Config, data, activation: str, arch_name: str, seed: int
     check("init", "same weights: ‖dW_np − dW_torch‖/‖dW_torch‖", rel, f"layer {layer}", opts.grad_rtol)
 
     # --- training: one run per implementation, the same batches from the same weights
+    log(f"{activation:>4} {arch_name:<8}: training numpy, torch and the {CONTROL} control, "
+        f"{n_steps} steps each ...")
     training, step_rows, runs, seconds = train_network(cfg, data, seed, init_state, base)
     trained = {impl: runs[impl]["final"] for impl in IMPLS}
     diverged = first_bad_step(step_rows, IMPLS)

@@ -153,6 +153,8 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
     if skipped:
         lines += ["Skipped (not available here): " + "; ".join(f"`{n}` ({r})" for n, r in skipped), ""]
     not_run = [r for r in runs.to_dict("records") if r.get("status") not in ("ok",)]
+    started = set(runs["backend"]) if len(runs) else set()
+    never = [b for b in env.get("backends", []) if b not in started]
     lines += ["## Summary", "", md_table(summary_view(summary)), ""]
     steady = ("each run's epochs after the first" if config["epochs"] > 1
               else "the one epoch of each run")
@@ -168,11 +170,12 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
                   "batches inside the epoch (torch-dataloader), the time the loop waited for the next "
                   "batch and the rest of the epoch; on CUDA a step still running on the GPU can hide "
                   "inside `data s` (docs/peers.md).", ""]
-    if not_run:
+    if not_run or never:
         lines += ["## Runs that did not finish", ""]
         lines += [f"- `{r['backend']}` seed {r['seed']}: {r['status']}"
                   + (f" — {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else "")
                   + f" ({r.get('epochs_done', 0)} epochs recorded)" for r in not_run]
+        lines += [f"- `{b}`: never started (the run was interrupted before its turn)" for b in never]
         lines += [""]
     if len(pairs):
         lines += ["## Are the differences real?", ""]

@@ -369,3 +369,12 @@ def test_missing_data_through_the_command_line_is_one_line(tmp_path, cli):
     out = cli("bench.data", "--data-dir", str(tmp_path / "empty"), "--no-download")
     assert_one_line_error(out, "CIFAR-10 not found", str(tmp_path / "empty" / "cifar-10-binary.tar.gz"),
                           "--data-dir DIR or MLPBENCH_DATA_DIR=DIR")
+
+
+def test_a_data_dir_one_level_above_the_copy_is_named_not_downloaded_into(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "DOWNLOAD_URL", UNREACHABLE)
+    write_binary_folder(tmp_path / "parent" / "cifar10", tiny_arrays())
+    with pytest.raises(UserError, match=r"but cifar-10-batches-bin is in .*parent/cifar10: did you mean "
+                                        r"--data-dir .*parent/cifar10\?"):
+        load_dataset(tmp_path / "parent", progress=False)
+    assert sorted(p.name for p in (tmp_path / "parent").iterdir()) == ["cifar10"]  # nothing downloaded

@@ -80,10 +80,14 @@ def test_when_no_backend_finishes_the_exit_status_is_1(fakes, capsys):
 
 
 def test_ctrl_c_before_the_first_epoch_leaves_readable_csvs(fakes):
-    assert compare.main([*TINY, "--backends", "interrupting:cpu", "--out", "o"]) == 130
+    assert compare.main([*TINY, "--backends", "interrupting:cpu,numpy:cpu", "--out", "o"]) == 130
     epochs, runs = pd.read_csv("o/epochs.csv"), pd.read_csv("o/runs.csv")
     assert len(epochs) == 0 and {"backend", "epoch", "epoch_seconds", "timing_quality"} <= set(epochs)
     assert list(runs["status"]) == ["interrupted"]
+    summary = pd.read_csv("o/summary.csv")
+    assert (summary["n_interrupted"] == 1).all() and (summary["n_failed"] == 0).all()  # not "failed"
+    report = Path("o/report.md").read_text()
+    assert "`numpy:cpu`: never started" in report
 
 
 def test_sigterm_writes_everything_so_far_and_exits_143(tmp_path):

@@ -262,3 +262,13 @@ def test_a_crossover_is_stated_only_between_unflagged_points():
     frame["flag"] = "numpy:cpu seed 42: ratio 0.07 below 1"
     assert "inconclusive, the timing is flagged at every batch_size" in crossover_sentences(
         frame, grid, "cpu", {})[0]
+
+
+def test_a_one_field_table_labels_its_row():
+    from bench.sweep.report import ratio_tables
+
+    grid = {"batch_size": ["32", "128"]}
+    frame = pd.DataFrame({"batch_size": ["32", "128"], "device": "cpu", "ratio": [1.5, 0.7],
+                          "flag": ["", "x"]})
+    table = ratio_tables(frame, grid)["cpu"]
+    assert table.iloc[0].tolist() == ["NumPy / PyTorch", "1.50", "0.70?"]

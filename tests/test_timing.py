@@ -192,3 +192,15 @@ def test_compare_words_a_flagged_timing_in_every_output(tmp_path, monkeypatch, c
     pair = next(line for line in report.splitlines() if line.startswith("- slowgemm:cpu vs numpy:cpu"))
     assert "not a finding: the timing of" in pair and "slowgemm:cpu" in pair  # no speed verdict
     assert (tmp_path / "o" / "epoch_time.png").exists()
+
+
+@pytest.mark.parametrize("every, steps", [(3, [3, 4, 7, 8]), (100, [4, 8]), (None, [])])
+def test_eval_every_evaluates_inside_epochs_outside_the_clock(every, steps):
+    clock = FakeClock()
+    backend = FakeBackend(clock, 0.25, [0.4])
+    data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
+    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=2, dataset="synthetic",
+                    train_subset=N_TRAIN, eval_every=every)
+    result = train_run(backend, data, config, 0, clock=clock, warmup_steps=0)
+    assert [e["step"] for e in result.evals] == steps
+    assert [e["epoch_seconds"] for e in result.epochs] == pytest.approx([1.0, 1.0])  # 4 steps each

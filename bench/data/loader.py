@@ -202,6 +202,7 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
     data_dir, origin = resolve_data_dir(data_dir)
     src = find_source(data_dir)
     if src is None:
+        _refuse_one_level_up(data_dir)
         src = _fetch(data_dir, origin, download, progress)
     entry = cache.entry_dir(cache_dir or default_cache_dir(), src.layout.name, src.kind, src.path)
     sweep_temporaries(entry)  # what a writer killed in an earlier run left
@@ -245,6 +246,23 @@ def _unofficial_message(loaded: Loaded) -> str:
                 "loading it as an unofficial copy (official=False)")
     return (f"{path}: md5 {loaded.md5} is not the official {layout.archive} md5 "
             f"{layout.official_md5}; loading it as an unofficial copy (official=False)")
+
+
+def _refuse_one_level_up(data_dir: Path) -> None:
+    """A UserError naming the folder when a copy sits one folder below ``data_dir``: the likely meant
+    --data-dir (rather than a 170 MB download beside it)."""
+    try:
+        below = sorted(p for p in data_dir.iterdir() if p.is_dir())
+    except OSError:
+        return
+    for sub in below:
+        try:
+            src = find_source(sub)
+        except UserError:
+            src = None
+        if src is not None:
+            raise UserError(f"CIFAR-10 not found in {data_dir}, but {src.path.name} is in {sub}: "
+                            f"did you mean --data-dir {sub}?")
 
 
 def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Source:

@@ -201,13 +201,13 @@ def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, ar
         what = (f"test_acc {r['test_acc']:.4f}, {r['median_epoch_seconds']:.3f} s/epoch"
                 if r["status"] == "ok" else r.get("error", ""))
         say(f"[{finished['n']}/{len(todo)}] {point} {r['backend']} seed {r['seed']}: {r['status']}, "
-            f"{what} ({r.get('hostname') or r.get('worker') or '?'})")
+            f"{what} (host {r.get('hostname') or r.get('worker') or 'unknown'})")
 
     interrupted = False
     try:
         if todo and isinstance(executor, LocalExecutor):
             # the first data load up front: a missing or broken data folder is one line, exit 2
-            dataset_for(todo[0].config, todo[0].seed, progress=not args.quiet)
+            dataset_for(todo[0].config, todo[0].seed, progress=not args.quiet, quiet=False)
         if todo:
             executor.run(todo, on_result)
     except KeyboardInterrupt:

@@ -127,12 +127,16 @@ def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any
     return measured, epochs
 
 
-def dataset_for(config: Config, seed: int, *, progress: bool = False) -> Dataset:
-    """``load_for_config(config, seed)``, reusing this process's last load when the data fields agree."""
+def dataset_for(config: Config, seed: int, *, progress: bool = False, quiet: bool = True) -> Dataset:
+    """``load_for_config(config, seed)``, reusing this process's last load when the data fields agree.
+
+    Quiet by default: a task (on a Dask worker too) never repeats the data notes; the sweep's own
+    first load says them once.
+    """
     key = (*(repr(getattr(config, f)) for f in DATA_FIELDS), seed)
     if key not in _DATA:
         _DATA.clear()  # drop the old copy before loading the new one
-        _DATA[key] = load_for_config(config, seed, progress=progress)
+        _DATA[key] = load_for_config(config, seed, progress=progress, quiet=quiet)
     data = _DATA[key]
     config.validate(n_train=int(data.y_train.shape[0]))  # as load_for_config checks on a fresh load
     return data

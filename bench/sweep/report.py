@@ -60,7 +60,7 @@ def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, 
         for fixed, _ in slices(grid):
             z = matrix(sel, grid, "ratio", fixed)
             flags = flag_matrix(sel, grid, fixed)
-            ys = grid[fields[1]] if len(fields) > 1 else [""]
+            ys = grid[fields[1]] if len(fields) > 1 else ["NumPy / PyTorch"]
             head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
             cells = [[(f"{v:.2f}" + ("?" if flags[i][j] else "")) if np.isfinite(v) else ""
                       for j, v in enumerate(row)] for i, row in enumerate(z)]
