@@ -44,9 +44,9 @@ class EagerStep:
         return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        x, y = self.batch(idx)
-        if self.mark_step:
+        if self.mark_step:  # a new cudagraph-tree iteration: the last step's outputs may be reused
             torch.compiler.cudagraph_mark_step_begin()
+        x, y = self.batch(idx)
         if self._checked:
             return self.step(x, y)
         try:
