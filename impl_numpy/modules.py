@@ -80,7 +80,9 @@ class LinearModule(Module):
     def forward(self, x):
         """(S, M) -> (S, N); keeps ``x`` for L1 and L3."""
         self._x = x
-        return x @ self.params["weight"].T + self.params["bias"]  # Y = X W^T + b, (S, N)
+        y = x @ self.params["weight"].T  # X W^T, (S, N)
+        y += self.params["bias"]         # Y = X W^T + b, (S, N)
+        return y
 
     def backward(self, dout, input_grad: bool = True):
         """dout (S, N) -> dx (S, M); fills ``grads``. ``input_grad=False`` skips L3, returns None."""
@@ -126,7 +128,9 @@ class _ActivationModule(Module):
         y = self._y
         if y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called without a cached forward pass")
-        return dout * DERIVATIVES[self.name](y, self.alpha)  # A1: dL/dx = dout * h'(x), from y, (S, N)
+        dx = DERIVATIVES[self.name](y, self.alpha)  # h'(x) from the output y, (S, N)
+        dx *= dout                                   # A1: dL/dx = dout * h'(x), (S, N)
+        return dx
 
     def clear_cache(self) -> None:
         self._y = None
@@ -314,7 +318,9 @@ class ResidualBlock(Module):
     def forward(self, x):
         a = self.linear1.forward(x)     # (S, N)
         a = self.activation.forward(a)  # (S, N)
-        return x + self.linear2.forward(a)  # Y = X + f(X), (S, F)
+        y = self.linear2.forward(a)     # f(X), (S, F)
+        y += x                          # Y = X + f(X), (S, F)
+        return y
 
     def backward(self, dout):
         """dout (S, F) -> dx (S, F); fills both linear layers' grads."""
