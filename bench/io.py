@@ -80,3 +80,29 @@ def sweep_temporaries(folder: Path) -> int:
         except OSError:
             pass
     return n
+
+
+def make_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; the folders created, innermost first (OSError on failure,
+    after removing what it made)."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue  # another process made it between the check and here
+    except OSError:
+        remove_empty(missing)
+        raise
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each folder (innermost first) while it is empty; stop at the first that is not."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return

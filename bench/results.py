@@ -50,11 +50,14 @@ class ResultsFolder:
         path = Path(out) if out is not None else default_path(label)
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} exists and is not a folder")
-        created = _make_dirs(path)
+        try:
+            created = io.make_dirs(path)
+        except OSError as exc:
+            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
         try:
             fd = _lock(path)
         except BaseException:
-            _remove_empty(created)
+            io.remove_empty(created)
             raise
         folder = cls(path, created, fd)
         try:
@@ -129,7 +132,7 @@ class ResultsFolder:
             (self.path / LOCK_FILE).unlink(missing_ok=True)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
-        _remove_empty(self._created)
+        io.remove_empty(self._created)
 
     def __enter__(self) -> "ResultsFolder":
         return self
@@ -146,26 +149,6 @@ def default_path(label: str) -> Path:
         k += 1
         path = RESULTS_ROOT / f"{stamp}_{label}_{k}"
     return path
-
-
-def _make_dirs(path: Path) -> list[Path]:
-    """Create ``path`` and its missing parents; the ones created, innermost first."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            continue  # another process made it between the check and here
-        except OSError as exc:
-            _remove_empty([m for m in missing if m.exists()])
-            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
-    return missing
 
 
 def _lock(path: Path) -> int:
@@ -192,12 +175,3 @@ def _lock(path: Path) -> int:
         if same:
             return fd
         os.close(fd)  # the holder removed the file as we locked it: take the new one
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove each folder (innermost first) while it is empty; stop at the first that is not."""
-    for d in folders:
-        try:
-            d.rmdir()
-        except OSError:
-            return

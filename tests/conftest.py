@@ -34,6 +34,21 @@ def cli(tmp_path):
     return run
 
 
+def start_until_epochs(args: list[str], cwd: Path, epochs_csv: Path, n: int = 2) -> subprocess.Popen:
+    """Start ``python -m`` + ``args`` in ``cwd`` and return once ``epochs_csv`` holds ``n`` epochs
+    (or after 120 s): a long run to send a signal to."""
+    import time
+
+    import pandas as pd
+
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (epochs_csv.exists() and len(pd.read_csv(epochs_csv)) >= n):
+        time.sleep(0.2)
+    return proc
+
+
 def assert_one_line_error(proc, *needles: str) -> None:
     """Exit status 2, one line on stderr naming what was wrong, no traceback."""
     err = proc.stderr.strip()

@@ -6,14 +6,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
 from bench.backends import IMPLS, Impl
-from conftest import REPO, assert_one_line_error, real_data_dir
+from conftest import REPO, assert_one_line_error, real_data_dir, start_until_epochs
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
         "--hidden-dims", "32", "--epochs", "2", "--quiet"]
@@ -113,14 +112,9 @@ def test_diverging_run_is_recorded_and_others_finish(tmp_path, monkeypatch, caps
 
 
 def test_interrupt_leaves_valid_partial_csvs(tmp_path):
-    args = [sys.executable, "-m", "bench.compare", *TINY, "--epochs", "100000",
-            "--backends", "numpy:cpu", "--out", "intr"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     epochs_csv = tmp_path / "intr" / "epochs.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (epochs_csv.exists() and
-                                              len(pd.read_csv(epochs_csv)) >= 2):
-        time.sleep(0.2)
+    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
+                               "--out", "intr"], tmp_path, epochs_csv)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

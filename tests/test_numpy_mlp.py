@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from impl_numpy import MLP, LinearModule, ResidualBlock
-from impl_numpy.modules import ELUModule, SoftmaxCrossEntropyModule
+from impl_numpy.modules import ELUModule
 
 
 def test_names_and_shapes_shared_by_plain_and_residual():

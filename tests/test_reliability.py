@@ -15,15 +15,11 @@ import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import tarfile
-import time
 import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,7 +27,7 @@ from bench import compare
 from bench.backends import IMPLS, Impl
 from bench.data import load_dataset
 from bench.errors import UserError
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, start_until_epochs
 from test_data_formats import make_source, tiny_arrays, write_binary_folder, write_python_folder
 
 TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
@@ -91,13 +87,8 @@ def test_ctrl_c_before_the_first_epoch_leaves_readable_csvs(fakes):
 
 
 def test_sigterm_writes_everything_so_far_and_exits_143(tmp_path):
-    args = [sys.executable, "-m", "bench.compare", *TINY, "--epochs", "100000",
-            "--backends", "numpy:cpu", "--out", "term"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    epochs_csv = tmp_path / "term" / "epochs.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (epochs_csv.exists() and len(pd.read_csv(epochs_csv)) >= 2):
-        time.sleep(0.2)
+    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
+                               "--out", "term"], tmp_path, tmp_path / "term" / "epochs.csv")
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

@@ -30,7 +30,7 @@ from bench.data.dataset import Dataset
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
-from bench.io import sweep_temporaries
+from bench.io import make_dirs, remove_empty, sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
@@ -276,33 +276,24 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     dest = data_dir / BINARY.archive
     # NOTE: the folders made for the download are removed again if it fails: a mistyped
     # --data-dir a/b/c must not be left behind
-    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]
+    created: list[Path] = []
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        created = make_dirs(data_dir)
         if not os.access(data_dir, os.W_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}), and cannot "
                         f"download into {data_dir} ({exc.strerror or exc}); {supply}") from None
     url = DOWNLOAD_URL
     try:
         archive.download(url, dest, expected_md5=formats.OFFICIAL_MD5[BINARY.name], progress=progress)
     except BaseException as exc:
-        _remove_empty(created)
+        remove_empty(created)
         if not isinstance(exc, OSError):
             raise
         _download_failed(exc, looked, origin, url, supply)
     return Source(BINARY, dest)
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders (innermost first) while they are empty."""
-    for d in folders:
-        try:
-            d.rmdir()
-        except OSError:
-            return
 
 
 def _download_failed(exc: OSError, looked: str, origin: str, url: str, supply: str) -> None:
