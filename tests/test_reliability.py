@@ -135,6 +135,7 @@ def test_a_sweep_row_cut_short_is_run_again():
 
 @pytest.mark.parametrize("damage, needle", [
     (lambda: Path("s/sweep.csv").write_bytes(os.urandom(2000)), "not a readable sweep table"),
+    (lambda: Path("s/epochs.csv").write_bytes(os.urandom(2000)), "epochs.csv: not a readable sweep table"),
     (lambda: Path("s/sweep.json").write_text("[1, 2, 3]"), "not a sweep's spec"),
     (lambda: (Path("s/.lock").unlink(missing_ok=True), Path("s/.lock").mkdir()), "cannot take the lock"),
 ])
