@@ -83,7 +83,7 @@ class Run:
         """The record; the test evaluation of the best weights when the run trained."""
         t = self.training
         if t is not None and self.status == "running":
-            self._guard(lambda: t.finish() and False)  # hooks and the test evaluation may fail too
+            self._guard(t.finish)  # the after-training hooks and the test evaluation may fail too
         result = t.result if t is not None else None
         status = self.status if self.status != "running" else (result.status if result else "failed")
         base = {"backend": self.chosen.name, "impl": self.chosen.impl, "device": self.chosen.device,
@@ -131,7 +131,7 @@ class Run:
     def _guard(self, fn) -> bool:
         """Run one stage; an exception or Ctrl-C ends the run with its status instead of propagating."""
         try:
-            going = bool(fn())
+            going = fn() is True
         except KeyboardInterrupt:
             self.status = "interrupted"
             if self.training is not None:
