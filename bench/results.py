@@ -88,9 +88,6 @@ class ResultsFolder:
 
     # ------------------------------------------------------------ writing
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     def _wrote(self, name: str) -> Path:
         if name not in self.written:
             self.written.append(name)
