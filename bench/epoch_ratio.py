@@ -37,7 +37,7 @@ from bench.results import ResultsFolder
 from bench.run import Run
 from bench.stats import summarise
 from bench.threads import limit_threads, resolve_threads
-from bench.timing import steady_epochs
+from bench.timing import steady_epochs, trusted_mask
 
 COMMAND = "epoch_ratio"
 
@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         epochs = pd.DataFrame([e for r in records for e in r.epochs])
         run_rows = pd.DataFrame([r.run for r in records])
+        if not epochs.empty:
+            epochs["trusted"] = trusted_mask(epochs)
         if epochs.empty:
             return interrupted_code() if interrupted else 0
         summary = summarise(run_rows, epochs)
@@ -117,18 +119,21 @@ def _epoch_line(name: str, e: dict) -> str:
 
 
 def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Per backend: the ratio over every steady epoch, over the trusted ones, and the floor."""
+    """Per backend: the ratio over every epoch after the first, over the trusted ones, and the floor."""
     lines = []
     for row in summary.to_dict("records"):
         steady = steady_epochs(epochs[epochs["backend"] == row["backend"]])
         if "epoch_to_gemm" not in steady:
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
+        trusted = (f"{row['epoch_to_gemm_trusted']:.3f} (min {row['epoch_to_gemm_min_trusted']:.3f}) "
+                   f"over the {row['n_epochs_trusted']} trusted (at nominal machine speed and unflagged)"
+                   if row["n_epochs_trusted"] else "no trusted epoch (none at nominal machine speed "
+                   "and unflagged)")
         lines.append(f"{row['backend']}: median epoch/GEMM ratio {np.median(r):.3f} over all "
-                     f"{len(r)} epochs after the first (min {r.min():.3f}, max {r.max():.3f}); "
-                     f"{row['epoch_to_gemm']:.3f} (min {row['epoch_to_gemm_min']:.3f}) over the "
-                     f"{row['n_epochs_used']} at nominal machine speed and unflagged; fixed cost of a "
-                     f"step {row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
+                     f"{len(r)} epochs after the first, trusted or not (min {r.min():.3f}, max "
+                     f"{r.max():.3f}); {trusted}; fixed cost of a step "
+                     f"{row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
                      f"{row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines
 

@@ -94,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not epochs.empty:
             folder.write_csv("epochs.csv", epochs)
         folder.write_text("report.md", _report(env, config, rows, cpu_pass, folder.written))
-    print(md_table(rows[["backend", "variant", "status", "median_epoch_ms", "gemm_ms", "epoch_to_gemm",
-                         "ratio_floor", "timing_quality", "learned"]]))
+    print(md_table(rows.reindex(columns=["backend", "variant", "status", "median_epoch_ms_trusted",
+                                         "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor",
+                                         "timing_quality", "learned"])))
     print(f"results: {folder.path}")
     if any(r.interrupted for _, r in records):
         return interrupted_code()
@@ -136,15 +137,18 @@ def _row(variant: str, r: RunRecord, cpu_pass: bool) -> dict[str, Any]:
     if r.epochs:
         s = summarise(pd.DataFrame([r.run]), pd.DataFrame(r.epochs)).iloc[0]
         ms = lambda key: s[key] * 1e3 if key in s and pd.notna(s[key]) else None  # noqa: E731
-        row.update(median_epoch_ms=ms("median_epoch_seconds"), min_epoch_ms=ms("epoch_seconds_min"),
-                   first_epoch_ms=r.epochs[0]["epoch_seconds"] * 1e3, gemm_ms=ms("gemm_seconds"),
-                   epoch_to_gemm=s.get("epoch_to_gemm"), ratio_floor=s.get("ratio_floor"),
+        row.update(median_epoch_ms_trusted=ms("median_epoch_seconds_trusted"),
+                   min_epoch_ms_trusted=ms("epoch_seconds_min_trusted"),
+                   median_epoch_ms_all=ms("median_epoch_seconds_all"),
+                   first_epoch_ms=r.epochs[0]["epoch_seconds"] * 1e3,
+                   gemm_ms_trusted=ms("gemm_seconds_trusted"),
+                   epoch_to_gemm_trusted=s.get("epoch_to_gemm_trusted"), ratio_floor=s.get("ratio_floor"),
                    fixed_step_us=s["fixed_step_seconds"] * 1e6 if "fixed_step_seconds" in s else None,
                    timing_quality=s["timing_quality"])
     target = TARGET_MS.get(variant) if r.backend.startswith("torch:cuda") and not cpu_pass else None
     row["target_ms"] = target
-    row["meets_target"] = (row.get("median_epoch_ms") is not None and target is not None
-                           and row["median_epoch_ms"] <= target) if target else None
+    row["meets_target"] = (row.get("median_epoch_ms_trusted") is not None and target is not None
+                           and row["median_epoch_ms_trusted"] <= target) if target else None
     return row
 
 

@@ -59,7 +59,7 @@ from bench.errors import UserError, run_cli
 from bench.loop import LoopHooks
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
-from bench.run import run_one
+from bench.run import CONTROL_SUFFIX, one_ulp_apart, run_one
 from bench.theory.params import numpy_loss_grads, numpy_model, torch_loss_grads, torch_model
 from bench.threads import limit_threads, resolve_threads
 from impl_common.arch import Arch
@@ -71,7 +71,7 @@ IMPLS = ("numpy", "torch")
 EXIT_DISAGREE = 1
 HORIZON_RTOL = 1e-3  # the lock-step "horizon": the first step whose batch losses differ by more than this
 HORIZON_FACTOR = 2   # numpy-vs-torch horizon must be at least the float32 control's horizon / this
-CONTROL = "torch+1ulp"  # the control run: torch from the initial weights scaled by (1 + machine epsilon)
+CONTROL = "torch" + CONTROL_SUFFIX  # the control run: torch from the initial weights scaled by (1 + machine epsilon)
 BACKEND_OF = {"numpy": "numpy:cpu", "torch": "torch:cpu", CONTROL: "torch:cpu"}
 
 
@@ -149,12 +149,9 @@ def train_network(cfg: Config, data, seed: int, init_state: dict[str, np.ndarray
     ``eval_every`` steps), every step's batch loss (all three, steps from 1),
     {impl: the run's record and its weights after the last step}, and seconds.
     """
-    dtype = np.dtype(cfg.dtype)
-    one_ulp = 1 + np.finfo(dtype).eps
     # NOTE: the control is a third run, torch from the same weights scaled by (1 + eps): how far
     # float32 rounding alone moves this network's trajectory, to judge the numpy-torch drift against
-    starts = {"numpy": init_state, "torch": init_state,
-              CONTROL: {k: (v * one_ulp).astype(dtype) for k, v in init_state.items()}}
+    starts = {"numpy": init_state, "torch": init_state, CONTROL: one_ulp_apart(init_state)}
     n_train = len(data.y_train)
     training, step_rows, runs = [], [], {}
     t0 = time.perf_counter()

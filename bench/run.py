@@ -33,6 +33,7 @@ from bench.roofline import step_gemms
 from bench.timing import GemmBrackets, fixed_step_seconds
 
 MAX_MESSAGE = 400  # characters of an error message kept in the records
+CONTROL_SUFFIX = "+1ulp"  # names a float32 control: a backend started from weights one rounding step apart
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Run:
             run.update(test_acc=math.nan, test_loss=math.nan, best_epoch=None, best_val_acc=math.nan,
                        epochs_done=len(done),
                        total_train_seconds=float(sum(e["epoch_seconds"] for e in done)),
-                       median_epoch_seconds=float(np.median([e["epoch_seconds"] for e in done]))
+                       median_epoch_seconds_all=float(np.median([e["epoch_seconds"] for e in done]))
                        if done else math.nan, time_to_target_seconds=None, peak_memory_bytes=None)
         run.update(status=status, error=self.error)
         return RunRecord(backend=self.chosen.name, seed=self.seed, status=status, error=self.error,
@@ -166,3 +167,9 @@ def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line, at most MAX_MESSAGE characters."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
+def one_ulp_apart(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every weight times (1 + machine epsilon of its dtype): the start of a float32 control, whose
+    drift from the unperturbed run is what rounding alone does to this trajectory."""
+    return {k: (v * (1 + np.finfo(v.dtype).eps)).astype(v.dtype) for k, v in state.items()}

@@ -29,16 +29,17 @@ def test_a_course_implementation_agrees_with_numpy_cpu_in_lockstep(tmp_path, mon
     assert len(steps) == 2 * (512 // 64) and rel <= 1e-4  # float32
     runs = pd.read_csv(tmp_path / "o" / "runs.csv")
     assert set(runs["status"]) == {"ok"} and (runs["test_acc"] > 0.3).all()
-    assert "parts from" not in capsys.readouterr().err
+    lock = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lock-step:"))
+    assert f"`numpy:cpu` against `{course}`" in lock and "); never parts" in lock
 
 
 def test_lockstep_shows_where_a_wrong_implementation_parts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     course = f"course:{FIXTURES / 'course_bad_bias_mean'}"
     compare.main([*TINY, "--backends", f"numpy:cpu,{course}", "--lockstep", "--out", "o"])
-    err = capsys.readouterr().err
-    assert f"lock-step: {course} parts from numpy:cpu" in err and "at step 1 (seed 42)" in err
-    assert "parts from `numpy:cpu`" in (tmp_path / "o" / "report.md").read_text()
+    lock = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lock-step:"))
+    assert f"`{course}` against `numpy:cpu`" in lock and "first at step 1 (seed 42)" in lock
+    assert f"- `{course}` against `numpy:cpu`" in (tmp_path / "o" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("flags, needle", [

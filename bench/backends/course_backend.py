@@ -29,6 +29,7 @@ from bench.config import Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
+from bench.threads import numpy_gemm_library
 from impl_common.arch import init_std, layer_widths
 from impl_numpy.optim import SGD
 
@@ -173,6 +174,7 @@ class CourseBackend:
     def describe(self) -> dict[str, Any]:
         return {"impl": self.impl, "device": "cpu", "source": self.course.describe(),
                 "labels": self.labels, "dtype": self.dtype.name,
+                "gemm_library": numpy_gemm_library() + ", if the code uses NumPy's matmul",
                 "optimizer": "impl_numpy.optim.SGD on the user's params and grads"}
 
     def peak_memory_bytes(self) -> int | None:

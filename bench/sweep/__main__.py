@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import parse_name, resolve
-from bench.config import FIELDS, Config, add_config_arguments, config_from_args
+from bench.config import COMMAND_FIELDS, FIELDS, Config, add_config_arguments, config_from_args
 from bench.errors import EXIT_FAILED, ConfigError, OneLineArgumentParser, UserError, interrupted_code, run_cli
 from bench.sweep.grid import Grid, canonical, check_no_overlap, first_values, parse_grid, point_configs
 
@@ -59,6 +59,7 @@ from bench.sweep.grid import Grid, canonical, check_no_overlap, first_values, pa
 # after the arguments are checked, so a mistake on the command line is reported at once
 
 PROG = "python -m bench.sweep"
+SETTINGS = tuple(f for f in COMMAND_FIELDS["sweep"] if f not in ("backends", "seeds"))  # sweep.json's
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     executor = (DaskExecutor(args.scheduler, args.local_cluster) if distributed else LocalExecutor())
-    config_dict = {k: v for k, v in base.to_dict().items() if k not in ("backends", "seeds")}
+    config_dict = {k: v for k, v in base.to_dict().items() if k in SETTINGS}
     spec = {"grid": grid.canonical(), "config": config_dict, "backends": backends,
             "seeds": list(base.seeds)}
     out = Path(args.out) if args.out else default_out()
@@ -198,8 +199,12 @@ def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, ar
         if r["status"] != "ok":
             finished["failed"] += 1
         point = " ".join(f"{k}={v}" for k, v in zip(store.fields, (r[f] for f in store.fields)))
-        what = (f"test_acc {r['test_acc']:.4f}, {r['median_epoch_seconds']:.3f} s/epoch"
-                if r["status"] == "ok" else r.get("error", ""))
+        what = r.get("error", "")
+        if r["status"] == "ok":
+            what = f"test_acc {r['test_acc']:.4f}, " + (
+                f"{r['median_epoch_seconds_trusted']:.3f} s/epoch over {r['n_epochs_trusted']} trusted "
+                "epochs" if r["n_epochs_trusted"] else
+                f"no trusted epoch ({r['median_epoch_seconds_all']:.3f} s/epoch over all, not a finding)")
         say(f"[{finished['n']}/{len(todo)}] {point} {r['backend']} seed {r['seed']}: {r['status']}, "
             f"{what} (host {r.get('hostname') or r.get('worker') or 'unknown'})")
 

@@ -49,8 +49,9 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     """Heatmap of NumPy / PyTorch median epoch time on ``device``, annotated, with the ratio-1 contour.
 
     Colour is log2 of the ratio, centred on 1 (white): blue where PyTorch is
-    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair;
-    a "?" marks a cell whose timing is flagged (not a finding).
+    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair
+    with trusted epochs; a "?" marks a cell whose timing is flagged (not a
+    finding), and the contour never passes through one.
     """
     sel = ratios[ratios["device"] == device]
     z = matrix(sel, grid, "ratio", fixed)
@@ -64,15 +65,17 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
                    aspect="auto")
     for i in range(ny):
         for j in range(nx):
-            text = (f"{z[i, j]:.3g}×" + ("?" if flags[i][j] else "")) if np.isfinite(z[i, j]) else "—"
+            text = (f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "" if flags[i][j] else "—") \
+                + ("?" if flags[i][j] else "")
             dark = np.isfinite(logz[i, j]) and abs(logz[i, j]) > 0.6 * span
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     contour = False
-    if crosses_one(z):
+    clean = np.where([[bool(f) for f in row] for row in flags], np.nan, z)  # no line through a "?"
+    if crosses_one(clean):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # masked cells may leave no segment in a corner
-            cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(logz), levels=[0.0],
-                            colors="black", linewidths=2.0)
+            cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(np.log2(clean)),
+                            levels=[0.0], colors="black", linewidths=2.0)
         contour = bool(cs.allsegs and any(len(seg) for seg in cs.allsegs[0]))
     step = max(1.0, np.ceil(span / 4))  # at most nine ticks, at powers of two
     ticks = np.arange(-np.floor(span / step), np.floor(span / step) + 1) * step
@@ -81,7 +84,7 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     cbar.set_label("NumPy / PyTorch (>1: PyTorch faster)")
     _axes_labels(ax, grid)
     finite = z[np.isfinite(z)]
-    note = ("black line: ratio = 1 (a crossover only between unflagged cells, see report.md)" if contour
+    note = ("black line: ratio = 1, drawn between unflagged cells only (see report.md)" if contour
             else "the ratio crosses 1 (see report.md)" if (finite < 1).any() and (finite > 1).any()
             else "the ratio does not cross 1")
     if any(f for row in flags for f in row):

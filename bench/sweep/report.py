@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.config import COMMAND_FIELDS
 from bench.io import write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
@@ -62,7 +63,7 @@ def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, 
             flags = flag_matrix(sel, grid, fixed)
             ys = grid[fields[1]] if len(fields) > 1 else ["NumPy / PyTorch"]
             head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
-            cells = [[(f"{v:.2f}" + ("?" if flags[i][j] else "")) if np.isfinite(v) else ""
+            cells = [[(f"{v:.2f}" if np.isfinite(v) else "") + ("?" if flags[i][j] else "")
                       for j, v in enumerate(row)] for i, row in enumerate(z)]
             table = pd.DataFrame(cells, columns=grid[fields[0]])
             table.insert(0, head, ys)
@@ -83,7 +84,8 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
               f"- Tasks: {len(rows)} of {total} recorded — "
               + ", ".join(f"{s} {n}" for s, n in counts.items()),
               "- Base settings (every point; the grid overrides its own fields): "
-              + ", ".join(f"{k}={v}" for k, v in spec["config"].items() if k not in grid),
+              + ", ".join(f"{k}={v}" for k, v in spec["config"].items()
+                          if k in COMMAND_FIELDS["sweep"] and k not in grid),
               ]
     for i, run in enumerate(spec.get("runs", []), 1):
         lines.append(f"- Run {i} (`{run['run_id']}`, {run['executor']}, {run['started']}): "
@@ -94,13 +96,14 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
     executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
     lines += ["",
               "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
-              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds` is the "
-              "median over the run's epochs after the first (the only epoch when there is one), at "
-              "nominal machine speed and unflagged, of the training steps between two device "
+              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds_trusted` "
+              "is the median over the run's trusted epochs (after the first, at nominal machine speed "
+              "and unflagged; empty when none is) of the training steps between two device "
               "synchronisations; excluded are data loading, evaluation and "
-              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone. The map's "
-              "ratio is the median over seeds of NumPy's time divided by that of PyTorch on the same "
-              "device (above 1: PyTorch is faster).",
+              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone; "
+              "`median_epoch_seconds_all` is the median over every epoch, trusted or not. The map's "
+              "ratio is the median over seeds of NumPy's trusted median divided by that of PyTorch on "
+              "the same device (above 1: PyTorch is faster).",
               ""]
     if "gemm_seconds" not in rows or rows["gemm_seconds"].isna().all():
         lines += ["The reference timing was off (`--no-reference-timing`): `gemm_seconds` and "

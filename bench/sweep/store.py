@@ -32,9 +32,10 @@ SPEC_FILE = "sweep.json"
 ROWS_FILE = "sweep.csv"
 EPOCHS_FILE = "epochs.csv"
 FINAL = ("ok", "diverged")  # statuses a re-run keeps; the others are run again
-MEASURED = ("test_acc", "median_epoch_seconds")  # what a finished ok row always holds
-FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds",
-                 "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "timing_quality", "hostname")
+MEASURED = ("test_acc", "median_epoch_seconds_all")  # what a finished ok row always holds
+FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds_trusted",
+                 "n_epochs_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted", "timing_quality",
+                 "median_epoch_seconds_all", "hostname")
 
 
 class SweepStore:
@@ -83,7 +84,7 @@ class SweepStore:
                             f"{_grid_text(old.get('grid', {}))}, not {_grid_text(self.spec['grid'])} "
                             "(repeat the same grid to resume, or pick a new --out)")
         old_cfg, new_cfg = old.get("config", {}), self.spec["config"]
-        for name in sorted(set(old_cfg) | set(new_cfg)):
+        for name in sorted(new_cfg):  # an older sweep.json may hold other commands' fields too
             if old_cfg.get(name) != new_cfg.get(name):
                 raise UserError(f"--out {self.out} holds a sweep with {name} = {old_cfg.get(name)!r}, "
                                 f"not {new_cfg.get(name)!r} (resume with the same settings, or pick a "
