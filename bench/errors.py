@@ -15,10 +15,12 @@ status 1.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -47,10 +49,28 @@ class ConfigError(UserError):
         super().__init__(f"invalid {field}: {value!r} (allowed: {allowed})")
 
 
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """`` (did you mean NAME?)`` for the name closest to a mistyped ``word``; empty when none is close."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2."""
+    """An ArgumentParser whose errors are one line and exit 2; a flag is never abbreviated (``--epoch``
+    is an error, not ``--epochs``), and a misspelled flag or choice gets the closest name."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        if message.startswith("unrecognized arguments: "):
+            flags = [w for w in message.split(": ", 1)[1].split() if w.startswith("--")]
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            message += "".join(did_you_mean(f.split("=", 1)[0], options) for f in flags[:1])
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
         raise UserError(message)
 
 

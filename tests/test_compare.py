@@ -15,7 +15,7 @@ from bench.backends import IMPLS, Impl
 from conftest import REPO, assert_one_line_error, real_data_dir, start_until_epochs
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
-        "--hidden-dims", "32", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "32", "--epochs", "2", "--seeds", "42", "--quiet"]
 EPOCH_COLS = {"backend", "impl", "device", "seed", "epoch", "train_loss", "train_acc", "val_loss",
               "val_acc", "epoch_seconds", "eval_seconds", "samples_per_second", "gemm_before_seconds",
               "gemm_after_seconds", "gemm_seconds", "epoch_to_gemm", "ratio_floor", "timing_quality",

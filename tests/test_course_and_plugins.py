@@ -16,7 +16,7 @@ from conftest import REPO, assert_one_line_error
 
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128", "--batch-size", "64",
-        "--hidden-dims", "16", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "16", "--epochs", "2", "--seeds", "42", "--quiet"]
 
 
 def test_a_course_implementation_agrees_with_numpy_cpu_in_lockstep(tmp_path, monkeypatch, capsys):

@@ -31,7 +31,7 @@ from conftest import REPO, assert_one_line_error, start_until_epochs
 from test_data_formats import make_source, tiny_arrays, write_binary_folder, write_python_folder
 
 TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
-        "--hidden-dims", "8", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "8", "--epochs", "2", "--seeds", "42", "--quiet"]
 
 
 @pytest.fixture

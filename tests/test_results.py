@@ -15,7 +15,7 @@ from bench.results import LOCK_FILE, ResultsFolder
 from conftest import REPO, assert_one_line_error
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128", "--batch-size", "64",
-        "--hidden-dims", "16", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "16", "--epochs", "2", "--seeds", "42", "--quiet"]
 COMPARE_FILES = {"env.json", "epochs.csv", "runs.csv", "summary.csv", "pairs.csv", "report.md",
                  "train_loss.png", "val_acc.png", "epoch_time.png"}
 

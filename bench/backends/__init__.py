@@ -34,6 +34,7 @@ a built-in name.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 
 from bench.backends.api import Backend
 from bench.config import Config
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ IMPLS: dict[str, Impl] = {
     "course": Impl("bench.backends.course_backend", "CourseBackend", None, False),
 }
 DEFAULT_DEVICES = ("cpu", "cuda")
+DEVICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda"}  # what people write for the NVIDIA GPU
 ENTRY_POINT_GROUP = "mlpbench.backends"
 PLUGIN = "plugin"  # the ``extra`` of an Impl found through an entry point
 
@@ -107,8 +109,8 @@ def parse_name(name: str, impls: dict[str, Impl] | None = None) -> tuple[str, st
     impls = implementations() if impls is None else impls
     impl, sep, device = name.strip().partition(":")
     if impl not in impls:
-        raise UserError(f"unknown backend {name!r} (allowed implementations: {', '.join(impls)}; "
-                        "write impl:device, e.g. numpy:cpu or torch:cuda)")
+        raise UserError(f"unknown backend {name!r}{did_you_mean(impl, impls)} (allowed implementations: "
+                        f"{', '.join(impls)}; write impl:device, e.g. numpy:cpu or torch:cuda)")
     if not sep or not device:
         raise UserError(f"backend {name!r} has no device (write impl:device, e.g. {impl}:cpu)")
     return impl, device
@@ -142,13 +144,25 @@ def resolve(names: list[str] | None, *, skip_unavailable: bool = False
         ok, reason = _available(module, cls, device)
         if not ok:
             if explicit and not skip_unavailable:
-                raise UserError(f"backend {name} is not available here: {reason}")
+                raise UserError(f"backend {name} is not available here: {reason}"
+                                + device_hint(impl, device))
             skipped.append((name, reason))
             continue
         chosen.append(Chosen(name, impl, device, lambda cfg, cls=cls, device=device: cls(cfg, device)))
     if not chosen and not skip_unavailable:
         raise UserError("no backend is available: " + "; ".join(f"{n}: {r}" for n, r in skipped))
     return chosen, skipped
+
+
+def device_hint(impl: str, device: str) -> str:
+    """`` (did you mean torch:cuda?)`` for a device written the way people say it (``gpu``) or
+    misspelled (``cdua``); empty for a device the harness knows, or nothing close."""
+    kind, sep, index = device.partition(":")
+    if impl == "course" or kind in DEFAULT_DEVICES:
+        return ""
+    close = difflib.get_close_matches(kind.lower(), DEFAULT_DEVICES, n=1, cutoff=0.6)
+    guess = DEVICE_ALIASES.get(kind.lower()) or (close[0] if close else None)
+    return f" (did you mean {impl}:{guess}{sep}{index}?)" if guess else ""
 
 
 def listing() -> list[dict[str, str]]:

@@ -13,8 +13,8 @@ def available(device: str) -> tuple[bool, str]:
     """(True, "") when torch can run on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...), else the reason."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        return False, f"{device!r} is not a torch device ({_first_line(exc)})"
+    except (RuntimeError, TypeError, ValueError):
+        return False, f"{device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)"
     if dev.type == "cpu":
         return True, ""
     if dev.type == "cuda":

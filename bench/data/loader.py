@@ -37,6 +37,7 @@ ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
 ENV_CACHE_DIR = "MLPBENCH_CACHE_DIR"
 NORMALISE_ROWS = 512  # NOTE: rows normalised at a time; blocks that stay in cache measured ~10% faster
 DEFAULTS = Config()   # the one definition of the defaults (bench.config)
+DEFAULT_ORIGIN = "the default data dir"  # resolve_data_dir: neither --data-dir nor $MLPBENCH_DATA_DIR
 
 
 # ---------------------------------------------------------------- where things live
@@ -68,7 +69,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
         return Path(data_dir).expanduser(), "the data dir given explicitly"
     if os.environ.get(ENV_DATA_DIR):
         return default_data_dir(), f"the data dir from ${ENV_DATA_DIR}"
-    return default_data_dir(), "the default data dir"
+    return default_data_dir(), DEFAULT_ORIGIN
 
 
 # ---------------------------------------------------------------- sources
@@ -200,6 +201,9 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
     and when a corrupt cache entry is being rebuilt.
     """
     data_dir, origin = resolve_data_dir(data_dir)
+    if origin != DEFAULT_ORIGIN and not data_dir.exists():  # a typo: no download into a new folder
+        raise UserError(f"data dir {data_dir} does not exist ({origin}); allowed: an existing folder "
+                        f"holding {accepted_names()}, or an empty one to download CIFAR-10 into")
     src = find_source(data_dir)
     if src is None:
         _refuse_one_level_up(data_dir)
@@ -269,7 +273,8 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     """Download the official binary archive into ``data_dir``, or explain why not."""
     looked = ", ".join(str(s.path) + ("/" if s.kind == "folder" else "") for s in candidates(data_dir))
     supply = (f"supply a copy with --data-dir DIR or {ENV_DATA_DIR}=DIR, where DIR holds "
-              f"{accepted_names()}")
+              f"{accepted_names()}" if origin == DEFAULT_ORIGIN else
+              f"put one of {accepted_names()} into {data_dir}")
     if not download:
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
