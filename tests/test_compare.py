@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.backends import IMPLS, Impl
-from conftest import REPO, assert_one_line_error, real_data_dir, start_until_epochs
+from conftest import REPO, assert_one_line_error, real_data_dir, started_until_epochs
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
         "--hidden-dims", "32", "--epochs", "2", "--seeds", "42", "--quiet"]
@@ -121,10 +121,10 @@ def test_diverging_run_is_recorded_and_others_finish(tmp_path, monkeypatch, caps
 
 def test_interrupt_leaves_valid_partial_csvs(tmp_path):
     epochs_csv = tmp_path / "intr" / "epochs.csv"
-    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
-                               "--out", "intr"], tmp_path, epochs_csv)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends",
+                               "numpy:cpu", "--out", "intr"], tmp_path, epochs_csv) as proc:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     epochs = pd.read_csv(epochs_csv)

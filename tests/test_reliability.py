@@ -27,7 +27,7 @@ from bench import compare
 from bench.backends import IMPLS, Impl
 from bench.data import load_dataset
 from bench.errors import UserError
-from conftest import REPO, assert_one_line_error, start_until_epochs
+from conftest import REPO, assert_one_line_error, started_until_epochs
 from test_data_formats import make_source, tiny_arrays, write_binary_folder, write_python_folder
 
 TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
@@ -87,10 +87,11 @@ def test_ctrl_c_before_the_first_epoch_leaves_readable_csvs(fakes):
 
 
 def test_sigterm_writes_everything_so_far_and_exits_143(tmp_path):
-    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
-                               "--out", "term"], tmp_path, tmp_path / "term" / "epochs.csv")
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=120)
+    with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends",
+                               "numpy:cpu", "--out", "term"], tmp_path,
+                              tmp_path / "term" / "epochs.csv") as proc:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(pd.read_csv(tmp_path / "term" / "runs.csv")["status"]) == ["interrupted"]

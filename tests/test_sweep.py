@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.sweep.__main__ import main
 from bench.sweep.grid import parse_grid
 from bench.run import failure_status
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, started
 
 # 2 × 2 points × 2 backends = 8 tasks of 8 or 4 steps each; one thread keeps them quick on busy cores
 GRID = ["--grid", "batch_size=32,64", "hidden_dims=8,16"]
@@ -105,14 +105,13 @@ def test_killed_sweep_leaves_whole_rows_and_resumes(tmp_path):
     """SIGKILL in the middle of a sweep: sweep.csv holds only whole rows; the re-run adds the rest."""
     args = ["--grid", "batch_size=16,32,64,128", "hidden_dims=8,16", *TINY, "--backends", "numpy:cpu"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", *args, "--out", str(out)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     csv = out / "sweep.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (csv.exists() and len(csv.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    with started(["bench.sweep", *args, "--out", str(out)], tmp_path, stdout=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (csv.exists() and len(csv.read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
     before = pd.read_csv(csv)
     assert 2 <= len(before) < 8, "the sweep finished before it could be killed"
     assert before.notna()["status"].all() and set(before["status"]) == {"ok"}
