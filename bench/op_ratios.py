@@ -35,6 +35,7 @@ ignored.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -233,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"pytest arguments after '--' need --run: {' '.join(pytest_args)}")
     if not args.run:
         df, machine_info = load_saved(args.saved)  # a bad file is one line before a folder exists
+    missing = [m for m in ("pytest", "pytest_benchmark") if importlib.util.find_spec(m) is None]
+    if args.run and missing:
+        raise UserError(f"--run needs {' and '.join(missing)}, which this Python lacks (allowed: install "
+                        "the test extra, pip install '.[test]', or give a saved JSON instead of --run)")
     with ResultsFolder.create(args.out, "op_ratios") as folder:
         saved = run_benchmarks(folder.path, pytest_args) if args.run else args.saved
         if args.run:
