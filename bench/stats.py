@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,9 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     from scipy import stats  # here, not at import: sweep workers never test
 
-    res = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # nearly identical values: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 
@@ -82,6 +85,8 @@ def compare_pairs(runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFram
                           for x in (a, b))
         rows.append({
             "a": a, "b": b,
+            "acc_a": acc_a.mean() if len(acc_a) else math.nan,
+            "acc_b": acc_b.mean() if len(acc_b) else math.nan,
             "acc_diff": (acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan,
             "acc_p": p_acc, "n_a": len(acc_a), "n_b": len(acc_b),
             "epoch_seconds_trusted_a": med_a, "epoch_seconds_trusted_b": med_b,
@@ -101,16 +106,25 @@ def verdict(p: float) -> str:
             else f"not significant (p = {p:.3g} >= {ALPHA})")
 
 
+def _which(p: float, diff: float, a: str, b: str, better: str, neither: str) -> str:
+    """The conclusion of a test: which side is ``better`` when significant, else ``neither``."""
+    return f"{a if diff > 0 else b} is {better}" if p < ALPHA else neither
+
+
 def accuracy_sentence(r) -> str:
     """The accuracy verdict of one row of :func:`compare_pairs`."""
     none = [x for x, n in ((r.a, r.n_a), (r.b, r.n_b)) if n == 0]
     if none:
         return f"{r.a} vs {r.b}: no accuracy verdict, {' and '.join(none)} finished no run."
-    head = f"{r.a} vs {r.b}: test accuracy differs by {100 * r.acc_diff:+.2f} points"
+    head = (f"{r.a} vs {r.b}: test accuracy {100 * r.acc_a:.2f} % vs {100 * r.acc_b:.2f} % "
+            f"({100 * r.acc_diff:+.2f} points")
     if min(r.n_a, r.n_b) < 2:
-        return (f"{head} (n = {r.n_a} vs {r.n_b} seeds): no accuracy verdict, Welch's t needs at "
+        return (f"{head}, n = {r.n_a} vs {r.n_b} seeds): no accuracy verdict, Welch's t needs at "
                 "least two seeds on each side.")
-    return f"{head} (n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}."
+    return (f"{head}, n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}"
+            + ("" if math.isnan(r.acc_p) else ", so " + _which(
+                r.acc_p, r.acc_diff, r.a, r.b, "more accurate",
+                f"no evidence that either is more accurate at n = {min(r.n_a, r.n_b)}")) + ".")
 
 
 def speed_sentence(r, flagged: set[str] = frozenset(), libraries: dict[str, str] | None = None) -> str:
@@ -125,7 +139,10 @@ def speed_sentence(r, flagged: set[str] = frozenset(), libraries: dict[str, str]
     bad = sorted({r.a, r.b} & set(flagged))
     if bad:
         return f"No speed verdict: {medians}, not a finding: the timing of {' and '.join(bad)} is flagged."
-    text = f"Speed: {medians}, Welch's t on the epoch times: {verdict(r.time_p)}."
+    text = (f"Speed: {medians}, Welch's t on the epoch times: {verdict(r.time_p)}"
+            + ("" if math.isnan(r.time_p) else ", so " + _which(
+                r.time_p, -r.epoch_diff_seconds, r.a, r.b, "faster", "no evidence that either is "
+                "faster")) + ".")
     if math.isfinite(r.gemm_diff_seconds):
         libs = libraries or {}
         on = (f" ({libs[r.a]} vs {libs[r.b]})" if r.a in libs and r.b in libs else "")
