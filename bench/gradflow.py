@@ -71,7 +71,7 @@ IMPLS = ("numpy", "torch")
 EXIT_DISAGREE = 1
 HORIZON_RTOL = 1e-3  # the lock-step "horizon": the first step whose batch losses differ by more than this
 HORIZON_FACTOR = 2   # numpy-vs-torch horizon must be at least the float32 control's horizon / this
-CONTROL = "torch" + CONTROL_SUFFIX  # the control run: torch from the initial weights scaled by (1 + machine epsilon)
+CONTROL = "torch" + CONTROL_SUFFIX  # the control run: torch from the initial weights × (1 + machine eps)
 BACKEND_OF = {"numpy": "numpy:cpu", "torch": "torch:cpu", CONTROL: "torch:cpu"}
 
 

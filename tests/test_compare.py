@@ -158,6 +158,7 @@ def test_real_data_quick_run(cli):
     if data is None:
         pytest.skip("no CIFAR-10 copy at ../shared/cifar10 or $MLPBENCH_DATA_DIR")
     proc = cli("bench.compare", "--data-dir", str(data), "--train-subset", "5000", "--epochs", "2",
+               "--seeds", "42",
                "--backends", "numpy:cpu,torch:cpu", "--out", "real", "--quiet")
     assert proc.returncode == 0, proc.stderr
     runs = pd.read_csv(proc.cwd / "real" / "runs.csv")

@@ -271,3 +271,22 @@ def test_dataloader_on_cuda_in_lockstep_with_torch(tmp_path):
     assert (dl["data_seconds"] > 0).all() and (dl["compute_seconds"] > 0).all()
     np.testing.assert_allclose(dl["data_seconds"] + dl["compute_seconds"], dl["epoch_seconds"],
                                rtol=0.05, atol=2e-3)
+
+
+def test_a_torchvision_built_for_another_torch_is_one_line(tmp_path, monkeypatch):
+    """A CUDA torchvision from PyPI beside the CPU-only torch fails at import with a RuntimeError
+    (an operator it cannot register): the backend says so and how to install a matching pair."""
+    from bench.backends import resolve
+
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("torchvision")] + \
+            ["bench.backends.dataloader_backend"]:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(UserError) as err:
+        resolve(["torch-dataloader:cpu"])
+    message = str(err.value)
+    assert "torchvision does not load beside torch" in message and "nms does not exist" in message
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in message

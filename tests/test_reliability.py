@@ -241,7 +241,7 @@ def test_a_train_subset_above_the_split_says_what_was_used(cli, tmp_path):
     data_dir = make_source(tmp_path, "binary", "folder")
     proc = cli("bench.compare", "--data-dir", str(data_dir), "--val-size", "10", "--train-subset", "500",
                "--batch-size", "10", "--hidden-dims", "4", "--epochs", "1", "--backends", "numpy:cpu",
-               "--no-reference-timing", "--quiet", "--out", "o")
+               "--no-reference-timing", "--seeds", "42", "--quiet", "--out", "o")
     assert proc.returncode == 0, proc.stderr
     assert "note: train_subset 500 is more than the 90 training images of the split; using all 90" \
         in proc.stderr

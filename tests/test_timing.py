@@ -181,7 +181,8 @@ def test_compare_words_a_flagged_timing_in_every_output(tmp_path, monkeypatch, c
     monkeypatch.setitem(IMPLS, "slowgemm", Impl("fake_backends", "SlowGemmBackend", None, False))
     monkeypatch.chdir(tmp_path)
     code = compare.main(["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128",
-                         "--batch-size", "64", "--hidden-dims", "16", "--epochs", "3", "--quiet", "--seeds", "42",
+                         "--batch-size", "64", "--hidden-dims", "16", "--epochs", "3", "--quiet",
+                         "--seeds", "42",
                          "--backends", "slowgemm:cpu,numpy:cpu", "--out", "o"])
     assert code == 0
     printed = capsys.readouterr().out
