@@ -41,6 +41,7 @@ from bench.results import ResultsFolder
 from bench.run import RunRecord, run_one
 from bench.stats import summarise
 from bench.threads import limit_threads, resolve_threads
+from bench.timing import trusted_mask
 
 COMMAND = "gpu_check"
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch backends
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs = pd.DataFrame([{**e, "variant": v} for v, r in records for e in r.epochs])
         folder.write_csv("gpu_check.csv", rows)
         if not epochs.empty:
+            epochs["trusted"] = trusted_mask(epochs, by=("backend", "variant"))
             folder.write_csv("epochs.csv", epochs)
         folder.write_text("report.md", _report(env, config, rows, cpu_pass, folder.written))
     print(md_table(rows.reindex(columns=["backend", "variant", "status", "median_epoch_ms_trusted",

@@ -149,17 +149,18 @@ def has_reference(epochs: pd.DataFrame) -> bool:
     return "gemm_seconds" in epochs and bool(epochs["gemm_seconds"].notna().any())
 
 
-def trusted_mask(epochs: pd.DataFrame) -> pd.Series:
+def trusted_mask(epochs: pd.DataFrame, by: tuple[str, ...] = ("backend",)) -> pd.Series:
     """The one decision of which epoch times may be used: True for the *trusted* epochs.
 
     Trusted: after its run's first epoch (:func:`steady_epochs`) and, with reference
-    timing, at nominal machine speed (judged against the fastest bracket of the same
-    backend) with ``timing_quality`` ``ok``. Every output reads this decision: the
-    ``trusted`` column of epochs.csv, the ``*_trusted`` columns of summary.csv, the pair
+    timing, at nominal machine speed (judged against the fastest bracket of the same group
+    of ``by``, a backend) with ``timing_quality`` ``ok``. Every output reads this decision:
+    the ``trusted`` column of epochs.csv, the ``*_trusted`` columns of summary.csv, the pair
     tests, the plots and the reports' sentences.
     """
     mask = pd.Series(False, index=epochs.index)
-    groups = epochs.groupby("backend", sort=False) if "backend" in epochs else [(None, epochs)]
+    keys = [k for k in by if k in epochs]
+    groups = epochs.groupby(keys, sort=False) if keys else [(None, epochs)]
     for _, ep in groups:
         steady = steady_epochs(ep)
         if has_reference(steady):
