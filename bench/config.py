@@ -246,7 +246,8 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     # the reference setup with three seeds: the first run answers both questions, which backend is
     # faster (27 trusted epochs each at most) and whether their accuracy differs (Welch's t, n = 3),
-    # in about 1.5 minutes on 2 quiet cores; --seeds 42 is the reference setup itself
+    # in an estimated 1.5 minutes on 2 quiet cores (docs/measurements.md); --seeds 42 is the
+    # reference setup itself
     "compare": {"seeds": [42, 43, 44]},
     "sweep": {},
     # synthetic data of the CIFAR-10 training size: the ratio needs no real images

@@ -140,6 +140,9 @@ def next_steps(config: dict[str, Any], summary: pd.DataFrame, pairs: pd.DataFram
         out.append(f"For a speed verdict ({', '.join(bad)} flagged): rerun on a quieter machine, or let "
                    "the backends take turns epoch by epoch, so that a changing load hits all of them "
                    f"alike: `{turns}`")
+    elif bad:
+        out.append(f"For a trusted timing of {bad[0]}: rerun on a quieter machine, with more epochs: "
+                   f"`{command_line('compare', config, epochs=2 * config['epochs'])}`")
     return out
 
 

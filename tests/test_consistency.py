@@ -244,3 +244,28 @@ def test_any_epoch_table_gives_counts_and_medians_that_agree(epochs, acc):
     says_speed = "Speed: " in sentence
     assert says_speed == all(summary.at[b, "timing_quality"] == OK for b in summary.index)
     assert ("nan" in sentence) is False
+
+
+# ---------------------------------------------------------------- the next command
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--data-dir", "/data/my cifar", "--hidden-dims", "512,256", "--no-reference-timing", "--lockstep"],
+    ["--train-subset", "none", "--threads", "1", "--backends", "numpy:cpu,torch:cpu", "--lr", "0.05"],
+])
+def test_the_next_command_runs_the_same_comparison_with_more_seeds(flags):
+    """What the report proposes, pasted into a shell, is this run with five seeds and nothing else."""
+    import shlex
+
+    from bench.config import config_from_args
+    from bench.report import next_steps
+
+    config = config_from_args(compare.build_parser().parse_args([*flags, "--seeds", "7"]), "compare")
+    pairs = pd.DataFrame([{"a": "numpy:cpu", "b": "torch:cpu", "n_a": 1, "n_b": 1}])
+    summary = pd.DataFrame({"backend": ["numpy:cpu", "torch:cpu"], "timing_quality": [OK, OK]})
+    [step] = next_steps(config.to_dict(), summary, pairs)
+    command = step.split("`")[1]
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "bench.compare"]
+    again = config_from_args(compare.build_parser().parse_args(words[3:]), "compare")
+    assert again.to_dict() == {**config.to_dict(), "seeds": [7, 42, 43, 44, 45]}

@@ -65,6 +65,13 @@ def test_local_rows_and_outputs(local_sweep, capsys):
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
         assert f"]({name})" in report
     assert "## Crossover" in report and "hidden_dims \\ batch_size" in report and host in report
+    base = next(line for line in report.splitlines() if line.startswith("- Base settings"))
+    names = {item.split("=", 1)[0] for item in base.split(": ", 1)[1].split(", ") if "=" in item}
+    from bench.config import COMMAND_FIELDS
+    assert names and names <= set(COMMAND_FIELDS["sweep"]) - {"batch_size", "hidden_dims"}
+    assert {"lr", "epochs"} <= names and not names & {"depth", "k", "gpu_variants", "lockstep"}
+    spec = json.loads((local_sweep / "sweep.json").read_text())
+    assert set(spec["config"]) <= set(COMMAND_FIELDS["sweep"])  # only what a resume must repeat
 
 
 def test_dask_local_cluster_gives_the_same_rows(local_sweep, tmp_path):
@@ -243,6 +250,30 @@ def test_ratio_map_draws_the_crossover_only_where_there_is_one(tmp_path):
         path = plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / f"{name}.png")
         assert mpimg.imread(path).shape[0] > 100
     assert not plots.crosses_one(np.array([[0.5, 2.0]]))  # one row: no 2-D contour
+
+
+@pytest.mark.parametrize("flags", [
+    ["", "", "", "x", "x", "x"],   # the only crossing is between flagged cells: no line at all
+    ["", "x", "", "", "", ""],     # a line may run, but never through the flagged cell
+])
+def test_the_ratio_1_contour_never_runs_through_a_flagged_cell(tmp_path, monkeypatch, flags):
+    from matplotlib.axes import Axes
+
+    from bench.sweep import plots
+
+    grid = {"batch_size": ["32", "64", "128"], "hidden_dims": ["8", "16"]}
+    ratios = [1.5, 0.8, 1.5, 0.7, 1.2, 3.0] if flags[1] else [1.5, 2.0, 3.0, 0.5, 0.6, 0.7]
+    frame = pd.DataFrame({"batch_size": grid["batch_size"] * 2, "hidden_dims": ["8"] * 3 + ["16"] * 3,
+                          "device": "cpu", "ratio": ratios, "flag": flags})
+    drawn = []
+    contour = Axes.contour
+    monkeypatch.setattr(Axes, "contour", lambda self, *a, **k: drawn.append(a[2]) or contour(self, *a, **k))
+    plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / "r.png")
+    flagged = np.array([bool(f) for f in flags]).reshape(2, 3)
+    if flags[1]:
+        assert len(drawn) == 1 and np.ma.getmaskarray(drawn[0])[flagged].all()
+    else:
+        assert drawn == []  # the rows cross 1 only between the row of flagged cells and the other
 
 
 def test_a_crossover_is_stated_only_between_unflagged_points():
