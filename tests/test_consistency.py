@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,22 +181,25 @@ def test_the_epoch_time_plot_draws_the_summary_quartiles(compared):
     out, _ = compared
     summary = read(out, "summary.csv")
     fig = plots.epoch_time(summary)
-    ax = fig.axes[0]
-    bars = ax.containers[1] if len(ax.containers) > 1 else ax.containers[0]
-    heights = [b.get_height() for b in bars]
-    assert heights == pytest.approx(list(summary["median_epoch_seconds_trusted"].fillna(0)))
-    whiskers = ax.containers[0].lines[2][0].get_segments()  # ErrorbarContainer: (x, lo)-(x, hi)
-    for seg, row in zip(whiskers, summary.to_dict("records")):
-        lo, hi = sorted(y for _, y in seg)
-        if math.isnan(row["median_epoch_seconds_trusted"]):
-            assert lo == hi == 0
-        else:
-            assert (lo, hi) == pytest.approx((row["epoch_seconds_q25_trusted"],
-                                              row["epoch_seconds_q75_trusted"]))
-            assert lo >= 0
-    texts = [t.get_text() for t in ax.texts]
-    assert texts == ["no trusted\nepoch"]
-    assert "whiskers Q1–Q3" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    try:
+        ax = fig.axes[0]
+        bars = ax.containers[1] if len(ax.containers) > 1 else ax.containers[0]
+        heights = [b.get_height() for b in bars]
+        assert heights == pytest.approx(list(summary["median_epoch_seconds_trusted"].fillna(0)))
+        whiskers = ax.containers[0].lines[2][0].get_segments()  # ErrorbarContainer: (x, lo)-(x, hi)
+        for seg, row in zip(whiskers, summary.to_dict("records")):
+            lo, hi = sorted(y for _, y in seg)
+            if math.isnan(row["median_epoch_seconds_trusted"]):
+                assert lo == hi == 0
+            else:
+                assert (lo, hi) == pytest.approx((row["epoch_seconds_q25_trusted"],
+                                                  row["epoch_seconds_q75_trusted"]))
+                assert lo >= 0
+        texts = [t.get_text() for t in ax.texts]
+        assert texts == ["no trusted\nepoch"]
+        assert "whiskers Q1–Q3" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    finally:
+        plt.close(fig)
 
 
 def test_epoch_ratio_words_the_same_counts(compared):
