@@ -102,7 +102,7 @@ def test_lockstep_divergence_is_tiny(cli):
     assert len(control) == len(table) and set(pd.read_csv(proc.cwd / "lock" / "runs.csv")["backend"]) \
         == {"numpy:cpu", "torch:cpu"}  # ... but it is no run of its own
     env = json.loads((proc.cwd / "lock" / "env.json").read_text())
-    assert env["lockstep"]["max_rel"] == pytest.approx(rel, rel=1e-6, abs=1e-15)
+    assert env["lockstep"]["backends"]["torch:cpu"]["max_rel"] == pytest.approx(rel, rel=1e-6, abs=1e-15)
 
 
 def test_diverging_run_is_recorded_and_others_finish(tmp_path, monkeypatch, capsys):
