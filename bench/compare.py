@@ -131,8 +131,8 @@ def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
             apart = rel[rel > LOCKSTEP_PART]
             if len(apart) and b not in worst["parted"]:
                 step = int(apart.index[0])
-                worst["parted"][b] = (f"step {step} (seed {seed}): {table[b][step]:.6g} vs "
-                                      f"{ref[step]:.6g}, relative {rel[step]:.3g}")
+                worst["parted"][b] = (f"step {step} (seed {seed}): loss {table[b][step]:.6g} ({b}) vs "
+                                      f"{ref[step]:.6g} ({reference}), relative {rel[step]:.3g}")
             if diff.max() >= worst["max_abs"]:
                 worst["max_abs"] = float(diff.max())
             if rel.max() >= worst["max_rel"]:

@@ -147,7 +147,9 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
     seeds = (f"- Seeds: {config['seeds']} (n = {len(config['seeds'])} per backend)"
              + ("; lock-step: every backend starts from the first backend's weights"
                 if config['lockstep'] else ""))
-    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds]), "", CLOCKS, ""]
+    notes = [f"- `{b}`: {o['note']}" for b, o in env.get("backend_options", {}).items()
+             if isinstance(o, dict) and o.get("note")]  # e.g. what course:PATH trains
+    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds, *notes]), "", CLOCKS, ""]
     if config.get("reference_timing", True):
         lines += [REFERENCE, ""]
     if skipped:
