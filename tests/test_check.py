@@ -390,6 +390,8 @@ INTERFACE_ERRORS = {  # edits of course_ok: the start of the one line
     "a bias of another width": (("'bias': np.zeros((1, out_features))}", "'bias': np.zeros((2, out_features))}"),
                                 "LinearModule(4, 3).params['bias'] has shape (2, 3)"),
     "no params dict": (("self.params = {", "self.parameters = {"), "LinearModule(4, 3) has no dict params"),
+    "a loss without labels": (("    def forward(self, x, y):", "    def forward(self, x):"),
+                              "CrossEntropyModule.forward(self, x) cannot be called as forward(x, y)"),
     "LinearModule with another constructor": (
         ("def __init__(self, in_features, out_features, input_layer=False):", "def __init__(self, shape):"),
         "LinearModule(shape) cannot be called as LinearModule(in_features, out_features[, input_layer])"),

@@ -128,6 +128,11 @@ def detect(impl: CourseImpl) -> Interface:
         activations.append("relu")
     for cls in (impl.SoftMaxModule, impl.CrossEntropyModule):
         _build(cls, cls.__name__)
+    for cls in filter(None, (impl.LinearModule, impl.ELUModule, impl.ReLUModule, impl.SoftMaxModule)):
+        _check_method(cls, "forward", ("x",))
+        _check_method(cls, "backward", ("dout",))
+    for method in ("forward", "backward"):
+        _check_method(impl.CrossEntropyModule, method, ("x", "y"))
     return Interface(impl, tuple(activations), elu_alpha, input_layer, weight, bias, *_labels(impl))
 
 
@@ -183,6 +188,18 @@ def _takes(cls: type, *args: Any, **kwargs: Any) -> bool:
             return True
         except UserCodeError:
             return False
+
+
+def _check_method(cls: type, method: str, args: tuple[str, ...]) -> None:
+    """``cls.method(*args)`` must fit the method's signature (the course calls it so)."""
+    try:
+        signature = inspect.signature(getattr(cls, method))
+        signature.bind(None, *args)
+    except ValueError:  # no signature to read
+        return
+    except TypeError:
+        raise UserError(f"{cls.__name__}.{method}{signature} cannot be called as {method}({', '.join(args)}), "
+                        "as the course calls it") from None
 
 
 def _signature(cls: type) -> str:
