@@ -235,6 +235,11 @@ VARIANTS = {  # name: (edits of course_ok/modules.py, the diagnosis lines expect
         ["CrossEntropyModule forward: loss matches log(x + eps) with eps = 1.0e-03, a numerical stabiliser, "
          "but it moves loss from the exact value by",
          "CrossEntropyModule backward: dL/dx matches log(x + eps) with eps = 1.0e-03"]),
+    "a clip too large": (
+        [("np.log(x)", "np.log(np.clip(x, 1e-2, 1))"), ("dx = -y / x / S", "dx = -y / np.clip(x, 1e-2, 1) / S")],
+        ["CrossEntropyModule forward: loss matches x clipped from below (np.clip(x, eps, 1)) with eps = 1.0e-02, "
+         "a numerical stabiliser, but it moves loss from the exact value by",
+         "CrossEntropyModule backward: dL/dx matches x clipped from below"]),
     "ELU derivative exp(y)": (
         [("np.where(self.x > 0, 1.0, self.out + self.alpha)", "np.where(self.x > 0, 1.0, np.exp(self.out))")],
         ["ELUModule backward: dL/dx matches the derivative exp(y) where x <= 0"]),
@@ -332,20 +337,25 @@ def test_every_linear_layout_is_detected_and_checked_in_its_own_layout(weight, b
         assert all(o.passed for o in outcomes) is not transposed
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(log10_eps=st.floats(min_value=-12, max_value=-2))
-def test_an_eps_in_the_log_is_explained_and_judged_by_its_size(log10_eps):
-    """Whatever the eps: every deviation is explained as the stabiliser; the module passes exactly when
-    the largest deviation is within the bound, and then carries a note with that size."""
+STABILISED = {"log": ("np.log(x + {eps})", "-y / (x + {eps}) / S", "log(x + eps)"),
+              "clip": ("np.log(np.clip(x, {eps}, 1))", "-y / np.clip(x, {eps}, 1) / S", "x clipped from below")}
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(list(STABILISED)), log10_eps=st.floats(min_value=-12, max_value=-1.5))
+def test_a_stabiliser_is_explained_and_judged_by_its_size(kind, log10_eps):
+    """Whatever the stabiliser and its eps: every deviation is explained as that stabiliser; the module
+    passes exactly when the largest deviation is within the bound, and then carries a note with it."""
     eps = f"{10 ** log10_eps:.3e}"
+    log, grad, name = STABILISED[kind]
     with tempfile.TemporaryDirectory() as tmp:
-        variant(Path(tmp), ("np.log(x)", f"np.log(x + {eps})"), ("dx = -y / x / S", f"dx = -y / (x + {eps}) / S"))
+        variant(Path(tmp), ("np.log(x)", log.format(eps=eps)), ("-y / x / S", grad.format(eps=eps)))
         iface = detect(load_course(tmp))
         outcomes = check_layer(next(s for s in specs(iface) if s.name == "CrossEntropyModule"), iface,
                                np.random.default_rng(0))
     notes = mark_stabilisers(outcomes)
     deviating = [c for o in outcomes for c in o.comparisons if c.error > o.tol]
-    assert all(c.stabiliser.startswith("log(x + eps)") for c in deviating)
+    assert all(c.stabiliser.startswith(name) for c in deviating), [(c.quantity, c.error) for c in deviating]
     size = max((c.error for c in deviating), default=0.0)
     assert all(o.passed for o in outcomes) == (size <= STABILISER_BOUND)
     assert bool(notes) == (0 < size <= STABILISER_BOUND)

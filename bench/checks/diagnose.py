@@ -2,8 +2,8 @@
 
 A variant is the value a known mistake would give, computed from the case's
 inputs, the correct (torch) values and, for a variant with a free constant
-(a weight-decay factor, a stabiliser's eps), the constant fitted to the user's
-values: the transposed weight gradient, the cross-entropy gradient without its
+(a weight-decay factor), the constant fitted to the user's values: the
+transposed weight gradient, the cross-entropy gradient without its
 1/S or with its sign flipped, the fused softmax-cross-entropy gradient, a
 softmax shifted by the wrong maximum, ... A wrong value *matches* a variant
 when it is within 1e-6 of it and at least 1000 times closer to it than the
@@ -11,9 +11,10 @@ variant is to the correct value: then the mistake, not rounding, explains it.
 Non-finite entries match only where the variant has the same ones (nan where
 it has nan), so an overflow and an underflow are told apart.
 
-A variant marked ``stabiliser`` (an eps inside a log, an eps in the softmax's
-denominator) is no mistake: a deviation it explains is a note while it stays
-under ``STABILISER_BOUND`` (:func:`mark_stabilisers`), and a failure above it.
+A :class:`Stabiliser` (an eps inside a log, a clip of the probabilities, an
+eps in the softmax's denominator) is no mistake: a deviation it explains, with
+one eps fitted for all the cases, is a note while it stays under
+``STABILISER_BOUND`` (:func:`mark_stabilisers`), and a failure above it.
 Each diagnosis is one line naming the module and the mistake in words; it is
 shown at the representative case when the mistake shows there.
 """
@@ -39,7 +40,7 @@ User = dict  # the user's values of the case, by quantity
 
 @dataclass(frozen=True)
 class Variant:
-    """A known mistake (or stabiliser): the quantity it affects, what it is in words, its value.
+    """A known mistake: the quantity it affects, what it is in words, its value.
 
     ``value`` returns the array, or (array, constant) for a fitted variant, whose ``text`` then
     holds ``{}`` for the constant; or None where the variant does not apply to the case."""
@@ -47,7 +48,16 @@ class Variant:
     quantity: str
     text: str
     value: Callable[[Data, Refs, User], object]
-    stabiliser: bool = False
+
+
+@dataclass(frozen=True)
+class Stabiliser:
+    """A numerical stabiliser: the quantity it moves, its name (``{}`` for its eps), and the value
+    the quantity takes with a given eps."""
+
+    quantity: str
+    text: str
+    value: Callable[[Data, float], np.ndarray]
 
 
 def _s(d: Data) -> int:
@@ -65,16 +75,6 @@ def _softmax(z: np.ndarray, axis: int | None = 1, eps: float = 0.0) -> np.ndarra
 
 def _softmax_vjp(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return p * (g - (g * p).sum(axis=1, keepdims=True))
-
-
-def _fit(candidate: Callable[[float], np.ndarray], user: np.ndarray | None) -> tuple[np.ndarray, float] | None:
-    """The candidate whose eps (1e-20 .. 0.1, on a log scale) comes closest to ``user``."""
-    if user is None or not np.all(np.isfinite(user)):
-        return None
-    with np.errstate(all="ignore"):
-        best = minimize_scalar(lambda t: rel_error(candidate(10.0 ** t), user), bounds=(-20, -1),
-                               method="bounded", options={"xatol": 1e-6})
-    return candidate(10.0 ** best.x), 10.0 ** best.x
 
 
 def _elu_dx(h_prime: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> Callable:
@@ -107,23 +107,6 @@ def _ce_loss(scale: str, sign: float) -> Callable:
     def value(d: Data, r: Refs, u: User) -> np.ndarray:
         s, c = _s(d), d["x"].shape[1]
         return np.asarray(sign * -np.log(d["x"][np.arange(s), d["y"]]).sum() / {"sum": 1, "all": s * c}[scale])
-    return value
-
-
-def _ce_eps_loss(d: Data, r: Refs, u: User):
-    py = d["x"][np.arange(_s(d)), d["y"]]
-    return _fit(lambda eps: np.asarray(-np.log(py + eps).mean()), u.get("loss"))
-
-
-def _ce_eps_dx(d: Data, r: Refs, u: User):
-    return _fit(lambda eps: -_onehot(d) / (_s(d) * (d["x"] + eps)), u.get("dL/dx"))
-
-
-def _softmax_eps(quantity: str) -> Callable:
-    def value(d: Data, r: Refs, u: User):
-        if quantity == "output":
-            return _fit(lambda eps: _softmax(d["x"], eps=eps), u.get("output"))
-        return _fit(lambda eps: _softmax_vjp(_softmax(d["x"], eps=eps), d["dout"]), u.get("dL/dx"))
     return value
 
 
@@ -161,8 +144,6 @@ def _ce_loss_variants() -> list[Variant]:
                        lambda d, r, u: -r["loss"]))
     return out
 
-
-_LOG_EPS = "log(x + eps) with eps = {:.1e}"
 
 VARIANTS: dict[str, list[Variant]] = {
     "LinearModule": [
@@ -224,7 +205,6 @@ VARIANTS: dict[str, list[Variant]] = {
                 lambda d, r, u: _softmax(d["x"], 0)),
         Variant("output", "the softmax over the whole array instead of each row",
                 lambda d, r, u: _softmax(d["x"], None)),
-        Variant("output", "exp / (sum + eps) with eps = {:.1e}", _softmax_eps("output"), stabiliser=True),
         Variant("dL/dx", "only the diagonal of the Jacobian, dout * p * (1 - p), without the -p_i p_j terms",
                 lambda d, r, u: d["dout"] * _softmax(d["x"]) * (1 - _softmax(d["x"]))),
         Variant("dL/dx", "p * (dout - sum(dout * p)) with the sum over the wrong axis (axis=0) instead of "
@@ -232,13 +212,10 @@ VARIANTS: dict[str, list[Variant]] = {
                     d["dout"] - (d["dout"] * _softmax(d["x"])).sum(axis=0, keepdims=True))),
         Variant("dL/dx", "dout - sum(dout * p), without the final multiplication by p",
                 lambda d, r, u: d["dout"] - (d["dout"] * _softmax(d["x"])).sum(axis=1, keepdims=True)),
-        Variant("dL/dx", "exp / (sum + eps) with eps = {:.1e}", _softmax_eps("dL/dx"), stabiliser=True),
     ],
     "CrossEntropyModule": [
         *_ce_dx_variants(),
         *_ce_loss_variants(),
-        Variant("loss", _LOG_EPS, _ce_eps_loss, stabiliser=True),
-        Variant("dL/dx", _LOG_EPS, _ce_eps_dx, stabiliser=True),
     ],
     COMPOSITE: [
         Variant("dL/dz", _NO_MEAN, lambda d, r, u: r["dL/dz"] * _s(d)),
@@ -255,6 +232,28 @@ VARIANTS: dict[str, list[Variant]] = {
     ],
 }
 
+_LOG_EPS = "log(x + eps) with eps = {:.1e}"
+_CLIP = "x clipped from below (np.clip(x, eps, 1)) with eps = {:.1e}"
+_DENOMINATOR = "exp / (sum + eps) with eps = {:.1e}"
+
+
+def _label_p(d: Data) -> np.ndarray:
+    return d["x"][np.arange(_s(d)), d["y"]]
+
+
+STABILISERS: dict[str, list[Stabiliser]] = {
+    "SoftMaxModule": [
+        Stabiliser("output", _DENOMINATOR, lambda d, eps: _softmax(d["x"], eps=eps)),
+        Stabiliser("dL/dx", _DENOMINATOR, lambda d, eps: _softmax_vjp(_softmax(d["x"], eps=eps), d["dout"])),
+    ],
+    "CrossEntropyModule": [
+        Stabiliser("loss", _LOG_EPS, lambda d, eps: np.asarray(-np.log(_label_p(d) + eps).mean())),
+        Stabiliser("dL/dx", _LOG_EPS, lambda d, eps: -_onehot(d) / (_s(d) * (d["x"] + eps))),
+        Stabiliser("loss", _CLIP, lambda d, eps: np.asarray(-np.log(np.maximum(_label_p(d), eps)).mean())),
+        Stabiliser("dL/dx", _CLIP, lambda d, eps: -_onehot(d) / (_s(d) * np.maximum(d["x"], eps))),
+    ],
+}
+
 FORWARD_QUANTITIES = ("output", "loss")
 
 
@@ -264,9 +263,11 @@ FORWARD_QUANTITIES = ("output", "loss")
 def mark_stabilisers(outcomes: list[CheckOutcome]) -> list[str]:
     """Mark every failing comparison a stabiliser explains; a note for each stabiliser within the bound.
 
-    An autograd comparison is explained when it matches a stabiliser variant; a finite-difference
-    one when its case's autograd comparisons are all right or explained, one at least explained
-    (a stabiliser in the forward alone, or in the backward alone)."""
+    A stabiliser explains the autograd comparisons it matches with one eps for them all: the eps
+    fitted to each failing array (the median of those fits), or, when no array shows it, to each
+    failing loss, one number that any one-constant family fits, so two losses at least must agree.
+    A finite-difference comparison is explained when its case's autograd comparisons are all right
+    or explained, one at least explained (a stabiliser in the forward alone, or in the backward)."""
     if not outcomes:
         return []
     module = outcomes[0].module
@@ -274,11 +275,20 @@ def mark_stabilisers(outcomes: list[CheckOutcome]) -> list[str]:
     fd = next((o for o in outcomes if o.check == "finite differences"), None)
     if ag is None:
         return []
-    variants = [v for v in VARIANTS.get(module, []) if v.stabiliser]
-    refs, users = _by_case(ag.comparisons, "ref"), _by_case(ag.comparisons, "user")
-    for c in (c for c in ag.comparisons if c.error > ag.tol):
-        hit = _first_match(c, [v for v in variants if v.quantity == c.quantity], refs, users)
-        c.stabiliser = hit or ""
+    failing = [c for c in ag.comparisons if c.error > ag.tol]
+    for template in dict.fromkeys(st.text for st in STABILISERS.get(module, [])):
+        family = {st.quantity: st.value for st in STABILISERS[module] if st.text == template}
+        mine = [c for c in failing if c.quantity in family and not c.stabiliser]
+        fits = [e for c in mine if np.size(c.ref) > 1 for e in [_fit_eps(c, family[c.quantity])] if e]
+        if not fits:
+            fits = [e for c in mine if np.size(c.ref) == 1 for e in [_fit_eps(c, family[c.quantity])] if e]
+            fits = fits if len(fits) >= 2 else []
+        if not fits:
+            continue
+        eps = float(np.median(fits))
+        for c in mine:
+            if _matches(c.user, np.asarray(family[c.quantity](c.case.data, eps), dtype=np.float64), c.ref):
+                c.stabiliser = template.format(eps)
     for c in (c for c in (fd.comparisons if fd else []) if c.error > fd.tol):
         same = [a for a in ag.comparisons if a.case is c.case]
         if any(a.stabiliser for a in same) and all(a.error <= ag.tol or a.stabiliser for a in same):
@@ -293,6 +303,18 @@ def mark_stabilisers(outcomes: list[CheckOutcome]) -> list[str]:
                          f"value by up to {size:.2g} relative, under the bound {STABILISER_BOUND:g}: a note, "
                          "not a failure")
     return notes
+
+
+def _fit_eps(c: Comparison, value: Callable[[Data, float], np.ndarray]) -> float | None:
+    """The eps (1e-20 .. 0.1, on a log scale) with which the stabilised value comes closest to the
+    user's, when it matches there; else None."""
+    if c.user is None or not np.all(np.isfinite(c.user)):
+        return None
+    with np.errstate(all="ignore"):
+        best = minimize_scalar(lambda t: rel_error(value(c.case.data, 10.0 ** t), c.user), bounds=(-20, -1),
+                               method="bounded", options={"xatol": 1e-6})
+        eps = 10.0 ** best.x
+        return eps if _matches(c.user, np.asarray(value(c.case.data, eps), dtype=np.float64), c.ref) else None
 
 
 def carry_stabilisers(outcomes: list[CheckOutcome], texts: list[str]) -> list[str]:
@@ -371,36 +393,37 @@ def diagnose_network(rows: list[CheckOutcome]) -> list[str]:
 
 def _explain(module: str, phase: str, quantity: str, group: list[Comparison], refs: dict,
              users: dict) -> str | None:
-    """The line for the variant that matches every wrong case of ``quantity`` (or most of them)."""
+    """The line for the variant that matches every wrong case of ``quantity`` (or most of them); a
+    stabiliser found by :func:`mark_stabilisers` whose deviation is above the bound says so."""
+    if all(c.stabiliser for c in group):
+        shown = _shown(group)
+        return (f"{module} {phase}: {_what(module, quantity)} matches {shown.stabiliser}, a numerical "
+                f"stabiliser, but it moves {quantity} from the exact value by {shown.error:.2g} relative at "
+                f"{shown.case.label}, above the bound {STABILISER_BOUND:g}")
     variants = [v for v in VARIANTS.get(module, []) if v.quantity == quantity]
     hits: dict[int, list[str]] = {}
     for comp in group:
         for k, v in enumerate(variants):
-            text = _first_match(comp, [v], refs, users)
-            if text:
-                hits.setdefault(k, []).append(text)
+            const = _fitted(comp, v, refs, users)
+            if const is not None:
+                hits.setdefault(k, []).append(v.text.format(const) if "{" in v.text else v.text)
     if not hits:
         return None
     k = max(hits, key=lambda i: len(hits[i]))
     text, what = hits[k][0], _what(module, quantity)
-    if variants[k].stabiliser:
-        shown = _shown(group)
-        return (f"{module} {phase}: {what} matches {text}, a numerical stabiliser, but it moves {quantity} "
-                f"from the exact value by {shown.error:.2g} relative at {shown.case.label}, above the bound "
-                f"{STABILISER_BOUND:g}")
     if len(hits[k]) == len(group):
         return f"{module} {phase}: {what} matches {text}"
     return f"{module} {phase}: {what} matches {text} in {len(hits[k])} of the {len(group)} cases where it is wrong"
 
 
-def _first_match(comp: Comparison, variants: list[Variant], refs: dict, users: dict) -> str | None:
-    """The text of the first variant ``comp``'s user value matches (its constant filled in)."""
-    for v in variants:
-        with np.errstate(all="ignore"):
-            out = v.value(comp.case.data, refs[id(comp.case)], users[id(comp.case)])
-        cand, const = out if isinstance(out, tuple) else (out, None)
-        if cand is not None and _matches(comp.user, np.asarray(cand, dtype=np.float64), comp.ref):
-            return v.text.format(const) if const is not None else v.text
+def _fitted(comp: Comparison, v: Variant, refs: dict, users: dict) -> float | None:
+    """Whether ``comp``'s user value matches variant ``v``: its fitted constant (0.0 for a variant
+    without one), or None."""
+    with np.errstate(all="ignore"):
+        out = v.value(comp.case.data, refs[id(comp.case)], users[id(comp.case)])
+    cand, const = out if isinstance(out, tuple) else (out, 0.0)
+    if cand is not None and _matches(comp.user, np.asarray(cand, dtype=np.float64), comp.ref):
+        return const
     return None
 
 
