@@ -458,7 +458,7 @@ def _one_hot_width(module: str, outcomes: list[CheckOutcome]) -> str | None:
         return None
     if any(c.data["top"] for c, _, _ in bad) or not any(c.data["top"] for c in cases.values()):
         return None
-    case, detail, phase = bad[0]
+    case, detail, phase = max(bad, key=lambda b: b[0].data["x"].size)  # the largest such batch
     return (f"{module} {phase}: wrong only in batches that lack the largest class C - 1 ({detail}, at "
             f"{case.label}): the one-hot matrix is as wide as the labels present (e.g. np.eye(max(y) + 1)) "
             "instead of the number of classes, x.shape[1]")
