@@ -137,8 +137,8 @@ def lockstep_divergence(steps: pd.DataFrame, reference: str) -> dict[str, Any]:
             mine = lock["backends"].setdefault(b, {"max_rel": 0.0, "where": "", "parted": ""})
             if len(apart) and not mine["parted"]:
                 step = int(apart.index[0])
-                mine["parted"] = (f"step {step} (seed {seed}): {table[b][step]:.6g} vs "
-                                  f"{ref[step]:.6g}, relative {rel[step]:.3g}")
+                mine["parted"] = (f"step {step} (seed {seed}): loss {table[b][step]:.6g} ({b}) vs "
+                                  f"{ref[step]:.6g} ({reference}), relative {rel[step]:.3g}")
             if rel.max() >= mine["max_rel"]:
                 mine["max_rel"], mine["where"] = float(rel.max()), f"seed {seed}, step {int(rel.idxmax())}"
     return lock

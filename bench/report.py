@@ -201,7 +201,9 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
                 if config['lockstep'] else ""))
     libs = gemm_libraries(env)
     gemms = ["- GEMMs ran on: " + "; ".join(f"`{b}` {lib}" for b, lib in libs.items())] if libs else []
-    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds, *gemms]), "", CLOCKS, ""]
+    notes = [f"- `{b}`: {o['note']}" for b, o in env.get("backend_options", {}).items()
+             if isinstance(o, dict) and o.get("note")]  # e.g. what course:PATH trains
+    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds, *gemms, *notes]), "", CLOCKS, ""]
     reference = config.get("reference_timing", True)
     lines += [REFERENCE if reference else
               "Reference timing was off (`--no-reference-timing`): no epoch was checked against its "
