@@ -26,7 +26,6 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from bench import plots
 from bench.backends import Chosen, listing, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
@@ -158,34 +157,33 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
     """Run every backend of ``config`` for every seed and write all outputs into ``out``.
 
     Bad backends or options raise :class:`UserError` before anything is
-    created. Ctrl-C stops training; what finished is written and the outcome
-    says ``interrupted``.
+    created. Ctrl-C, SIGTERM or SIGHUP stops training; what finished is
+    written and the outcome says ``interrupted``.
     """
     chosen, skipped = resolve(config.backends)
     check_memory(config, sum(c.device == "cpu" for c in chosen))
-    backends = [(c, c.make(config)) for c in chosen]  # constructors check options (one line on error)
+    # constructors check options (a UserError: one line); one that fails otherwise is that run's failure
+    backends = [(c, c.build(config)) for c in chosen]
     label = "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in c.name) for c in chosen)
     label += "_lockstep" if config.lockstep else ""
     label += f"_{len(config.seeds)}seeds" if len(config.seeds) > 1 else ""
     threads = resolve_threads(config.threads)
-    interrupted, env, data, summary = False, {}, None, None
+    env, data, summary = {}, None, None
     with ResultsFolder.create(out, label) as folder, limit_threads(threads):
         rec = Recorder(folder)
-        try:
+        with folder.measuring():
             data = load_for_config(config, config.seeds[0], progress=progress)
             for name, reason in skipped:
                 print(f"skipped {name}: {reason}", file=sys.stderr)
             env = folder.write_env(threads, {"config": config.to_dict(),
                                              "backends": [c.name for c in chosen], "skipped": skipped,
                                              "data": data.info()})
-            env["backend_options"] = {c.name: b.describe() for c, b in backends}
+            env["backend_options"] = {c.name: b.describe() for c, b in backends if b is not None}
             folder.write_json("env.json", env)
-            interrupted = _train_all(config, backends, data, rec, progress)
-        except KeyboardInterrupt:
-            interrupted = True
+            folder.interrupted = _train_all(config, backends, data, rec, progress)
         if data is not None:
-            summary = _write_outputs(folder, config, env, rec, skipped, interrupted, data)
-    return Outcome(folder.path, rec.epochs(), rec.runs(), summary, skipped, env, interrupted)
+            summary = _write_outputs(folder, config, env, rec, skipped, data)
+    return Outcome(folder.path, rec.epochs(), rec.runs(), summary, skipped, env, folder.interrupted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,11 +215,11 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
         if i > 0:  # the validation split is drawn by the seed
             data = load_for_config(config, seed, progress=progress)
         initial = None
-        if config.lockstep:
-            first = backends[0][1]
-            first.load_data(data)
-            first.init_model(seed)
-            initial = first.export_state()
+        built = [b for _c, b in backends if b is not None]
+        if config.lockstep and built:
+            built[0].load_data(data)
+            built[0].init_model(seed)
+            initial = built[0].export_state()
         for c, b in backends:
             bar = tqdm(total=config.epochs, desc=f"{c.name} seed {seed}", unit="epoch",
                        disable=not progress, file=sys.stderr, leave=True)
@@ -241,7 +239,9 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
 
 
 def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], rec: Recorder,
-                   skipped, interrupted: bool, data: Dataset) -> pd.DataFrame | None:
+                   skipped, data: Dataset) -> pd.DataFrame | None:
+    from bench import plots  # matplotlib: not for --list-backends or a refused command
+
     epochs, runs = rec.epochs(), rec.runs()
     folder.write_csv("epochs.csv", epochs)
     folder.write_csv("runs.csv", runs)
@@ -275,7 +275,7 @@ def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], r
             env["lockstep"] = lock
             folder.write_json("env.json", env)
     report = build_report(env=env, config=config.to_dict(), summary=summary, pairs=pairs, runs=runs,
-                          skipped=skipped, plots=figs, lockstep=lock, interrupted=interrupted,
+                          skipped=skipped, plots=figs, lockstep=lock, interrupted=folder.interrupted_note(),
                           files=[*folder.written, "report.md"])
     folder.write_text("report.md", report)
     if lock is not None:

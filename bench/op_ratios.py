@@ -35,7 +35,7 @@ ignored.
 
 from __future__ import annotations
 
-import json
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.io import read_json
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
 from bench.threads import default_threads
@@ -58,6 +59,8 @@ RUN_JSON_NAME = "ops.json"
 NUMER, DENOM = "numpy", "torch"  # ratio = NUMER time / DENOM time on the same device
 KEYS = ("op", "batch", "hidden")
 REQUIRED_INFO = ("op", "backend", "batch")
+SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
+STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
 
 
 def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -67,11 +70,9 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     pytest-benchmark JSON, or one without any benchmark carrying the extra_info.
     """
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = read_json(Path(path), SAVED_BYTES, "a pytest-benchmark JSON")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise UserError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
     rows = []
@@ -190,17 +191,31 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
     return fig
 
 
-def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> Path:
-    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json."""
+def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> tuple[Path, bool]:
+    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json;
+    (the JSON, whether a signal stopped it). On Ctrl-C, SIGTERM or SIGHUP pytest is asked to stop
+    (SIGINT) and saves what it timed so far."""
     json_path = out.resolve() / RUN_JSON_NAME  # pytest runs from the repository root
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
            "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
     print("+", " ".join(cmd), flush=True)
-    code = subprocess.run(cmd, cwd=REPO).returncode
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not json_path.exists():
+            raise
+        return json_path, True
     if code != 0:
         raise UserError(f"pytest exited with status {code}; see its output above "
                         f"(nothing written to {out / CSV_NAME})")
-    return json_path
+    return json_path, False
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -234,8 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.run:
         df, machine_info = load_saved(args.saved)  # a bad file is one line before a folder exists
     with ResultsFolder.create(args.out, "op_ratios") as folder:
-        saved = run_benchmarks(folder.path, pytest_args) if args.run else args.saved
+        saved = args.saved
         if args.run:
+            saved, folder.interrupted = run_benchmarks(folder.path, pytest_args)
             df, machine_info = load_saved(saved)
         table = pivot(df)
         if not ratio_columns(table):
@@ -246,15 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder.write_csv(CSV_NAME, table)
         folder.save_figure(PNG_NAME, plot_ratios(table, machine_info))
         flagged = flagged_sentences(table)
-        folder.write_text("report.md", _report(env, table, flagged, saved,
-                                               [*folder.written, "report.md"]))
+        folder.write_text("report.md", _report(env, table, flagged, saved, folder))
     with pd.option_context("display.width", 200, "display.max_rows", None,
                            "display.float_format", "{:.3g}".format):
         print(table.drop(columns=[c for c in table if c.startswith("spread_")]).to_string(index=False))
     for sentence in flagged:
         print(f"flagged: {sentence}")
     print(f"results: {folder.path} (from {saved})")
-    return 0
+    if folder.interrupted:
+        print(f"interrupted: the benchmarks timed before it are in {folder.path}", file=sys.stderr)
+    return folder.exit_code()
 
 
 def flagged_sentences(table: pd.DataFrame) -> list[str]:
@@ -271,9 +288,11 @@ def flagged_sentences(table: pd.DataFrame) -> list[str]:
 
 
 def _report(env: dict[str, Any], table: pd.DataFrame, flagged: list[str], saved: Path,
-            files: list[str]) -> str:
+            folder: ResultsFolder) -> str:
     shown = table.drop(columns=[c for c in table if c.startswith("spread_")])
-    lines = ["# Per-op time, NumPy / PyTorch", "", "## Setup", "", *setup_lines(env),
+    files = [*folder.written, "report.md"]
+    lines = ["# Per-op time, NumPy / PyTorch", "", *folder.interrupted_note(), "## Setup", "",
+             *setup_lines(env),
              f"- Benchmarks: `{saved}` (pytest-benchmark JSON of `benchmarks/`)", "",
              "`ratio_<device>` is NumPy's median seconds per call over PyTorch's (above 1: PyTorch is "
              "faster). A ratio is flagged when either side's rounds spread too widely (IQR/median "

@@ -138,12 +138,10 @@ def model_line(config: dict[str, Any]) -> str:
 
 def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.DataFrame,
                  pairs: pd.DataFrame, runs: pd.DataFrame, skipped: list[tuple[str, str]],
-                 plots: dict[str, str], lockstep: dict[str, Any] | None, interrupted: bool,
+                 plots: dict[str, str], lockstep: dict[str, Any] | None, interrupted: list[str],
                  files: list[str]) -> str:
-    """The compare report."""
-    lines = ["# NumPy vs PyTorch MLP: comparison report", ""]
-    if interrupted:
-        lines += ["**This run was interrupted (Ctrl-C): the tables hold what finished before it.**", ""]
+    """The compare report; ``interrupted``: the lines saying the run was cut short (none if it was not)."""
+    lines = ["# NumPy vs PyTorch MLP: comparison report", "", *interrupted]
     seeds = (f"- Seeds: {config['seeds']} (n = {len(config['seeds'])} per backend)"
              + ("; lock-step: every backend starts from the first backend's weights"
                 if config['lockstep'] else ""))

@@ -106,7 +106,7 @@ class Run:
 
     def _start(self) -> bool:
         c, data = self.config, self.data
-        check_memory(c, int(self.chosen.device == "cpu"))  # a point of a sweep too big to fit: oom
+        check_memory(c, int(self.chosen.device == "cpu"), data=False)  # a sweep point too big: oom
         if self.backend is None:
             self.backend = self.chosen.make(c)
         self.backend.load_data(data)
@@ -137,7 +137,7 @@ class Run:
             if self.training is not None:
                 self.training.interrupt()
             return False
-        except Exception as exc:  # noqa: BLE001 - a failing backend must not end the other runs
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing backend must not end the others
             self.status, self.error = failure_status(exc), one_line(exc)
             return False
         if self.training is not None and self.training.finished and self.status == "running":

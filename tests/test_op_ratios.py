@@ -92,7 +92,7 @@ def _error(argv, capsys):
 
 
 @pytest.mark.parametrize("content,needle", [
-    ("{not json", "is not JSON"),
+    ("{not json", "not valid JSON"),
     ('{"machine_info": {}}', "no 'benchmarks' list"),
     ('{"benchmarks": []}', "has no benchmark with stats and extra_info"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)]}),

@@ -277,7 +277,7 @@ def test_cache_leftovers_are_swept_and_cache_files_are_not_private(tmp_path):
     data_dir = make_source(tmp_path, "binary", "archive")
     load_quiet(data_dir)
     entry = next((tmp_path / "cache").rglob("manifest.json")).parent
-    leftover = entry / ".train_x.npy.abc123.tmp"
+    leftover = entry / ".train_x.npy.abc123xy.tmp"
     leftover.write_bytes(b"half a file")
     load_quiet(data_dir)
     assert not leftover.exists()

@@ -30,7 +30,7 @@ from bench.data.dataset import Dataset
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
-from bench.io import make_dirs, remove_empty, sweep_temporaries
+from bench.io import make_dirs, read_bounded, remove_empty, sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
@@ -156,7 +156,7 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
     """Parse a source from scratch: (decoded arrays, manifest info without classes)."""
     layout = src.layout
     if src.kind == "archive":
-        digests = archive.file_digests(src.path)
+        digests = archive.file_digests(src.path, formats.ARCHIVE_BYTES)
         members = archive.read_tar_members(
             src.path, [f"{layout.folder}/{f}" for f in layout.files()],
             limit=lambda name: formats.max_bytes(layout, name.rsplit("/", 1)[-1]))
@@ -178,8 +178,8 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
 
         def read(name: str) -> bytes:
             try:
-                archive.check_regular(src.path / name, formats.max_bytes(layout, name))
-                return (src.path / name).read_bytes()
+                return read_bounded(src.path / name, formats.max_bytes(layout, name),
+                                    "a CIFAR-10 file of its kind")
             except FileNotFoundError:
                 raise UserError(f"{src.path / name}: missing (the CIFAR-10 {layout.name} layout "
                                 f"needs {', '.join(layout.files())})") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,19 +9,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.io import write_text
+from bench.errors import UserError
+from bench.io import JSON_BYTES, read_json, write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
 from bench.sweep import plots
 from bench.sweep.analysis import flag_matrix, accuracy_frame, crossover_sentences, matrix, \
     paired_devices, ratio_frame, slices
-from bench.sweep.store import SPEC_FILE, read_rows
+from bench.sweep.store import SPEC_FILE, TABLE_BYTES, read_rows
 
 
 def write_outputs(out: Path) -> dict[str, Any]:
     """Draw every PNG and write report.md from sweep.csv; returns the ratios and the crossover sentences."""
     out = Path(out)
-    spec = json.loads((out / SPEC_FILE).read_text())
+    spec = read_json(out / SPEC_FILE, TABLE_BYTES, "a sweep's spec")
     grid = spec["grid"]
     rows = read_rows(out)
     envs = _host_envs(out)
@@ -177,8 +177,12 @@ def _machine_line(host: str, env: dict[str, Any]) -> str:
 def _host_envs(out: Path) -> dict[str, dict[str, Any]]:
     envs = {}
     for path in sorted(out.glob("env_*.json")):
-        env = json.loads(path.read_text())
-        envs[env.get("hostname", path.stem[4:])] = env
+        try:
+            env = read_json(path, JSON_BYTES, "a machine record")
+        except (OSError, UserError):
+            continue  # not this sweep's (damaged, a link to a device, ...): the machine goes unnamed
+        if isinstance(env, dict):
+            envs[str(env.get("hostname", path.stem[4:]))] = env
     return envs
 
 
