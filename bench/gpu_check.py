@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args, COMMAND)
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
     chosen, skipped = resolve(config.backends, skip_unavailable=True)
+    check_memory(config, sum(c.device == "cpu" for c in chosen))  # the settings asked for
     for name, reason in skipped:
         say(f"skipped {name}: {reason}")
     cpu_pass = not chosen
@@ -74,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(no GPU figures)")
         config = dataclasses.replace(config, **CPU_PASS).validate()
         chosen, _ = resolve(config.backends)
-    check_memory(config, sum(c.device == "cpu" for c in chosen))
     jobs = [(c, v, _variant(config, c, v)) for c in chosen
             for v in (config.gpu_variants if c.impl == "torch" else ["-"])]
     for c, _v, cfg in jobs:

@@ -94,7 +94,8 @@ def test_sigterm_writes_everything_so_far_and_exits_143(tmp_path):
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(pd.read_csv(tmp_path / "term" / "runs.csv")["status"]) == ["interrupted"]
-    assert "interrupted" in (tmp_path / "term" / "report.md").read_text()
+    report = (tmp_path / "term" / "report.md").read_text()
+    assert "interrupted (SIGTERM)" in report and "Ctrl-C" not in report
 
 
 def test_a_full_disk_while_saving_a_plot_costs_the_plot_only(monkeypatch, capsys):

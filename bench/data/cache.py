@@ -158,6 +158,9 @@ def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[
     entry.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(entry)
     (entry / MANIFEST).unlink(missing_ok=True)
+    for name in Decoded.ARRAYS:  # a link planted in the cache is removed, never written through
+        if (entry / f"{name}.npy").is_symlink():
+            (entry / f"{name}.npy").unlink()
     specs = {}
     for name, a in decoded.arrays().items():
         a = np.ascontiguousarray(a)
