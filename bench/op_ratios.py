@@ -35,6 +35,7 @@ ignored.
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.errors import OneLineArgumentParser, UserError, run_cli, shorten
 from bench.io import read_json
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
@@ -78,18 +79,11 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     rows = []
     for b in doc["benchmarks"]:
         info = b.get("extra_info") if isinstance(b, dict) else None
-        median = (b.get("stats") or {}).get("median") if isinstance(b, dict) else None
-        if not isinstance(info, dict) or any(k not in info for k in REQUIRED_INFO) or median is None:
+        stats = b.get("stats") if isinstance(b, dict) else None
+        if not (isinstance(info, dict) and isinstance(stats, dict)
+                and all(k in info for k in REQUIRED_INFO) and stats.get("median") is not None):
             continue
-        impl, sep, device = str(info["backend"]).partition(":")
-        if not sep:
-            raise UserError(f"{path}: benchmark {b.get('name')!r} has backend {info['backend']!r}; "
-                            "expected impl:device, e.g. numpy:cpu")
-        iqr = (b.get("stats") or {}).get("iqr")
-        rows.append({"op": str(info["op"]), "batch": info["batch"], "hidden": info.get("hidden"),
-                     "backend": f"{impl}:{device}", "impl": impl, "device": device,
-                     "median_s": float(median),
-                     "spread": float(iqr) / float(median) if iqr is not None and median else np.nan})
+        rows.append(_benchmark_row(b["name"] if "name" in b else "?", info, stats, path))
     if not rows:
         raise UserError(f"{path} has no benchmark with stats and extra_info {'/'.join(REQUIRED_INFO)} "
                         f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
@@ -103,6 +97,36 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise UserError(f"{path}: more than one benchmark for op {r['op']}, batch {r['batch']}, "
                         f"hidden {r['hidden']}, backend {r['backend']}")
     return df, doc.get("machine_info") or {}
+
+
+def _benchmark_row(name: object, info: dict[str, Any], stats: dict[str, Any], path: Path
+                   ) -> dict[str, Any]:
+    """One benchmark's row, every field checked: a wrong one is a UserError naming it."""
+    def bad(field: str, value: object, allowed: str) -> UserError:
+        return UserError(f"{path}: benchmark {shorten(repr(name), 60)} has {field} "
+                         f"{shorten(repr(value), 60)} (allowed: {allowed})")
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    impl, sep, device = str(info["backend"]).partition(":")
+    if not (isinstance(info["backend"], str) and sep and impl and device):
+        raise bad("backend", info["backend"], "impl:device, e.g. numpy:cpu")
+    if not (isinstance(info["op"], str) and info["op"]):
+        raise bad("op", info["op"], "a name")
+    for key in ("batch", "hidden"):
+        v = info.get(key)
+        if not (v is None and key == "hidden") and not (isinstance(v, int) and not isinstance(v, bool)
+                                                         and v >= 1):
+            raise bad(key, v, "an integer >= 1" + (", or none" if key == "hidden" else ""))
+    median, iqr = stats["median"], stats.get("iqr")
+    if not (number(median) and median > 0):
+        raise bad("median", median, "a finite number of seconds > 0")
+    if iqr is not None and not (number(iqr) and iqr >= 0):
+        raise bad("iqr", iqr, "a finite number of seconds >= 0, or none")
+    return {"op": info["op"], "batch": info["batch"], "hidden": info.get("hidden"),
+            "backend": f"{impl}:{device}", "impl": impl, "device": device, "median_s": float(median),
+            "spread": float(iqr) / float(median) if iqr is not None else np.nan}
 
 
 def pivot(df: pd.DataFrame) -> pd.DataFrame:
