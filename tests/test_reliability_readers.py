@@ -277,6 +277,17 @@ def test_a_chain_of_codec_encodings_cannot_grow_bytes(tmp_path):
     assert isinstance(got, UserError) and "_codecs.encode" in str(got)
 
 
+def test_a_pickle_of_millions_of_tiny_opcodes_is_refused_before_it_builds_anything(tmp_path):
+    from bench.data.formats import MAX_OPCODES
+
+    n = MAX_OPCODES + 10
+    dups = b"\x80\x02](K\x01" + b"2" * n + b"e."  # a list of n ones: one byte per item
+    folder = write_python_folder(tmp_path / "data", tiny_arrays())
+    (folder / "data_batch_1").write_bytes(dups)
+    with pytest.raises(UserError, match=f"more than {MAX_OPCODES} pickle opcodes"):
+        load_quiet(tmp_path / "data")
+
+
 @SETTINGS
 @given(shape=st.lists(st.integers(0, 5000), min_size=0, max_size=4),
        dtype=st.sampled_from(["u1", "i4", "f8", "c16", "U3"]))

@@ -29,6 +29,7 @@ import hashlib
 import io
 import math
 import pickle
+import pickletools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ BINARY_BATCH_BYTES = BATCH_RECORDS * RECORD_BYTES   # 30 730 000
 PYTHON_BATCH_BYTES = 32 * 2**20               # the official pickles are 31 035 704 bytes or fewer
 META_BYTES = 4096                             # the official class-name files are 61 and 158 bytes
 ARCHIVE_BYTES = 512 * 2**20                   # the official archives are about 163 MiB
+MAX_OPCODES = 250_000  # opcodes of one pickled batch: 10 000 labels and file names take under 100 000
 
 
 def max_bytes(layout: Layout, name: str) -> int:
@@ -232,8 +234,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def restricted_loads(buf: bytes, where: str, max_bytes: int = BATCH_RECORDS * N_PIXELS) -> object:
     """Unpickle ``buf`` with :class:`RestrictedUnpickler` (arrays of at most ``max_bytes``); any
-    failure is one UserError."""
+    failure is one UserError.
+
+    The opcodes are counted first (``pickletools.genops``, which builds nothing): more than
+    ``MAX_OPCODES`` is refused, so a few bytes per opcode (``DUP``, ``APPEND``) cannot build
+    lists of tens of millions of items.
+    """
     try:
+        for count, _op in enumerate(pickletools.genops(buf), 1):
+            if count > MAX_OPCODES:
+                raise UserError(f"{where}: more than {MAX_OPCODES} pickle opcodes (a CIFAR-10 python "
+                                "batch has fewer than 100 000); refusing to unpickle it")
         return RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load()
     except UserError:
         raise
