@@ -74,6 +74,7 @@ IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central diff
 CHECK_TRAIN_STEPS = 500  # full-batch gradient steps of the tiny model before its second check
 CHECK_LR = 0.5
 MAX_EXACT_PARAMS = 5000  # the exact check forms the tiny model's whole Hessian: 200 MB in float64
+MAX_K = 100  # eigenvalues at each end at most: each is a Lanczos vector kept, and converged, per end
 
 
 class InitialWeights(LoopHooks):
@@ -391,6 +392,11 @@ def check_sizes(config: Config) -> None:
         raise UserError(f"the exact check's model has {tiny.n_params()} parameters (check_features "
                         f"{opts.check_features} x check_hidden {opts.check_hidden}); its Hessian is "
                         f"formed whole, so at most {MAX_EXACT_PARAMS} are allowed: lower them")
+    most = min(MAX_K, tiny.n_params() // 2 - 1)  # Lanczos needs a basis larger than 2k
+    if opts.k > most:
+        raise UserError(f"invalid k: {opts.k} (allowed: 1 to {most}, the most Lanczos can resolve "
+                        f"at each end of the exact check's {tiny.n_params()} eigenvalues, and at most "
+                        f"{MAX_K})")
     arch = Arch(CIFAR10_N_FEATURES, tuple(config.hidden_dims), CIFAR10_N_CLASSES, config.activation,
                 config.alpha, config.residual)
     n = arch.n_params()

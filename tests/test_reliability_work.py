@@ -46,7 +46,7 @@ def _isolated(tmp_path, monkeypatch):
     ("bench.compare", [*TINY, "--hidden-dims", "100000,100000"], "GiB"),
     ("bench.compare", [*TINY, "--lockstep", "--batch-size", "1", "--epochs", "100000000"], "GiB"),
     ("bench.gradflow", ["--dataset", "synthetic", "--width", "100000", "--depth", "21"], "--width, --depth"),
-    ("bench.hessian", ["--dataset", "synthetic", "--hidden-dims", "1000", "--k", "100000"], "--k"),
+    ("bench.hessian", ["--dataset", "synthetic", "--hidden-dims", "100000"], "--hidden-dims, --k"),
 ])
 def test_a_run_that_cannot_fit_is_refused_before_any_work(cli, tmp_path, command, flags, needle):
     proc = cli(command, *flags, "--out", "o")
@@ -54,9 +54,11 @@ def test_a_run_that_cannot_fit_is_refused_before_any_work(cli, tmp_path, command
     assert not (tmp_path / "o").exists()
 
 
-def test_the_hessian_check_model_is_bounded(cli):
+def test_the_hessian_check_model_and_k_are_bounded(cli):
     assert_one_line_error(cli("bench.hessian", "--dataset", "synthetic", "--check-hidden", "1000"),
                           "43010 parameters", "at most 5000")
+    assert_one_line_error(cli("bench.hessian", "--dataset", "synthetic", "--check-features", "4",
+                              "--check-hidden", "2", "--k", "100000"), "invalid k: 100000", "1 to 19")
 
 
 def test_the_estimate_counts_the_data(monkeypatch):

@@ -273,6 +273,9 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     if not download:
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder (allowed: a folder holding "
+                        f"{accepted_names()}, or a new one to download into)")
     dest = data_dir / BINARY.archive
     # NOTE: the folders made for the download are removed again if it fails: a mistyped
     # --data-dir a/b/c must not be left behind
