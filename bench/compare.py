@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from bench.backends import Chosen, listing, resolve
+from bench.backends import Chosen, listing, options_of, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.data.dataset import Dataset
@@ -178,7 +178,7 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
             env = folder.write_env(threads, {"config": config.to_dict(),
                                              "backends": [c.name for c in chosen], "skipped": skipped,
                                              "data": data.info()})
-            env["backend_options"] = {c.name: b.describe() for c, b in backends if b is not None}
+            env["backend_options"] = {c.name: options_of(b) for c, b in backends if b is not None}
             folder.write_json("env.json", env)
             folder.interrupted = _train_all(config, backends, data, rec, progress)
         if data is not None:
@@ -214,12 +214,7 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
     for i, seed in enumerate(config.seeds):
         if i > 0:  # the validation split is drawn by the seed
             data = load_for_config(config, seed, progress=progress)
-        initial = None
-        built = [b for _c, b in backends if b is not None]
-        if config.lockstep and built:
-            built[0].load_data(data)
-            built[0].init_model(seed)
-            initial = built[0].export_state()
+        initial = _initial_state(backends, data, seed) if config.lockstep else None
         for c, b in backends:
             bar = tqdm(total=config.epochs, desc=f"{c.name} seed {seed}", unit="epoch",
                        disable=not progress, file=sys.stderr, leave=True)
@@ -236,6 +231,20 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
             if record.interrupted:
                 return True
     return False
+
+
+def _initial_state(backends: list[tuple[Chosen, Any]], data: Dataset, seed: int) -> dict | None:
+    """The lock-step start: the first backend that can give its initial weights for ``seed`` (one
+    that fails here fails again, recorded, in its own run)."""
+    for _c, b in backends:
+        try:
+            if b is not None:
+                b.load_data(data)
+                b.init_model(seed)
+                return b.export_state()
+        except (Exception, SystemExit):  # noqa: BLE001 - that backend's run records the failure
+            continue
+    return None
 
 
 def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], rec: Recorder,

@@ -32,7 +32,8 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a reader that stopped early
 MAX_LINE = 600  # characters of an error line at most: the head and the tail of a longer one are kept
-_signal = {"last": signal.SIGINT}  # the signal behind the latest KeyboardInterrupt
+_signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterrupt
+           "held": False, "pending": False}  # while results are written: a signal waits for the end
 SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
                 signal.SIGHUP: "SIGHUP, the terminal closed"}
 
@@ -45,6 +46,19 @@ def interrupted_code() -> int:
 def interruption() -> str:
     """What interrupted the run, in words: ``Ctrl-C``, ``SIGTERM`` or ``SIGHUP, the terminal closed``."""
     return SIGNAL_WORDS.get(_signal["last"], f"signal {int(_signal['last'])}")
+
+
+def hold_signals() -> None:
+    """From now on a signal waits until :func:`release_signals` (a second one does not wait)."""
+    _signal["held"] = True
+
+
+def release_signals() -> None:
+    """Stop holding signals; raise the KeyboardInterrupt of one that came meanwhile."""
+    pending = _signal["pending"]
+    _signal["held"] = _signal["pending"] = False
+    if pending:
+        raise KeyboardInterrupt
 
 
 def shorten(text: str, limit: int = MAX_LINE) -> str:
@@ -125,6 +139,9 @@ def _standard_streams() -> None:
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
     _signal["last"] = signum
+    if _signal["held"] and not _signal["pending"]:  # results are being written: finish them first
+        _signal["pending"] = True
+        return
     if signum == signal.SIGHUP and _TERMINALS:  # the terminal is gone: what it would show goes nowhere
         null = os.open(os.devnull, os.O_WRONLY)
         for fd in _TERMINALS:

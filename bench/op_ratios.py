@@ -275,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ResultsFolder.create(args.out, "op_ratios") as folder:
         saved = args.saved
         if args.run:
-            saved, folder.interrupted = run_benchmarks(folder.path, pytest_args)
+            with folder.measuring():
+                saved, folder.interrupted = run_benchmarks(folder.path, pytest_args)
+            if saved is None:  # stopped before pytest saved anything
+                return folder.exit_code()
             df, machine_info = load_saved(saved)
         table = pivot(df)
         if not ratio_columns(table):

@@ -20,7 +20,8 @@ command has checked every setting (a refused command leaves nothing behind):
 * :meth:`ResultsFolder.measuring` is where a command measures: Ctrl-C,
   SIGTERM or SIGHUP ends the measurements there, and the command then writes
   what it has, says so in its report (:meth:`interrupted_note`) and exits 130
-  or 143 (:func:`bench.errors.interrupted_code`).
+  or 143 (:func:`bench.errors.interrupted_code`). After the block, a signal
+  waits until the folder is closed, so the results are written whole.
 * :meth:`ResultsFolder.close` releases the lock and removes ``.lock``; a
   folder this command created and left empty (e.g. the data could not be
   loaded) is removed with the parents it created. A folder the user made is
@@ -39,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, interrupted_code, interruption
+from bench.errors import UserError, hold_signals, interrupted_code, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -137,11 +138,14 @@ class ResultsFolder:
     @contextmanager
     def measuring(self) -> Iterator["ResultsFolder"]:
         """The block a command measures in: Ctrl-C, SIGTERM or SIGHUP ends it (``interrupted``), and
-        the command goes on to write what it has."""
+        the command goes on to write what it has. From the end of the block until :meth:`close`, a
+        signal waits for the results to be written (a second one does not wait)."""
         try:
             yield self
         except KeyboardInterrupt:
             self.interrupted = True
+        finally:
+            hold_signals()
 
     def interrupted_note(self) -> list[str]:
         """The report's lines saying the run was cut short, and by what (none when it was not)."""
@@ -163,6 +167,7 @@ class ResultsFolder:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
         io.remove_empty(self._created)
+        release_signals()  # a signal that waited for the results ends the command now
 
     def __enter__(self) -> "ResultsFolder":
         return self

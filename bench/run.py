@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Chosen
+from bench.backends import Chosen, options_of
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
@@ -124,7 +124,7 @@ class Run:
         self.training = Training(self.backend, data, c, self.seed, initial_state=self.initial_state,
                                  record_steps=self.record_steps, hooks=hooks + self.hooks,
                                  clock=self.clock)
-        self.options = self.backend.describe()
+        self.options = options_of(self.backend)
         self.training.start()
         return True
 

@@ -180,3 +180,24 @@ def test_an_out_folder_whose_name_is_not_utf8_keeps_its_report(tmp_path):
     out = tmp_path / name
     assert (out / "report.md").read_text(encoding="utf-8")  # written, and valid UTF-8
     assert b"results: o-" in proc.stdout
+
+
+def test_a_signal_while_the_results_are_written_waits_for_them(tmp_path, monkeypatch, after):
+    """After the measurements, a signal is held until every file is written, then ends the command
+    (a second signal would not wait)."""
+    from bench import compare
+
+    after(signal.SIGTERM)
+    real = compare.build_report
+
+    def report_interrupted(**kwargs):
+        errors._raise_interrupt(signal.SIGTERM, None)  # arrives while the outputs are written
+        return real(**kwargs)
+
+    monkeypatch.setattr(compare, "build_report", report_interrupted)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):  # the run shell turns it into 143
+        compare.main([*TINY, "--backends", "numpy:cpu", "--out", str(out)])
+    assert (out / "report.md").exists() and not (out / ".lock").exists()
+    assert list(pd.read_csv(out / "runs.csv")["status"]) == ["ok"]
+    assert not errors._signal["held"] and not errors._signal["pending"]

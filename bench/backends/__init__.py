@@ -143,13 +143,22 @@ class Chosen:
             return None
 
 
+def options_of(backend: Backend) -> dict[str, Any]:
+    """A backend's ``describe()``, or what went wrong asking (a plugin's may raise or not be a dict)."""
+    try:
+        got = backend.describe()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - its run fails on its own if it is broken
+        return {"describe_error": shorten(f"{type(exc).__name__}: {exc}", 200)}
+    return got if isinstance(got, dict) else {"describe": shorten(repr(got), 200)}
+
+
 class Unavailable(Exception):
     """Why a backend cannot be used here (its module, its available(), or its answer)."""
 
 
-def limited(fn: Callable[[], Any], what: str, timeout: float | None = None) -> Any:
+def limited(fn: Callable[[], Any], what: str) -> Any:
     """``fn()`` in a daemon thread; :class:`Unavailable` when it raises (anything, ``SystemExit``
-    too) or has not returned after ``timeout`` seconds (default ``AVAILABLE_TIMEOUT_S``)."""
+    too) or has not returned after ``AVAILABLE_TIMEOUT_S`` seconds."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -158,7 +167,7 @@ def limited(fn: Callable[[], Any], what: str, timeout: float | None = None) -> A
         except BaseException as exc:  # noqa: BLE001 - whatever a plugin does is its own failure
             box["error"] = exc
 
-    timeout = AVAILABLE_TIMEOUT_S if timeout is None else timeout
+    timeout = AVAILABLE_TIMEOUT_S
     thread = threading.Thread(target=target, name=f"mlpbench {what}", daemon=True)
     thread.start()
     thread.join(timeout)
