@@ -21,9 +21,11 @@ kind allows, and read for at most that many bytes. Every refusal is one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -39,6 +41,7 @@ TMP_SUFFIX = ".tmp"
 # what tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes: 8 characters from its alphabet
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
+FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
 
 
 # ---------------------------------------------------------------- writing
@@ -89,10 +92,17 @@ def write_text(text: str, path: Path) -> None:
 
 
 def save_figure(fig, path: Path, **savefig: Any) -> None:
-    """Save a matplotlib figure as PNG atomically, and close it whatever happens."""
+    """Save a matplotlib figure as PNG atomically, and close it whatever happens.
+
+    A figure is not written when less than ``FIGURE_RESERVE`` bytes are free there (``OSError``
+    ENOSPC): that room is kept for the tables and the report, which matter more than a plot."""
     import matplotlib.pyplot as plt
 
     try:
+        free = shutil.disk_usage(Path(path).parent).free
+        if free < FIGURE_RESERVE:
+            raise OSError(errno.ENOSPC, f"only {free} bytes free, kept for the tables and the report",
+                          str(path))
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", **{"dpi": 110, **savefig}),
                      binary=True)
     finally:

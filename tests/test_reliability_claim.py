@@ -143,3 +143,19 @@ def test_a_refused_compare_leaves_no_folder(cli, tmp_path):
                "--out", "a/b/c")
     assert_one_line_error(proc, "not a regular file")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_nearly_full_disk_costs_the_plots_never_the_report(tmp_path, monkeypatch, capsys):
+    """A plot is not drawn unless FIGURE_RESERVE bytes stay free: the tables and report come first."""
+    from collections import namedtuple
+
+    from bench import compare
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(bio.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 50_000, 50_000))
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--out", "o"]) == 0
+    names = {p.name for p in (tmp_path / "o").iterdir()}
+    assert {"report.md", "runs.csv", "epochs.csv", "summary.csv"} <= names
+    assert not any(n.endswith(".png") for n in names)
+    assert capsys.readouterr().out.count("kept for the tables and the report") == 3

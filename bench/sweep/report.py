@@ -35,19 +35,30 @@ def write_outputs(out: Path) -> dict[str, Any]:
     for device in paired_devices(rows):
         for fixed, suffix in slices(grid):
             name = f"ratio_{_safe(device)}{suffix}.png"
-            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=subtitle)
             label = f"{device}{_fixed_text(fixed)}"
-            ratio_figs[label] = name
             crossings[label] = crossover_sentences(ratios, grid, device, fixed)
+            if _drawn(lambda: plots.plot_ratio(ratios, grid, device, fixed, out / name,
+                                               subtitle=subtitle)):
+                ratio_figs[label] = name
     if len(acc):
         for fixed, suffix in slices(grid):
             name = f"accuracy{suffix}.png"
-            plots.plot_accuracy(acc, grid, fixed, out / name)
-            acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
+            if _drawn(lambda: plots.plot_accuracy(acc, grid, fixed, out / name)):
+                acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
     write_text(build_report(spec, rows, envs, ratios, acc, ratio_figs, acc_figs, crossings),
                out / "report.md")
     return {"ratios": ratios, "crossings": crossings,
             "figures": [*ratio_figs.values(), *(n for _, n in acc_figs)]}
+
+
+def _drawn(draw) -> bool:
+    """Whether ``draw()`` wrote its PNG; a full disk costs the plot (one warning), not the report."""
+    try:
+        draw()
+    except OSError as exc:
+        print(f"warning: could not write {exc.filename or 'a plot'}: {exc.strerror or exc}", flush=True)
+        return False
+    return True
 
 
 def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
