@@ -48,6 +48,7 @@ CIFAR10_N_CLASSES = 10
 TOML_BYTES = 1 << 20  # the largest config file read (every field fits in a few KiB)
 MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
 MAX_SEEDS = 1000      # seeds of one command
+MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
 MAX_BACKENDS = 64     # backends of one command
 
 
@@ -169,9 +170,9 @@ class Config:
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
                self.weight_decay, "a finite number >= 0")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(0 < len(self.seeds) <= MAX_SEEDS and all(_is_int(s) and s >= 0 for s in self.seeds)
+        _check(0 < len(self.seeds) <= MAX_SEEDS and all(_is_int(s) and 0 <= s <= MAX_SEED for s in self.seeds)
                and len(set(self.seeds)) == len(self.seeds),
-               "seeds", self.seeds, f"1 to {MAX_SEEDS} distinct integers >= 0")
+               "seeds", self.seeds, f"1 to {MAX_SEEDS} distinct integers from 0 to {MAX_SEED}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, ", ".join(DTYPES))
         _check(self.dataset in DATASETS, "dataset", self.dataset, ", ".join(DATASETS))
         _check(1 <= self.val_size < CIFAR10_TRAIN_SIZE, "val_size", self.val_size,

@@ -74,6 +74,7 @@ def test_the_estimate_counts_the_data(monkeypatch):
     (["--hidden-dims", ",".join(["1"] * (MAX_LAYERS + 1))], f"1 to {MAX_LAYERS} positive integers"),
     (["--seeds", *map(str, range(MAX_SEEDS + 1))], f"1 to {MAX_SEEDS} distinct integers"),
     (["--dataloader-workers", "100000"], "worker processes per core"),
+    (["--seeds", str(10**30)], "from 0 to 4294967295"),  # torch and scikit-learn take no larger seed
 ])
 def test_config_lengths_are_bounded(cli, flags, needle):
     assert_one_line_error(cli("bench.compare", *TINY, *flags), needle)
