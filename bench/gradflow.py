@@ -482,7 +482,6 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
             env["networks"] = networks.to_dict(orient="records")
             env["agreement_ok"] = bool(checks["ok"].all())
             folder.write_json("env.json", env)
-        if results:
             folder.write_text("report.md", build_report(env, config, ratios, training, checks, networks,
                                                         [*folder.written, "report.md"],
                                                         folder.interrupted_note()))

@@ -357,16 +357,16 @@ def run_hessian(config: Config, out: str | None, *, progress: bool = True
                 folder.write_csv("hessian.csv", pd.DataFrame(ritz_rows))
                 folder.write_csv("hessian_summary.csv", summary)
 
-            ritz = pd.DataFrame(ritz_rows)
+        if not folder.interrupted:  # every stage done
             agree = agreement(summary, opts.eig_rtol)
             folder.write_csv("agreement.csv", agree)
-            folder.save_figure("hessian.png", plot_hessian(ritz, spectra, check))
+            folder.save_figure("hessian.png", plot_hessian(pd.DataFrame(ritz_rows), spectra, check))
             env.update(agreement_ok=bool(agree["ok"].all()), exact_check_ok=bool(check["ok"].all()))
             folder.write_json("env.json", env)
             folder.write_text("report.md", build_report(env, config, opts, arch, record.run, summary,
                                                         agree, check, tiny,
                                                         [*folder.written, "report.md"]))
-        if folder.interrupted and env:
+        elif env:
             folder.write_text("report.md", "\n".join([
                 "# The Hessian at the minimum (docs/theory-measured.md)", "", *folder.interrupted_note(),
                 "## Setup", "", *setup_lines(env), "",
