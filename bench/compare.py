@@ -28,8 +28,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from bench import plots
-from bench.backends import Chosen, listing, resolve
+from bench.backends import Chosen, listing, options_of, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.data.dataset import Dataset
@@ -182,34 +181,33 @@ def run_compare(config: Config, out: str | None = None, *, progress: bool = True
     """Run every backend of ``config`` for every seed and write all outputs into ``out``.
 
     Bad backends or options raise :class:`UserError` before anything is
-    created. Ctrl-C stops training; what finished is written and the outcome
-    says ``interrupted``.
+    created. Ctrl-C, SIGTERM or SIGHUP stops training; what finished is
+    written and the outcome says ``interrupted``.
     """
     chosen, skipped = resolve(config.backends)
     check_memory(config, sum(c.device == "cpu" for c in chosen))
-    backends = [(c, c.make(config)) for c in chosen]  # constructors check options (one line on error)
+    # constructors check options (a UserError: one line); one that fails otherwise is that run's failure
+    backends = [(c, c.build(config)) for c in chosen]
     label = "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in c.name) for c in chosen)
     label += "_lockstep" if config.lockstep else ""
     label += f"_{len(config.seeds)}seeds" if len(config.seeds) > 1 else ""
     threads = resolve_threads(config.threads)
-    interrupted, env, data, told = False, {}, None, None
+    env, data, told = {}, None, None
     with ResultsFolder.create(out, label) as folder, limit_threads(threads):
         rec = Recorder(folder)
-        try:
+        with folder.measuring():
             data = load_for_config(config, config.seeds[0], progress=progress)
             for name, reason in skipped:
                 print(f"skipped {name}: {reason}", file=sys.stderr)
             env = folder.write_env(threads, {"config": config.to_dict(),
                                              "backends": [c.name for c in chosen], "skipped": skipped,
                                              "data": data.info()})
-            env["backend_options"] = {c.name: b.describe() for c, b in backends}
+            env["backend_options"] = {c.name: options_of(b) for c, b in backends if b is not None}
             folder.write_json("env.json", env)
-            interrupted = _train_all(config, backends, data, rec, progress, clock)
-        except KeyboardInterrupt:
-            interrupted = True
+            folder.interrupted = _train_all(config, backends, data, rec, progress, clock)
         if data is not None:
-            told = _write_outputs(folder, config, env, rec, skipped, interrupted, data)
-    return Outcome(folder.path, rec.epochs(), rec.runs(), told, skipped, env, interrupted)
+            told = _write_outputs(folder, config, env, rec, skipped, data)
+    return Outcome(folder.path, rec.epochs(), rec.runs(), told, skipped, env, folder.interrupted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,12 +245,7 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
     for i, seed in enumerate(config.seeds):
         if i > 0:  # the validation split is drawn by the seed
             data = load_for_config(config, seed, progress=progress)
-        initial = None
-        if config.lockstep:
-            first = backends[0][1]
-            first.load_data(data)
-            first.init_model(seed)
-            initial = first.export_state()
+        initial = _initial_state(backends, data, seed) if config.lockstep else None
         for c, b in backends:
             bar = tqdm(total=config.epochs, desc=f"{c.name} seed {seed}", unit="epoch",
                        disable=not progress, file=sys.stderr, leave=True)
@@ -268,9 +261,23 @@ def _train_all(config: Config, backends: list[tuple[Chosen, Any]], data: Dataset
                       file=sys.stderr)
             if record.interrupted:
                 return True
-        if config.lockstep and _control(config, backends[0][0], data, seed, initial, rec, progress):
+        if initial is not None and _control(config, backends[0][0], data, seed, initial, rec, progress):
             return True
     return False
+
+
+def _initial_state(backends: list[tuple[Chosen, Any]], data: Dataset, seed: int) -> dict | None:
+    """The lock-step start: the first backend that can give its initial weights for ``seed`` (one
+    that fails here fails again, recorded, in its own run)."""
+    for _c, b in backends:
+        try:
+            if b is not None:
+                b.load_data(data)
+                b.init_model(seed)
+                return b.export_state()
+        except (Exception, SystemExit):  # noqa: BLE001 - that backend's run records the failure
+            continue
+    return None
 
 
 def _control(config: Config, chosen: Chosen, data: Dataset, seed: int, initial: dict[str, Any],
@@ -287,8 +294,10 @@ def _control(config: Config, chosen: Chosen, data: Dataset, seed: int, initial: 
 
 
 def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], rec: Recorder,
-                   skipped, interrupted: bool, data: Dataset) -> dict[str, Any] | None:
+                   skipped, data: Dataset) -> dict[str, Any] | None:
     """Every table, plot and the report from the records; the pieces the terminal prints."""
+    from bench import plots  # matplotlib: not for --list-backends or a refused command
+
     epochs, runs = rec.epochs(), rec.runs()
     if len(epochs):
         epochs["trusted"] = trusted_mask(epochs)  # the one decision every output below reads
@@ -330,7 +339,7 @@ def _write_outputs(folder: ResultsFolder, config: Config, env: dict[str, Any], r
     folder.write_text("report.md", build_report(
         env=env, config=config.to_dict(), summary=summary, pairs=told["verdicts"],
         next_steps=told["next"], runs=runs, skipped=skipped, plots=figs,
-        lockstep=told["lockstep"] if lock else None, interrupted=interrupted,
+        lockstep=told["lockstep"] if lock else None, interrupted=folder.interrupted_note(),
         files=[*folder.written, "report.md"]))
     return told
 

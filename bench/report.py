@@ -191,11 +191,10 @@ def gemm_libraries(env: dict[str, Any]) -> dict[str, str]:
 def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.DataFrame,
                  pairs: list[str], next_steps: list[str], runs: pd.DataFrame,
                  skipped: list[tuple[str, str]], plots: dict[str, str], lockstep: list[str] | None,
-                 interrupted: bool, files: list[str]) -> str:
-    """The compare report; ``pairs`` are the verdict sentences, ``lockstep`` the lock-step ones."""
-    lines = ["# NumPy vs PyTorch MLP: comparison report", ""]
-    if interrupted:
-        lines += ["**This run was interrupted (Ctrl-C): the tables hold what finished before it.**", ""]
+                 interrupted: list[str], files: list[str]) -> str:
+    """The compare report; ``pairs`` are the verdict sentences, ``lockstep`` the lock-step ones,
+    ``interrupted`` the lines saying the run was cut short (none if it was not)."""
+    lines = ["# NumPy vs PyTorch MLP: comparison report", "", *interrupted]
     seeds = (f"- Seeds: {config['seeds']} (n = {len(config['seeds'])} per backend)"
              + ("; lock-step: every backend starts from the first backend's weights"
                 if config['lockstep'] else ""))

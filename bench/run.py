@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Chosen
+from bench.backends import Chosen, options_of
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
@@ -107,7 +107,7 @@ class Run:
 
     def _start(self) -> bool:
         c, data = self.config, self.data
-        check_memory(c, int(self.chosen.device == "cpu"))  # a point of a sweep too big to fit: oom
+        check_memory(c, int(self.chosen.device == "cpu"), data=False)  # a sweep point too big: oom
         if self.backend is None:
             self.backend = self.chosen.make(c)
         self.backend.load_data(data)
@@ -125,7 +125,7 @@ class Run:
         self.training = Training(self.backend, data, c, self.seed, initial_state=self.initial_state,
                                  record_steps=self.record_steps, hooks=hooks + self.hooks,
                                  clock=self.clock)
-        self.options = self.backend.describe()
+        self.options = options_of(self.backend)
         self.training.start()
         return True
 
@@ -138,7 +138,7 @@ class Run:
             if self.training is not None:
                 self.training.interrupt()
             return False
-        except Exception as exc:  # noqa: BLE001 - a failing backend must not end the other runs
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing backend must not end the others
             self.status, self.error = failure_status(exc), one_line(exc)
             return False
         if self.training is not None and self.training.finished and self.status == "running":

@@ -35,6 +35,13 @@ def _saved(tmp_path, benchmarks, name="0001_ops.json"):
     return path
 
 
+def _damaged(part: str, **changes) -> str:
+    """A saved JSON of one benchmark with fields of its ``part`` replaced."""
+    b = _bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)
+    b[part].update(changes)
+    return json.dumps({"benchmarks": [b]})
+
+
 HANDMADE = [
     _bench("linear_fwd", "numpy:cpu", 32, 128, 4e-4),
     _bench("linear_fwd", "torch:cpu", 32, 128, 1e-4),
@@ -94,15 +101,22 @@ def _error(argv, capsys):
 
 
 @pytest.mark.parametrize("content,needle", [
-    ("{not json", "is not JSON"),
+    ("{not json", "not valid JSON"),
     ('{"machine_info": {}}', "no 'benchmarks' list"),
     ('{"benchmarks": []}', "has no benchmark with stats and extra_info"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)]}),
      "no device has both a numpy and a torch benchmark"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy", 32, 128, 1e-3)]}),
-     "expected impl:device"),
+     "allowed: impl:device"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)] * 2}),
      "more than one benchmark for op linear_fwd"),
+    # every field of a benchmark is checked: garbage is one line, never a traceback or a silent nan
+    (_damaged("stats", median="abc"), "has median 'abc'"),
+    (_damaged("stats", median=0), "has median 0"),
+    (_damaged("stats", iqr=-1), "has iqr -1"),
+    (_damaged("extra_info", batch="x"), "has batch 'x'"),
+    (_damaged("extra_info", op=[]), "has op []"),
+    (_damaged("extra_info", hidden=-1), "has hidden -1"),
 ])
 def test_bad_saved_json_is_one_line_exit_2(tmp_path, capsys, content, needle):
     path = tmp_path / "bad.json"

@@ -95,7 +95,8 @@ def test_sigterm_writes_everything_so_far_and_exits_143(tmp_path):
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(pd.read_csv(tmp_path / "term" / "runs.csv")["status"]) == ["interrupted"]
-    assert "interrupted" in (tmp_path / "term" / "report.md").read_text()
+    report = (tmp_path / "term" / "report.md").read_text()
+    assert "interrupted (SIGTERM)" in report and "Ctrl-C" not in report
 
 
 def test_a_full_disk_while_saving_a_plot_costs_the_plot_only(monkeypatch, capsys):
@@ -278,7 +279,7 @@ def test_cache_leftovers_are_swept_and_cache_files_are_not_private(tmp_path):
     data_dir = make_source(tmp_path, "binary", "archive")
     load_quiet(data_dir)
     entry = next((tmp_path / "cache").rglob("manifest.json")).parent
-    leftover = entry / ".train_x.npy.abc123.tmp"
+    leftover = entry / ".train_x.npy.abc123xy.tmp"
     leftover.write_bytes(b"half a file")
     load_quiet(data_dir)
     assert not leftover.exists()

@@ -45,10 +45,10 @@ def test_a_folder_left_empty_is_removed_with_the_parents_it_made_but_not_the_use
 def test_leftover_temporaries_are_swept_and_files_are_not_private(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    (out / ".epochs.csv.abc123.tmp").write_text("half a file")
+    (out / ".epochs.csv.abc123xy.tmp").write_text("half a file")
     with ResultsFolder.create(out, "x") as folder:
         path = folder.write_csv("t.csv", pd.DataFrame({"a": [1]}))
-    assert not (out / ".epochs.csv.abc123.tmp").exists()
+    assert not (out / ".epochs.csv.abc123xy.tmp").exists()
     assert path.stat().st_mode & 0o044  # readable by others, like any result
 
 

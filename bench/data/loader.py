@@ -30,7 +30,7 @@ from bench.data.dataset import Dataset
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
-from bench.io import make_dirs, remove_empty, sweep_temporaries
+from bench.io import make_dirs, read_bounded, remove_empty, sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
@@ -157,7 +157,7 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
     """Parse a source from scratch: (decoded arrays, manifest info without classes)."""
     layout = src.layout
     if src.kind == "archive":
-        digests = archive.file_digests(src.path)
+        digests = archive.file_digests(src.path, formats.ARCHIVE_BYTES)
         members = archive.read_tar_members(
             src.path, [f"{layout.folder}/{f}" for f in layout.files()],
             limit=lambda name: formats.max_bytes(layout, name.rsplit("/", 1)[-1]))
@@ -179,8 +179,8 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
 
         def read(name: str) -> bytes:
             try:
-                archive.check_regular(src.path / name, formats.max_bytes(layout, name))
-                return (src.path / name).read_bytes()
+                return read_bounded(src.path / name, formats.max_bytes(layout, name),
+                                    "a CIFAR-10 file of its kind")
             except FileNotFoundError:
                 raise UserError(f"{src.path / name}: missing (the CIFAR-10 {layout.name} layout "
                                 f"needs {', '.join(layout.files())})") from None
@@ -278,6 +278,9 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     if not download:
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder (allowed: a folder holding "
+                        f"{accepted_names()}, or a new one to download into)")
     dest = data_dir / BINARY.archive
     # NOTE: the folders made for the download are removed again if it fails: a mistyped
     # --data-dir a/b/c must not be left behind

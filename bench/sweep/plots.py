@@ -3,7 +3,9 @@
 Both are heatmaps over the first two grid fields (x: the first, y: the
 second); a grid with more fields gets one PNG per combination of the others.
 Cells are equally spaced whatever the values, so a log-spaced grid
-(32, 128, 512, ...) is drawn on a log scale.
+(32, 128, 512, ...) is drawn on a log scale. A figure is at most
+``MAX_INCHES`` wide and high whatever the grid (cells shrink instead), and
+cells are annotated only while there is room for the text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import pandas as pd  # noqa: E402
 
 from bench.io import save_figure  # noqa: E402
 from bench.sweep.analysis import flag_matrix, matrix  # noqa: E402
+
+MAX_INCHES = 30.0   # the largest width or height of a figure
+MAX_ANNOTATED = 400  # cells with a number written in them, at most
+
+
+def _size(width: float, height: float) -> tuple[float, float]:
+    return min(width, MAX_INCHES), min(height, MAX_INCHES)
 
 
 def _axes_labels(ax, grid: dict[str, list[str]], ylabel: bool = True) -> None:
@@ -57,13 +66,13 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     z = matrix(sel, grid, "ratio", fixed)
     flags = flag_matrix(sel, grid, fixed)
     nx, ny = z.shape[1], z.shape[0]
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
+    fig, ax = plt.subplots(figsize=_size(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
     logz = np.log2(z)
     span = max(1.0, float(np.nanmax(np.abs(logz)))) if np.isfinite(logz).any() else 1.0
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(logz), cmap=cmap, vmin=-span, vmax=span, origin="lower",
                    aspect="auto")
-    for i in range(ny):
+    for i in range(ny if nx * ny <= MAX_ANNOTATED else 0):
         for j in range(nx):
             text = (f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "" if flags[i][j] else "—") \
                 + ("?" if flags[i][j] else "")
@@ -102,8 +111,8 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
     fields = list(grid)
     nx = len(grid[fields[0]])
     ny = len(grid[fields[1]]) if len(fields) > 1 else 1
-    fig, axes = plt.subplots(1, len(backends), figsize=(len(backends) * (1.1 * nx + 1.6) + 1.2,
-                                                        0.9 * ny + 2.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(backends), figsize=_size(len(backends) * (1.1 * nx + 1.6) + 1.2,
+                                                             0.9 * ny + 2.0), squeeze=False)
     values = acc["test_acc_mean"].astype(float)
     vmin = float(np.nanmin(values)) * 100 if values.notna().any() else 0.0
     vmax = float(np.nanmax(values)) * 100 if values.notna().any() else 100.0
@@ -118,7 +127,7 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
         im = ax.imshow(np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1e-9),
                        origin="lower", aspect="auto")
         ys = grid[fields[1]] if len(fields) > 1 else [""]
-        for i, yv in enumerate(ys):
+        for i, yv in enumerate(ys if nx * len(ys) <= MAX_ANNOTATED else []):
             for j, xv in enumerate(grid[fields[0]]):
                 if np.isfinite(z[i, j]):
                     text = f"{z[i, j]:.1f}" + ("*" if failed[i, j] == 1 else "")

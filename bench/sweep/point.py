@@ -78,7 +78,7 @@ def run_task(task: Task) -> TaskResult:
         row.update(measured)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure of a point is recorded, none stops the sweep
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure of a point is recorded
         row.update(status=failure_status(exc), error=one_line(exc))
     finally:
         gc.collect()

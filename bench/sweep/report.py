@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,20 @@ import numpy as np
 import pandas as pd
 
 from bench.config import COMMAND_FIELDS
-from bench.io import write_text
+from bench.errors import UserError
+from bench.io import JSON_BYTES, read_json, write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
 from bench.sweep import plots
 from bench.sweep.analysis import flag_matrix, accuracy_frame, crossover_sentences, matrix, \
     paired_devices, ratio_frame, slices
-from bench.sweep.store import SPEC_FILE, read_rows
+from bench.sweep.store import SPEC_FILE, TABLE_BYTES, read_rows
 
 
 def write_outputs(out: Path) -> dict[str, Any]:
     """Draw every PNG and write report.md from sweep.csv; returns the ratios and the crossover sentences."""
     out = Path(out)
-    spec = json.loads((out / SPEC_FILE).read_text())
+    spec = read_json(out / SPEC_FILE, TABLE_BYTES, "a sweep's spec")
     grid = spec["grid"]
     rows = read_rows(out)
     envs = _host_envs(out)
@@ -36,19 +36,30 @@ def write_outputs(out: Path) -> dict[str, Any]:
     for device in paired_devices(rows):
         for fixed, suffix in slices(grid):
             name = f"ratio_{_safe(device)}{suffix}.png"
-            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=subtitle)
             label = f"{device}{_fixed_text(fixed)}"
-            ratio_figs[label] = name
             crossings[label] = crossover_sentences(ratios, grid, device, fixed)
+            if _drawn(lambda: plots.plot_ratio(ratios, grid, device, fixed, out / name,
+                                               subtitle=subtitle)):
+                ratio_figs[label] = name
     if len(acc):
         for fixed, suffix in slices(grid):
             name = f"accuracy{suffix}.png"
-            plots.plot_accuracy(acc, grid, fixed, out / name)
-            acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
+            if _drawn(lambda: plots.plot_accuracy(acc, grid, fixed, out / name)):
+                acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
     write_text(build_report(spec, rows, envs, ratios, acc, ratio_figs, acc_figs, crossings),
                out / "report.md")
     return {"ratios": ratios, "crossings": crossings,
             "figures": [*ratio_figs.values(), *(n for _, n in acc_figs)]}
+
+
+def _drawn(draw) -> bool:
+    """Whether ``draw()`` wrote its PNG; a full disk costs the plot (one warning), not the report."""
+    try:
+        draw()
+    except OSError as exc:
+        print(f"warning: could not write {exc.filename or 'a plot'}: {exc.strerror or exc}", flush=True)
+        return False
+    return True
 
 
 def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
@@ -180,8 +191,12 @@ def _machine_line(host: str, env: dict[str, Any]) -> str:
 def _host_envs(out: Path) -> dict[str, dict[str, Any]]:
     envs = {}
     for path in sorted(out.glob("env_*.json")):
-        env = json.loads(path.read_text())
-        envs[env.get("hostname", path.stem[4:])] = env
+        try:
+            env = read_json(path, JSON_BYTES, "a machine record")
+        except (OSError, UserError):
+            continue  # not this sweep's (damaged, a link to a device, ...): the machine goes unnamed
+        if isinstance(env, dict):
+            envs[str(env.get("hostname", path.stem[4:]))] = env
     return envs
 
 
