@@ -39,6 +39,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
+from bench.io import read_bounded
+
 RESULT_BYTES = 4 * 2**20      # more than any document a check writes
 FILE_BYTES = 64 * 2**20       # the largest file the user's code may write
 SERVER_START_S = 300.0        # how long the server may take to import torch on a busy machine
@@ -145,10 +148,9 @@ def _status(code: int | None) -> str:
 def _read(path: Path) -> tuple[list[str], dict | None]:
     """The phases and the document the child wrote (the first document, when several)."""
     phases, doc = [], None
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(RESULT_BYTES)
-    except OSError:
+    try:  # the one bounded reader: the child's code could have swapped the file for a FIFO or a link
+        text = read_bounded(path, RESULT_BYTES, "the check's result file")
+    except (OSError, UserError):
         return phases, None
     for line in text.decode("utf-8", "replace").splitlines():
         try:
