@@ -112,24 +112,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _epoch_line(name: str, e: dict) -> str:
     if "gemm_seconds" not in e:
         return f"{name} epoch {e['epoch']}: {e['epoch_seconds']:.3f} s"
+    gather = e.get("gather_seconds", np.nan)
     return (f"{name} epoch {e['epoch']}: {e['epoch_seconds']:.3f} s, GEMM-only {e['gemm_seconds']:.3f} s "
-            f"(mean of before and after), ratio {e['epoch_to_gemm']:.3f} [{e['timing_quality']}]")
+            f"(mean of before and after), ratio {e['epoch_to_gemm']:.3f}"
+            + (f", gather-only {gather:.3f} s" if np.isfinite(gather) else "")
+            + f" [{e['timing_quality']}]")
 
 
 def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Per backend: the ratio over every steady epoch, over the trusted ones, and the floor."""
+    """Per backend: the ratio over every steady epoch, over the trusted ones, the gather's part of it,
+    and the floor."""
     lines = []
     for row in summary.to_dict("records"):
         steady = steady_epochs(epochs[epochs["backend"] == row["backend"]])
         if "epoch_to_gemm" not in steady:
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
+        gather = row.get("gather_seconds", np.nan)
         lines.append(f"{row['backend']}: median epoch/GEMM ratio {np.median(r):.3f} over all "
                      f"{len(r)} epochs after the first (min {r.min():.3f}, max {r.max():.3f}); "
                      f"{row['epoch_to_gemm']:.3f} (min {row['epoch_to_gemm_min']:.3f}) over the "
-                     f"{row['n_epochs_used']} at nominal machine speed and unflagged; fixed cost of a "
-                     f"step {row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
-                     f"{row['ratio_floor']:.3f}; timing {row['timing_quality']}")
+                     f"{row['n_epochs_used']} at nominal machine speed and unflagged"
+                     + (f", of which the batch gather {gather / row['gemm_seconds']:.3f} (gather-only "
+                        f"{gather:.3f} s an epoch)" if np.isfinite(gather) else "")
+                     + f"; fixed cost of a step {row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio "
+                     f"cannot go below {row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines
 
 

@@ -18,7 +18,10 @@ CLOCKS = ("What the clocks cover: `epoch_seconds` is the training steps of one e
 REFERENCE = ("The GEMM-only time is one epoch's matrix products alone, in the same shapes and count, "
              "with each backend's own library on its own device, timed before the first epoch and "
              "after every epoch; each epoch is divided by the mean of the two around it "
-             "(`epoch_to_gemm`). The fixed-cost floor is `1 + fixed cost of a step / GEMM-only time of "
+             "(`epoch_to_gemm`). The gather-only time (`gather_seconds`) is one epoch's batch gathers "
+             "alone, the same rows through the backend's own gather, timed after every epoch; "
+             "divided by the GEMM-only time it is the part of the ratio the data path costs. "
+             "The fixed-cost floor is `1 + fixed cost of a step / GEMM-only time of "
              "a step`, the fixed cost timed on an 8-feature, 8-unit model with the same steps. "
              "Summaries use each run's epochs after the first, at nominal machine speed (GEMM-only "
              f"within {NOMINAL_SLACK:.0%} of the fastest) and unflagged; an epoch is flagged when its "
@@ -77,6 +80,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
             at += 1
     if "gemm_seconds" in summary:
         v["GEMM-only s"] = summary["gemm_seconds"]
+        if "gather_seconds" in summary and summary["gather_seconds"].notna().any():
+            v["gather s"] = summary["gather_seconds"]
         v["epoch / GEMM"] = [ratio(r, b) for r, b in zip(summary["epoch_to_gemm"], bad)]
         v["floor"] = summary.get("ratio_floor")
         v["GFLOP/s"] = summary.get("achieved_gflops")

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from bench.backends.api import StepRecords
+from bench.backends.gather import RowGather
 from bench.checks.layers import detect_labels, labels_as
 from bench.checks.loader import CourseImpl, load_course
 from bench.config import Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from impl_common.arch import init_std, layer_widths
@@ -67,8 +68,9 @@ class CourseBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
+        self.gather = RowGather(data, self.dtype)  # the training batches, as the NumPy backend's
         self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
-                               np.asarray(data.split(name)[1], dtype=np.int64)) for name in SPLITS}
+                               np.asarray(data.split(name)[1], dtype=np.int64)) for name in EVALUATED}
         self.n_features, self.n_classes = data.n_features, data.n_classes
 
     def init_model(self, seed: int) -> None:
@@ -124,7 +126,7 @@ class CourseBackend:
 
     def train_batch(self, idx: np.ndarray) -> None:
         """The course step: forward, SoftMax, CrossEntropy, backward in reverse, then SGD."""
-        x, y = self._splits["train"][0][idx], self._splits["train"][1][idx]
+        x, y = self.gather(idx)                                                # (S, F), (S,)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             logits = self._forward(x)
             probs = self.softmax.forward(logits)                               # (S, C)
