@@ -138,7 +138,9 @@ def model_line(config: dict[str, Any]) -> str:
             + (", residual" if config['residual'] else "")
             + f"; SGD lr {config['lr']}, momentum {config['momentum']}, weight decay "
             f"{config['weight_decay']}, batch {config['batch_size']} (drop_last), {config['epochs']} "
-            f"epoch{'s' if config['epochs'] != 1 else ''}, {config['dtype']}")
+            f"epoch{'s' if config['epochs'] != 1 else ''}, {config['dtype']}"
+            + ("; batches gathered from the uint8 images, normalised as gathered"
+               if config.get("gather_from") == "uint8" else ""))
 
 
 def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.DataFrame,

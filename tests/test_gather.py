@@ -1,14 +1,12 @@
 """The data path: batches gathered from the uint8 images and normalised as gathered, against the float path.
 
-Every backend that gathers by row index takes its batch from ``raw_train``
-and normalises it then; the float path gathers rows of ``x_train`` instead
-(what a dataset without uint8 images still does). Both must give the same
-numbers, bit for bit, in float32 and float64.
+With ``gather_from = "uint8"`` every backend that gathers by row index takes
+its batch from ``raw_train`` and normalises it then; by default it gathers
+rows of the normalised ``x_train``. Both must give the same numbers, bit for
+bit, in float32 and float64.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 from bench.backends.gather import RowGather
 from bench.backends.numpy_backend import NumpyBackend
 from bench.backends.torch_backend import TorchBackend
-from bench.config import Config
+from bench.config import GATHER_FROM, Config
 from bench.data import make_synthetic
 from bench.data.dataset import Dataset, normalise, normaliser
 from bench.loop import train_run
@@ -52,11 +50,11 @@ def test_a_gathered_batch_is_the_normalised_split_bit_for_bit(case):
     raw, mean, std, dtype, rows = case
     data = dataset(raw, mean, std, dtype)
     expected = data.x_train[rows]                                  # the float path's batch
-    x, y = RowGather(data, dtype)(rows.astype(np.intp))
+    x, y = RowGather(data, dtype, uint8=True)(rows.astype(np.intp))
     assert x.dtype == np.dtype(dtype) and x.shape == expected.shape
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(y, data.y_train[rows])
-    torch_backend = TorchBackend(Config(dtype=dtype))
+    torch_backend = TorchBackend(Config(dtype=dtype, gather_from="uint8"))
     torch_backend.load_data(data)
     xt, yt = torch_backend.gather(torch.from_numpy(rows))
     assert xt.dtype == getattr(torch, dtype)
@@ -73,15 +71,17 @@ def test_a_gathered_batch_is_the_normalised_split_bit_for_bit(case):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls", [NumpyBackend, TorchBackend])
 def test_training_on_the_uint8_path_equals_the_float_path(cls, dtype):
-    """The same run from the uint8 images and from the float rows alone: every step's loss equal."""
+    """The same run from the uint8 images and from the normalised rows: every step's loss equal."""
     data = make_synthetic(512, 64, 64, seed=5, dtype=dtype)
-    config = Config(hidden_dims=[16], batch_size=32, epochs=2, dtype=dtype, dataset="synthetic",
-                    train_subset=512, eval_batch_size=64)
     losses = []
-    for d in (data, dataclasses.replace(data, raw_train=None)):
+    for source in GATHER_FROM:
+        config = Config(hidden_dims=[16], batch_size=32, epochs=2, dtype=dtype, dataset="synthetic",
+                        train_subset=512, eval_batch_size=64, gather_from=source)
         backend = cls(config)
-        backend.load_data(d)
-        result = train_run(backend, d, config, seed=3, record_steps=True)
+        backend.load_data(data)
+        assert (backend.gather.images if cls is NumpyBackend else backend._train[0]).dtype in (
+            (np.uint8, torch.uint8) if source == "uint8" else (np.dtype(dtype), getattr(torch, dtype)))
+        result = train_run(backend, data, config, seed=3, record_steps=True)
         losses.append([s["loss"] for s in result.steps] + [result.run["test_loss"]])
     assert len(losses[0]) == 2 * 16 + 1
     np.testing.assert_array_equal(losses[0], losses[1])
@@ -89,7 +89,7 @@ def test_training_on_the_uint8_path_equals_the_float_path(cls, dtype):
 
 def test_the_gather_reuses_its_buffers_and_writes_where_it_is_told():
     data = make_synthetic(64, 8, 8, n_features=12, seed=1)
-    gather = RowGather(data, "float32")
+    gather = RowGather(data, "float32", uint8=True)
     a, _ = gather(np.arange(4, dtype=np.intp))
     b, _ = gather(np.arange(4, 8, dtype=np.intp))
     assert a is b  # one buffer per batch size: no allocation per step

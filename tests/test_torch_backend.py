@@ -75,9 +75,12 @@ def test_cuda_is_unavailable_with_a_reason_without_a_gpu():
 
 def test_data_moves_once_and_shares_host_memory_on_cpu(data):
     backend = make_backend(data)
-    images, y, _norm = backend._train
-    assert images.dtype == torch.uint8 and y.dtype == torch.int64
-    assert images.data_ptr() == data.raw_train.ctypes.data  # no copy of the uint8 images on CPU
+    x, y, norm = backend._train
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and norm is None
+    assert x.data_ptr() == data.x_train.ctypes.data  # no copy of the float32 split on CPU
+    images, _, norm = make_backend(data, gather_from="uint8")._train
+    assert images.dtype == torch.uint8 and len(norm) == 2
+    assert images.data_ptr() == data.raw_train.ctypes.data  # nor of the uint8 images
     x, _ = backend._splits["val"]
     assert x.dtype == torch.float32 and x.data_ptr() == data.x_val.ctypes.data
     idx = backend.device_indices(np.arange(5))

@@ -68,7 +68,7 @@ class CourseBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        self.gather = RowGather(data, self.dtype)  # the training batches, as the NumPy backend's
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
         self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
                                np.asarray(data.split(name)[1], dtype=np.int64)) for name in EVALUATED}
         self.n_features, self.n_classes = data.n_features, data.n_classes

@@ -1,10 +1,11 @@
 """The batch gather of the NumPy-family backends (NumPy, CuPy; also the course and scikit-learn peers).
 
-A batch is gathered by row index from the uint8 training images and
-normalised as it is gathered (``bench.data.dataset.normalise_into``): the
-gather reads a quarter of the bytes a float32 gather would, and the numbers
-are those of the normalised splits bit for bit. The torch backends do the same
-with their own ops (``TorchBackend.gather``).
+A batch is gathered by row index from the normalised training split, or
+(``Config.gather_from = "uint8"``) from the uint8 images and normalised as it
+is gathered (``bench.data.dataset.normalise_into``): a quarter of the bytes
+read, three passes of arithmetic more, and the numbers of the normalised split
+bit for bit. The torch backends do the same with their own ops
+(``TorchBackend.gather``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from impl_numpy.xp import take_rows
 class RowGather:
     """``gather(idx) -> (x, y)``: training rows ``idx`` as (S, F) in ``dtype`` and (S,) int64.
 
-    The results are buffers reused by the next call of the same size (or ``x``
-    when given); a dataset of float rows alone is gathered as it is.
+    From the uint8 images when ``uint8`` and the dataset has them, else from
+    its normalised rows. The results are buffers reused by the next call of the
+    same size (or ``x`` when given).
     """
 
-    def __init__(self, data: Dataset, dtype: Any, xp: ModuleType = np):
-        images, norm = data.train_source(dtype)
+    def __init__(self, data: Dataset, dtype: Any, uint8: bool, xp: ModuleType = np):
+        images, norm = data.train_source(dtype, uint8)
         self.xp, self.dtype = xp, np.dtype(dtype)
         self.images = xp.ascontiguousarray(xp.asarray(images, dtype=None if norm else self.dtype))
         self.norm = None if norm is None else tuple(xp.asarray(r) for r in norm)  # (F,), (F,)

@@ -94,10 +94,10 @@ class NumpyBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """Once onto the device: the training images to gather batches from (``RowGather``), and the
-        val and test splits in the config dtype, C-contiguous."""
+        """Once onto the device: the training images to gather batches from (``RowGather``, as
+        ``Config.gather_from`` says), and the val and test splits in the config dtype, C-contiguous."""
         xp = self.xp
-        self.gather = RowGather(data, self.dtype, xp)
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8", xp)
         for name in EVALUATED:
             x, y = data.split(name)
             self._splits[name] = (xp.ascontiguousarray(xp.asarray(x, dtype=self.dtype)),

@@ -135,7 +135,7 @@ class SklearnBackend:
         if data.n_classes < 3:
             raise UserError(f"backend sklearn:cpu needs 3 or more classes (with {data.n_classes} "
                             "MLPClassifier has one logistic output, not a softmax)")
-        self.gather = RowGather(data, self.dtype)  # the training batches, as the NumPy backend's
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
         self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
                                np.ascontiguousarray(data.split(name)[1], dtype=np.int64))
                         for name in EVALUATED}

@@ -1,10 +1,10 @@
 """The PyTorch backend of the harness (``bench.backends.api.Backend``), on any torch device.
 
-The data moves to the device once (:meth:`TorchBackend.load_data`), the
-training images as uint8; each epoch's row order is one host-to-device copy;
-every step gathers its batch on the device, normalising it as it is gathered
-(:meth:`TorchBackend.gather`), and leaves its loss and correct count there, so
-no step waits for the device. Optional speed-ups, off by default and recorded by
+The data moves to the device once (:meth:`TorchBackend.load_data`); each
+epoch's row order is one host-to-device copy; every step gathers its batch on
+the device (:meth:`TorchBackend.gather`: from the normalised split, or from
+the uint8 images, normalising it as it is gathered) and leaves its loss and
+correct count there, so no step waits for the device. Optional speed-ups, off by default and recorded by
 :meth:`TorchBackend.describe`: ``torch_compile`` (a compiled forward + loss),
 ``cuda_graph`` (the whole step replayed as one CUDA graph) and ``tf32``.
 """
@@ -64,9 +64,10 @@ class TorchBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """To the device once: the training images as they are gathered from (uint8, with their
-        normalisation rows), the val and test splits as the config dtype; every y as int64."""
-        images, norm = data.train_source(np.dtype(self.config.dtype))
+        """To the device once: the training images as they are gathered from (``Config.gather_from``:
+        the normalised split, or the uint8 images and their normalisation rows), the val and test
+        splits as the config dtype; every y as int64."""
+        images, norm = data.train_source(np.dtype(self.config.dtype), self.config.gather_from == "uint8")
         self._train = (_to_device(images, self.dev, torch.uint8 if norm else self.dtype),
                        _to_device(data.y_train, self.dev, torch.int64),
                        None if norm is None else tuple(_to_device(r, self.dev, self.dtype) for r in norm))
@@ -106,9 +107,9 @@ class TorchBackend:
         return torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.dev)
 
     def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training rows ``idx`` gathered on the device and normalised as gathered: (S, F), (S,)."""
+        """Training rows ``idx`` gathered on the device (uint8 rows normalised as gathered): (S, F), (S,)."""
         images, labels, norm = self._train
-        x = images.index_select(0, idx)                                    # (S, F) uint8
+        x = images.index_select(0, idx)                                    # (S, F)
         if norm is not None:
             x = normalise_into(torch.empty(x.shape, dtype=self.dtype, device=self.dev), x, *norm)
         return x, labels.index_select(0, idx)                              # (S, F), (S,)

@@ -1,10 +1,10 @@
 """The in-memory dataset every backend is fed from, and the one normalisation (NumPy only, no torch).
 
-Backends gather their training batches from the uint8 images and normalise
-each batch as it is gathered (:meth:`Dataset.train_source`,
-:func:`normalise_into`): a quarter of the memory a float32 gather reads, and
-the same numbers, because the expression is the one that normalises the
-whole splits (:func:`normalise`).
+Backends gather their training batches from the normalised split, or, with
+``Config.gather_from = "uint8"``, from the uint8 images, normalising each
+batch as it is gathered (:meth:`Dataset.train_source`, :func:`normalise_into`):
+a quarter of the bytes a float32 gather reads, and the same numbers, because
+the expression is the one that normalises the whole splits (:func:`normalise`).
 """
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ class Dataset:
             raise ValueError(f"unknown split {name!r} (allowed: {', '.join(SPLITS)})")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
-    def train_source(self, dtype) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-        """What training batches are gathered from: (``raw_train``, its :func:`normaliser` rows in
-        ``dtype``), to be normalised per batch by :func:`normalise_into`; or, for a dataset of
-        float rows alone, (``x_train``, None)."""
-        if self.raw_train is None:
+    def train_source(self, dtype, uint8: bool) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """What training batches are gathered from: with ``uint8`` (``Config.gather_from``) and
+        uint8 images, (``raw_train``, its :func:`normaliser` rows in ``dtype``), each batch to be
+        normalised by :func:`normalise_into`; else (``x_train``, None)."""
+        if not uint8 or self.raw_train is None:
             return self.x_train, None
         return self.raw_train, normaliser(self.mean, self.std, self.n_features, dtype)
 
