@@ -11,9 +11,10 @@ other setting is the reference setup, and ``--help`` shows each effective
 default. Each backend is one run of the one run path (``bench.run.Run``),
 with the GEMM-only brackets and the fixed-cost floor of ``bench.timing``;
 the runs take turns epoch by epoch, so a load that drifts hits every backend
-alike. It prints every epoch with its ratio and quality, then per backend the
-median ratio over all epochs after the first and over those at nominal speed
-and unflagged, and the fixed-cost floor. ``--out`` gets ``epochs.csv``,
+alike. It prints every epoch with its ratio, gather-only time and quality,
+then per backend the median ratio over all epochs after the first and over
+those at nominal speed and unflagged, the part of it the batch gather costs,
+and the fixed-cost floor. ``--gather-from uint8`` times the other data path. ``--out`` gets ``epochs.csv``,
 ``runs.csv``, ``summary.csv``, ``env.json`` and ``report.md``.
 """
 
