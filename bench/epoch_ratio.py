@@ -116,7 +116,7 @@ def _epoch_line(name: str, e: dict) -> str:
     gather = e.get("gather_seconds", np.nan)
     return (f"{name} epoch {e['epoch']}: {e['epoch_seconds']:.3f} s, GEMM-only {e['gemm_seconds']:.3f} s "
             f"(mean of before and after), ratio {e['epoch_to_gemm']:.3f}"
-            + (f", gather-only {gather:.3f} s" if np.isfinite(gather) else "")
+            + (f", gather-only {gather:.3g} s" if np.isfinite(gather) else "")
             + f" [{e['timing_quality']}]")
 
 
@@ -135,7 +135,7 @@ def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
                      f"{row['epoch_to_gemm']:.3f} (min {row['epoch_to_gemm_min']:.3f}) over the "
                      f"{row['n_epochs_used']} at nominal machine speed and unflagged"
                      + (f", of which the batch gather {gather / row['gemm_seconds']:.3f} (gather-only "
-                        f"{gather:.3f} s an epoch)" if np.isfinite(gather) else "")
+                        f"{gather:.3g} s an epoch)" if np.isfinite(gather) else "")
                      + f"; fixed cost of a step {row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio "
                      f"cannot go below {row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines

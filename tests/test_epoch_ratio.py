@@ -26,7 +26,7 @@ def test_prints_a_ratio_and_a_floor_per_backend_and_writes_its_folder(tmp_path, 
         assert micros > 0 and floor > 1
         assert abs(floor - summary.loc[name, "ratio_floor"]) < 2e-3
         gather = float(line.split("(gather-only ")[1].split(" s")[0])  # the data path's share, explained
-        assert gather > 0 and abs(gather - summary.loc[name, "gather_seconds"]) < 1e-3
+        assert gather > 0 and abs(gather - summary.loc[name, "gather_seconds"]) < 1e-2 * gather
         share = float(line.split("of which the batch gather ")[1].split()[0])
         assert abs(share - summary.loc[name, "gather_seconds"] / summary.loc[name, "gemm_seconds"]) < 2e-3
     # the backends took turns: epoch 1 of both before epoch 2 of either
