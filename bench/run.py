@@ -5,8 +5,9 @@ Every command that trains calls this (``compare``, ``sweep``,
 (or take the one given), load the data onto its device, measure the fixed
 cost of a step, then train through ``bench.loop`` with the GEMM-only brackets
 and the gather-only time of ``bench.timing`` around every epoch (unless
-``Config.reference_timing`` is off). :class:`Run` takes one epoch per :meth:`Run.step`, so several runs can
-take turns; :func:`run_one` runs one to the end.
+``Config.reference_timing`` is off). :class:`Run` takes one epoch per
+:meth:`Run.step`, so several runs can take turns; :func:`run_one` runs one to
+the end.
 
 A run that fails (an exception in the backend, out of memory) comes back as a
 record with status ``failed`` or ``oom`` and a one-line message, holding what
