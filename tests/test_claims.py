@@ -210,7 +210,7 @@ def test_provisional_says_so():
 # ---------------------------------------------------------------- the command
 
 SMALL = ["--quick", "--dataset", "synthetic", "--train-subset", "300", "--val-size", "100", "--epochs", "2",
-         "--batch-size", "50", "--seeds", "1", "2", "3", "--depths", "3", "5", "--width", "8",
+         "--hidden-dims", "16", "--batch-size", "50", "--seeds", "1", "2", "3", "--depths", "3", "5", "--width", "8",
          "--landscape-dims", "8,8,8", "--batch-examples", "64", "--check-examples", "200",
          "--check-features", "12", "--check-hidden", "4", "--threads", "1"]
 
@@ -241,10 +241,13 @@ def test_quick_run_end_to_end(cli):
 
 
 def test_only_some_claims(tmp_path, monkeypatch):
+    """Claim 8 alone trains the one reference run it needs; claims 1-5's runs are not made."""
     monkeypatch.chdir(tmp_path)
-    assert main([*SMALL, "--only", "9", "--out", "c", "--quiet"]) == 0
-    assert list(pd.read_csv("c/claims.csv")["id"]) == ["9a", "9b"]
+    assert main([*SMALL, "--only", "9,8", "--out", "c", "--quiet"]) == 0
+    assert list(pd.read_csv("c/claims.csv")["id"]) == ["8a", "8b", "9a", "9b"]
     assert not (tmp_path / "c" / "runs.csv").exists()
+    tiny = pd.read_csv("c/claim8_tiny.csv")
+    assert (tiny.loc[tiny["point"] == "minimum", "grad_norm"] <= 1e-6).all()
 
 
 @pytest.mark.parametrize("args, needle", [

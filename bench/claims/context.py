@@ -19,6 +19,7 @@ class Context:
     log: Callable[[str], None]
     shared: dict[str, Any] = field(default_factory=dict)  # what one group leaves for another
     interrupted: bool = False  # a group stopped early on Ctrl-C / SIGTERM, keeping what it measured
+    official: bool = False     # the data is the official CIFAR-10 (set by every load; one source for all)
     _data: tuple[int, Dataset] | None = None
 
     def data(self, seed: int) -> Dataset:
@@ -26,6 +27,7 @@ class Context:
         if self._data is None or self._data[0] != seed:
             self._data = None  # free the old splits before loading the new ones
             self._data = (seed, load_for_config(self.config, seed, progress=False))
+            self.official = bool(self._data[1].official)
         return self._data[1]
 
     @property

@@ -76,6 +76,8 @@ def judge(ratios: pd.DataFrame, ctx: Context) -> list[Outcome]:
         ax.plot(med.index, med.to_numpy(), color=colour, marker="o", label=f"{name} (median)")
     ax.axhline(VANISH, color="black", ls=":", label=f"vanished: < {VANISH}")
     ax.set(xscale="log", yscale="log", xlabel="hidden layers", ylabel="‖dW input‖ / ‖dW output‖ at init")
+    ax.set_xticks(sorted(ratios["depth"].unique()), [str(d) for d in sorted(ratios["depth"].unique())])
+    ax.minorticks_off()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -186,7 +186,7 @@ def claim5(dip_total: dict[str, np.ndarray]) -> Verdict:
 
 
 def judge(m: seed_runs.SeedRuns, ctx: Context) -> list[Outcome]:
-    official = bool(ctx.data(ctx.config.seeds[0]).official)
+    official = ctx.official
     t = per_run(m.runs, m.epochs)
     acc, drops = by_impl(t, "test_acc"), by_impl(t, "drop")
     lock = m.lockstep
