@@ -3,7 +3,7 @@
 Run it as::
 
     python -m bench.claims --data-dir DIR             # all nine claims
-    python -m bench.claims --data-dir DIR --quick     # fewer seeds, less data, small nets: provisional
+    python -m bench.claims --data-dir DIR --quick     # less data, smaller nets: provisional
     python -m bench.claims --data-dir DIR --only 1,4,8
     python -m bench.claims --quick --dataset synthetic   # no data needed: a smoke test
 
@@ -36,7 +36,7 @@ from bench.claims.context import Context
 from bench.claims.report import write
 from bench.claims.verdict import provisional
 from bench.cli import command_parser
-from bench.config import CIFAR10_N_FEATURES, PRESETS, Config, _show_default, config_from_args
+from bench.config import CIFAR10_N_FEATURES, PRESETS, Config, config_from_args
 from bench.errors import UserError, interrupted_code, run_cli
 from bench.plots import plt
 from bench.report import md_table
@@ -68,10 +68,10 @@ def check(config: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = command_parser(COMMAND, "Test the claims of the course write-up this suite reproduces "
                             "(docs/reference.md): one verdict per claim, each with its measurement.")
-    quick = ", ".join(f"{k} {_show_default(v)}" for k, v in PRESETS["claims_quick"].items()
+    quick = ", ".join(f"{k} {v}" for k, v in PRESETS["claims_quick"].items()
                       if PRESETS[COMMAND].get(k) != v)
     parser.add_argument("--quick", action="store_true", help=f"start from the quick preset ({quick}): "
-                        "fewer seeds, less data, smaller nets; every verdict is provisional")
+                        "less data, shorter training, smaller nets; every verdict is provisional")
     args = parser.parse_args(argv)
     config = config_from_args(args, COMMAND, "claims_quick" if args.quick else None)
     check(config)

@@ -110,8 +110,11 @@ def judge(table: pd.DataFrame, ctx: Context) -> list[Outcome]:
             for _, r in t.iterrows():  # one line per seed joins its plain and residual nets
                 ax.plot([2 * j, 2 * j + 1], [r["plain"], r["residual"]], color="tab:gray", marker="o", ms=4)
         ax.set_xticks(range(4), [f"{a}\n{s}" for s in STAGES for a in ("plain", "residual")])
-        ax.set_yscale("symlog", linthresh=1e-2)
-        ax.axhline(0, color="black", lw=0.6)
+        if q == "lambda_max":
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=1e-2)
+            ax.axhline(0, color="black", lw=0.6)
         ax.set_title("λ_max (sharpness)" if q == "lambda_max" else "λ_min")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -18,7 +18,7 @@ def write(folder: ResultsFolder, outcomes: list[Outcome], env: dict[str, Any], *
     folder.write_csv("claims.csv", table)
     lines = ["# The course write-up's claims, tested (docs/reference.md)", ""]
     if quick:
-        lines += ["**A --quick run: fewer seeds, less data, smaller nets. Every verdict is provisional.**", ""]
+        lines += ["**A --quick run: less data, shorter training, smaller nets. Every verdict is provisional.**", ""]
     if interrupted:
         lines += ["**Interrupted: the claims below are those measured before it.**", ""]
     if pending:

@@ -53,8 +53,8 @@ def too_few(id: str, measured: str, n: int, need: int, unit: str = "runs per imp
 
 
 def provisional(v: Verdict) -> Verdict:
-    """The --quick form: fewer seeds and less data, so every verdict says it is provisional."""
-    return replace(v, reason=f"provisional (--quick: fewer seeds, less data): {v.reason}")
+    """The --quick form: less data and smaller nets, so every verdict says it is provisional."""
+    return replace(v, reason=f"provisional (--quick: less data, smaller nets): {v.reason}")
 
 
 def decide(significant: bool, right_way: bool) -> str:
