@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wall, cpu = time.perf_counter(), time.process_time()
                 for o in group.judge(group.measure(ctx), ctx):
                     if o.number not in config.only:
-                        plt.close(o.figure)
+                        if o.figure is not None:
+                            plt.close(o.figure)
                         continue
                     o.verdicts = [provisional(v) for v in o.verdicts] if args.quick else o.verdicts
                     for name, table in o.tables.items():
