@@ -139,10 +139,25 @@ class Config:
     eps: float = _opt(1e-5, "central-difference step along a unit direction (NumPy side; "
                             "about (3 x float64 epsilon)^(1/3))")
     eig_rtol: float = _opt(0.01, "NumPy vs PyTorch eigenvalues: relative difference allowed")
-    check_features: int = _opt(32, "exact check: input features of the tiny model")
-    check_hidden: int = _opt(8, "exact check: hidden units of the tiny model")
-    check_examples: int = _opt(300, "exact check: training rows")
+    check_features: int = _opt(32, "the tiny model (hessian's exact check, claim 8): input features")
+    check_hidden: int = _opt(8, "the tiny model: hidden units")
+    check_examples: int = _opt(300, "the tiny model: training rows")
     check_rtol: float = _opt(1e-4, "exact check: relative error allowed")
+    # --- bench.claims: the reference write-up's claims, each tested (docs/reference.md)
+    only: list[int] = _opt(list(range(1, 10)), "claims to test, by id 1-9 (bench.claims)")
+    lockstep_seeds: int = _opt(3, "claim 4: seeds whose first epoch PyTorch reruns from NumPy's "
+                                  "weights and batches")
+    theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
+                                "Hessian measurements use")
+    depths: list[int] = _opt([21, 41, 81, 161], "claim 6: depths (odd, >= 3) of the plain and residual "
+                                                "nets of width --width, shallowest first")
+    landscape_dims: list[int] = _opt([32, 32, 32, 32, 32], "claim 7: hidden widths [F, N1, F, ...] of "
+                                                           "the plain and residual nets whose Hessians "
+                                                           "are compared")
+    grad_tol: float = _opt(1e-6, "claim 8: gradient norm below which the tiny model's full-batch loss "
+                                 "counts as at its minimum")
+    tiny_weight_decay: float = _opt(1e-3, "claim 8: L2 weight decay of the tiny model's training and "
+                                          "objective (without it the loss has no finite minimum)")
     # --- bench.gpu_check
     gpu_variants: list[str] = _opt(list(GPU_VARIANTS), "torch speed-ups the GPU check times",
                                    choices=GPU_VARIANTS)
@@ -216,11 +231,23 @@ class Config:
         _check(self.width >= 1, "width", self.width, "an integer >= 1")
         _check_names("activations", self.activations, ACTIVATIONS)
         _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
+        _check(isinstance(self.only, list) and len(self.only) > 0 and len(set(self.only)) == len(self.only)
+               and all(_is_int(i) and 1 <= i <= 9 for i in self.only), "only", self.only,
+               "distinct claim ids from 1 to 9, e.g. 1,4,8")
+        _check(all(_is_int(d) and d >= 3 and d % 2 == 1 for d in self.depths) and len(self.depths) > 0,
+               "depths", self.depths, "odd integers >= 3 (a stem and whole residual blocks)")
+        _check(residual_dims_ok(self.landscape_dims) and all(_is_int(d) and d > 0
+                                                            for d in self.landscape_dims),
+               "landscape_dims", self.landscape_dims, "[F, N1, F, N2, F, ...]: an odd count of at "
+               f"least 3 positive widths, every other one equal to the first, e.g. "
+               f"{residual_example(self.landscape_dims)}")
         for name in ("batch_examples", "check_steps", "k", "check_features", "check_hidden",
-                     "check_examples"):
+                     "check_examples", "lockstep_seeds", "theory_seeds"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
-        for name in ("grad_rtol", "tol", "eps", "eig_rtol", "check_rtol"):
+        _check(_finite(self.tiny_weight_decay) and self.tiny_weight_decay > 0, "tiny_weight_decay",
+               self.tiny_weight_decay, "a finite number > 0")
+        for name in ("grad_rtol", "tol", "eps", "eig_rtol", "check_rtol", "grad_tol"):
             value = getattr(self, name)
             _check(_finite(value) and value > 0, name, value, "a finite number > 0")
         if self.trajectory_rtol is not None:
@@ -245,6 +272,9 @@ GRADFLOW = ("depth", "width", "activations", "batch_examples", "check_steps", "g
             "trajectory_rtol")
 HESSIAN = ("batch_examples", "k", "tol", "max_matvecs", "eps", "eig_rtol", "check_features",
            "check_hidden", "check_examples", "check_rtol")
+CLAIMS = ("only", "lockstep_seeds", "theory_seeds", "depths", "width", "landscape_dims", "batch_examples",
+          "k", "tol", "max_matvecs", "grad_tol", "tiny_weight_decay",
+          "check_features", "check_hidden", "check_examples")
 
 # the Config fields each command reads: its flags and the TOML keys it accepts
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
@@ -256,8 +286,12 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
                                             "gpu_variants"),
     "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every") + GRADFLOW,
     "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + HESSIAN,
+    "claims": ("hidden_dims", "activation", "alpha") + TRAINING + DATA + ("threads", "eval_batch_size")
+              + CLAIMS,
     "data": DATA[:-1] + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
 }
+_CLAIMS = {"seeds": list(range(42, 52)), "batch_examples": 1000, "check_examples": 2000, "k": 3,
+           "reference_timing": False}
 # each command's own defaults, applied before the TOML file and the flags
 PRESETS: dict[str, dict[str, Any]] = {
     # the reference setup with three seeds: the first run answers both questions, which backend is
@@ -277,6 +311,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # a small model and a short run: the Hessian's Lanczos calls dominate
     "hessian": {"hidden_dims": [32], "train_subset": 10_000, "epochs": 5, "backends": ["numpy:cpu"],
                 "batch_examples": 1000, "reference_timing": False},
+    # ten seeds per implementation at the reference setup (claims 1-5); small models for 6-8
+    "claims": _CLAIMS,
+    # --quick: the same ten seeds on less data and smaller nets; its verdicts are provisional
+    "claims_quick": {**_CLAIMS, "train_subset": 2000, "val_size": 1000, "epochs": 4, "lockstep_seeds": 1,
+                     "theory_seeds": 3, "depths": [21, 41], "width": 64, "landscape_dims": [16, 16, 16],
+                     "batch_examples": 256, "check_examples": 500, "tiny_weight_decay": 1e-2, "k": 2},
     "data": {},
 }
 
@@ -459,9 +499,11 @@ def _split_list(name: str, tokens: list[str]) -> list[Any] | None:
     return out
 
 
-def config_from_args(args: argparse.Namespace, command: str = "compare") -> Config:
-    """The validated Config of one command run: defaults < preset < ``--config`` TOML < flags."""
-    values: dict[str, Any] = {k: _copy(v) for k, v in PRESETS[command].items()}
+def config_from_args(args: argparse.Namespace, command: str = "compare",
+                     preset_name: str | None = None) -> Config:
+    """The validated Config of one command run: defaults < preset (the command's, or ``preset_name``)
+    < ``--config`` TOML < flags."""
+    values: dict[str, Any] = {k: _copy(v) for k, v in PRESETS[preset_name or command].items()}
     if getattr(args, "config", None):
         values.update(load_toml(args.config, command))
     for name in COMMAND_FIELDS[command]:

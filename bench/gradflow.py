@@ -92,6 +92,15 @@ class Watch(LoopHooks):
 # ---------------------------------------------------------------- measurement
 
 
+def initial_state(arch: Arch, seed: int, dtype) -> dict[str, np.ndarray]:
+    """The net's own init for ``seed`` (Kaiming; a residual net's blocks by R2), drawn by the NumPy MLP
+    (and copied into the PyTorch MLP where both run)."""
+    from impl_numpy.mlp import MLP
+
+    return MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
+               residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.dtype(dtype)).state_dict()
+
+
 def weight_grad_norms(grads: dict[str, np.ndarray], n_linears: int) -> np.ndarray:
     """‖dL/dW_i‖_F of every linear layer i = 0 .. n_linears-1, float64 (n_linears,)."""
     return np.array([np.linalg.norm(grads[f"linears.{i}.weight"].astype(np.float64))
@@ -427,8 +436,6 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
     """Measure, write every output into a new folder; returns (folder, ratios, agreement checks).
 
     A signal ends the measurements; the networks done are written, and the folder says so."""
-    from impl_numpy.mlp import MLP
-
     opts = config
     if len(config.seeds) != 1:
         raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
@@ -452,11 +459,9 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
             y_fixed = data.y_train[:opts.batch_examples]  # (B,)
             for act in opts.activations:
                 for arch in ARCHS:
-                    # each net's own init from the seed (the residual blocks' R2 init), copied to torch
-                    init_state = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act,
-                                     alpha=config.alpha, residual=arch == "residual",
-                                     rng=np.random.default_rng(seed),
-                                     dtype=np.dtype(config.dtype)).state_dict()
+                    init_state = initial_state(Arch(data.n_features, (opts.width,) * opts.depth,
+                                                    data.n_classes, act, config.alpha, arch == "residual"),
+                                               seed, config.dtype)
                     results[(act, arch)] = run_network(config, data, act, arch, seed, x_fixed, y_fixed,
                                                        init_state, log)
 
