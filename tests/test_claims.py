@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, start_until_epochs
+from conftest import assert_one_line_error, started_until_epochs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -273,10 +273,10 @@ def test_bad_input_is_one_line_exit_2(cli):
 
 
 def test_sigterm_keeps_the_runs_so_far_and_exits_143(tmp_path):
-    proc = start_until_epochs(["bench.claims", *SMALL, "--only", "1", "--epochs", "60", "--out", "t"],
-                              tmp_path, tmp_path / "t" / "epochs.csv", n=1)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=120)
+    with started_until_epochs(["bench.claims", *SMALL, "--only", "1", "--epochs", "60", "--out", "t"],
+                              tmp_path, tmp_path / "t" / "epochs.csv", n=1) as proc:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert len(pd.read_csv(tmp_path / "t" / "runs.csv")) >= 1
