@@ -103,6 +103,9 @@ class Config:
                               choices=TORCH_COMPILE_MODES)
     cuda_graph: bool = _opt(False, "capture the whole torch training step as a CUDA graph")
     tf32: bool = _opt(False, "allow TF32 matmuls on CUDA")
+    # --- JAX (off by default, recorded when on)
+    jax_scan: bool = _opt(False, "run each epoch of the jax backends as one lax.scan over its batches "
+                                 "(one dispatch per epoch)")
     # --- peers
     dataloader_workers: int = _opt(0, "num_workers of the torch-dataloader backend")
     # --- bench.gradflow: a deep plain and residual net, NumPy and PyTorch from the same weights
@@ -190,6 +193,8 @@ class Config:
                ", ".join(TORCH_COMPILE_MODES))
         _check(not (self.cuda_graph and self.torch_compile != "none"), "cuda_graph", self.cuda_graph,
                "false when torch_compile is set (a captured graph and torch.compile are alternatives)")
+        _check(not (self.jax_scan and self.eval_every is not None), "jax_scan", self.jax_scan,
+               "false when eval_every is set (a scanned epoch has no step to evaluate between)")
         _check(self.dataloader_workers >= 0, "dataloader_workers", self.dataloader_workers,
                "an integer >= 0")
         if self.backends is not None:
@@ -223,7 +228,7 @@ TRAINING = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "seeds", "
 DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir")
 HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every", "lockstep",
            "reference_timing")
-SPEEDUPS = ("torch_compile", "cuda_graph", "tf32")
+SPEEDUPS = ("torch_compile", "cuda_graph", "tf32", "jax_scan")
 PEERS = ("dataloader_workers",)
 GRADFLOW = ("depth", "width", "activations", "batch_examples", "check_steps", "grad_rtol",
             "trajectory_rtol")

@@ -80,6 +80,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
         v["epoch / GEMM"] = [ratio(r, b) for r, b in zip(summary["epoch_to_gemm"], bad)]
         v["floor"] = summary.get("ratio_floor")
         v["GFLOP/s"] = summary.get("achieved_gflops")
+    if "compile_seconds" in summary and summary["compile_seconds"].notna().any():
+        v["compile s"] = summary["compile_seconds"]
     v["timing"] = ["flagged" if b else "ok" for b in bad]
     if summary["n_failed"].any():
         v["failed runs"] = summary["n_failed"]
@@ -98,6 +100,16 @@ def timing_sentences(summary: pd.DataFrame) -> list[str]:
                        + (f" ({left})" if isinstance(left, str) and left else "")
                        + ". Rerun on a quieter machine or with more epochs.")
     return out
+
+
+def compile_sentence(summary: pd.DataFrame) -> str | None:
+    """What the compiling backends spent compiling, or None when none compiled."""
+    if "compile_seconds" not in summary or not summary["compile_seconds"].notna().any():
+        return None
+    done = summary[summary["compile_seconds"].notna()]
+    return ("Compilation (before the first epoch, outside every clock; the warm-up steps run the "
+            "compiled code, later seeds reuse it): " + "; ".join(
+                f"`{b}` {s:.2f} s" for b, s in zip(done["backend"], done["compile_seconds"])) + ".")
 
 
 def setup_lines(env: dict[str, Any], extra: list[str] = ()) -> list[str]:
@@ -162,6 +174,9 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
               + (", at nominal speed and unflagged (see above)." if config.get("reference_timing", True)
                  else "; reference timing was off, so nothing checks them against the GEMM-only "
                       "time.") , ""]
+    compiled = compile_sentence(summary)
+    if compiled:
+        lines += [compiled, ""]
     sentences = timing_sentences(summary)
     if sentences:
         lines += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]

@@ -8,6 +8,8 @@ file each:
 * ``torch:<device>`` (``torch_backend.py``, with its training steps in
   ``torch_steps.py`` and device helpers in ``torch_device.py``): the
   ``impl_torch`` MLP;
+* ``jax:cpu|cuda`` (``jax_backend.py``): the ``impl_jax`` MLP, compiled by XLA
+  (the ``jax`` extra; listed and skipped with the reason without JAX);
 * the opt-in peers, the MLPs users already have (the ``peers`` extra):
   ``sklearn:cpu`` (``sklearn_backend.py``: scikit-learn's ``MLPClassifier``,
   one ``partial_fit`` per epoch) and ``torch-dataloader:<device>``
@@ -55,6 +57,7 @@ class Impl:
 IMPLS: dict[str, Impl] = {
     "numpy": Impl("bench.backends.numpy_backend", "NumpyBackend", None, True),
     "torch": Impl("bench.backends.torch_backend", "TorchBackend", None, True),
+    "jax": Impl("bench.backends.jax_backend", "JaxBackend", "jax", True),
     "sklearn": Impl("bench.backends.sklearn_backend", "SklearnBackend", "peers", False),
     "torch-dataloader": Impl("bench.backends.dataloader_backend", "DataLoaderBackend", "peers", False),
     "course": Impl("bench.backends.course_backend", "CourseBackend", None, False),

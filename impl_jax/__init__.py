@@ -1,0 +1,21 @@
+"""The MLP in JAX (``jax.numpy`` + ``jax.grad`` + ``jax.jit``), the third column beside NumPy and PyTorch.
+
+Nothing here imports the harness (``bench``); the harness adapts this package
+in ``bench/backends/jax_backend.py``. Needs the ``jax`` extra.
+"""
+
+from impl_jax.model import (
+    SGD,
+    forward,
+    init_params,
+    jit_evaluate,
+    jit_train_step,
+    loss_and_correct,
+    precision,
+    train_step,
+    train_steps,
+    zero_velocity,
+)
+
+__all__ = ["SGD", "forward", "init_params", "jit_evaluate", "jit_train_step", "loss_and_correct",
+           "precision", "train_step", "train_steps", "zero_velocity"]
