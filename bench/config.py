@@ -255,7 +255,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
                     "backends": ["numpy:cpu", "torch:cpu"]},
     "gpu_check": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000,
-                  "backends": ["torch:cuda", "numpy:cuda"]},
+                  "backends": ["torch:cuda", "numpy:cuda", "jax:cuda"]},
     # 200 steps of lr 0.01 (0.1 makes the 21-layer plain ELU net diverge), evaluated every 50
     "gradflow": {"lr": 0.01, "epochs": 1, "train_subset": 25_600, "eval_every": 50,
                  "reference_timing": False},

@@ -5,11 +5,14 @@ in ``bench/backends/jax_backend.py``. Needs the ``jax`` extra.
 """
 
 from impl_jax.model import (
+    ACTIVATIONS,
     SGD,
+    cross_entropy,
     forward,
     init_params,
     jit_evaluate,
     jit_train_step,
+    linear,
     loss_and_correct,
     precision,
     train_step,
@@ -17,5 +20,6 @@ from impl_jax.model import (
     zero_velocity,
 )
 
-__all__ = ["SGD", "forward", "init_params", "jit_evaluate", "jit_train_step", "loss_and_correct",
-           "precision", "train_step", "train_steps", "zero_velocity"]
+__all__ = ["ACTIVATIONS", "SGD", "cross_entropy", "forward", "init_params", "jit_evaluate",
+           "jit_train_step", "linear", "loss_and_correct", "precision", "train_step", "train_steps",
+           "zero_velocity"]

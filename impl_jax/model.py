@@ -91,13 +91,17 @@ def forward(params: Params, x: jax.Array, arch: Arch) -> jax.Array:
     return linear(params, last, a)                                  # (S, n_classes)
 
 
+def cross_entropy(z: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean cross-entropy of softmax(z) (S, C) against labels y (S,), softmax and log fused."""
+    z_y = jnp.take_along_axis(z, y[:, None], axis=1)[:, 0]     # (S,)
+    return jnp.mean(jax.nn.logsumexp(z, axis=1) - z_y)         # F1: L = mean_s logsumexp(z_s) - z_s,y_s
+
+
 def loss_and_correct(params: Params, x: jax.Array, y: jax.Array, arch: Arch) -> tuple[jax.Array, jax.Array]:
     """(mean cross-entropy, correct predictions) of the batch (x (S, n_inputs), y (S,) int)."""
-    z = forward(params, x, arch)                                         # (S, C)
-    z_y = jnp.take_along_axis(z, y[:, None], axis=1)[:, 0]               # (S,)
-    loss = jnp.mean(jax.nn.logsumexp(z, axis=1) - z_y)                   # F1: logsumexp(z) - z_y
-    correct = jnp.sum(jnp.argmax(z, axis=1) == y)                         # (), not differentiated
-    return loss, correct
+    z = forward(params, x, arch)                       # (S, C)
+    correct = jnp.sum(jnp.argmax(z, axis=1) == y)      # (), not differentiated
+    return cross_entropy(z, y), correct
 
 
 # ---------------------------------------------------------------- training

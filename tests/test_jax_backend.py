@@ -12,10 +12,12 @@ gradient) moves the loss by far more.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 jax = pytest.importorskip("jax")
@@ -234,3 +236,20 @@ def test_without_jax_the_command_line_says_so_in_one_line(cli, tmp_path):
     assert listed.returncode == 0 and "| jax:cpu | built-in | no | JAX is not installed" in listed.stdout
     assert_one_line_error(cli("bench.compare", "--dataset", "synthetic", "--backends", "jax:cpu",
                               env=env), "jax:cpu is not available here", "pip install '.[jax]'")
+
+
+def test_compare_reports_the_compile_time_in_its_own_column_and_line(cli):
+    from test_compare import TINY
+
+    proc = cli("bench.compare", *TINY, "--backends", "numpy:cpu,jax:cpu", "--jax-scan", "--lockstep",
+               "--no-reference-timing", "--out", "o")
+    assert proc.returncode == 0, proc.stderr
+    runs = pd.read_csv(proc.cwd / "o" / "runs.csv").set_index("backend")
+    assert runs.loc["jax:cpu", "compile_seconds"] > 0 and np.isnan(runs.loc["numpy:cpu", "compile_seconds"])
+    summary = pd.read_csv(proc.cwd / "o" / "summary.csv").set_index("backend")
+    assert summary.loc["jax:cpu", "compile_seconds"] == runs.loc["jax:cpu", "compile_seconds"]
+    assert "| compile s |" in proc.stdout.splitlines()[0]
+    report = (proc.cwd / "o" / "report.md").read_text()
+    assert "Compilation (before the first epoch, outside every clock" in report and "`jax:cpu` " in report
+    env = json.loads((proc.cwd / "o" / "env.json").read_text())
+    assert env["config"]["jax_scan"] is True and env["lockstep"]["max_rel"] < LOCKSTEP_PART
