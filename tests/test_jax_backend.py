@@ -126,6 +126,21 @@ def test_jax_scan_gives_the_losses_of_the_steps_one_by_one(data, data64, dtype):
                                rtol=1e-12 if dtype == "float64" else 1e-6)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not available("cuda")[0], reason=f"jax:cuda: {available('cuda')[1]}")
+@pytest.mark.parametrize("scan", [False, True])
+def test_jax_cuda_in_lockstep_with_numpy_cpu(data, scan):
+    ref = NumpyBackend(config(momentum=0.9))
+    ref.load_data(data)
+    ref.init_model(1)
+    state = ref.export_state()
+    expected = lockstep_losses(ref, data, state)
+    gpu = JaxBackend(config(momentum=0.9, jax_scan=scan), "cuda")
+    gpu.load_data(data)
+    np.testing.assert_allclose(lockstep_losses(gpu, data, state), expected, rtol=LOCKSTEP_PART)
+    assert gpu.peak_memory_bytes() > 0 and gpu.describe()["device_name"]
+
+
 def test_no_compilation_after_the_start(data):
     """Everything is compiled in init_model: no epoch, evaluation or test split compiles."""
     compiles, watching = [], [False]

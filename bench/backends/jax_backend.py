@@ -21,6 +21,7 @@ skipped with that reason.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -54,6 +55,10 @@ def _device(device: str):
     kind, _, index = device.partition(":")
     if kind not in PLATFORMS or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise UserError(f"jax:{device}: unknown device (allowed: cpu, cuda, cuda:N)")
+    # NOTE: JAX takes 75 % of a GPU's memory when its CUDA client starts (at the first devices()
+    # call), leaving torch:cuda and numpy:cuda in the same process short; allocate as needed
+    # instead (a user's own setting wins)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         found = jax.devices(PLATFORMS[kind])
     except RuntimeError as exc:  # no such platform in this jaxlib (e.g. the CPU-only wheel)
@@ -118,9 +123,8 @@ class JaxBackend:
         this process has not compiled yet."""
         if not self._splits:
             raise RuntimeError("JaxBackend.init_model: call load_data first")
-        with impl_jax.precision(self.dtype):
-            params = impl_jax.init_params(self.arch, jax.random.key(seed), self.dtype)
-            self.params = jax.device_put(params, self.dev)
+        with impl_jax.precision(self.dtype), jax.default_device(self.dev):
+            self.params = impl_jax.init_params(self.arch, jax.random.key(seed), self.dtype)
             self.velocity = impl_jax.zero_velocity(self.params, self.opt)
             self.compile_seconds = 0.0
             self._compile_all()
@@ -183,8 +187,8 @@ class JaxBackend:
 
     def device_indices(self, order: np.ndarray) -> np.ndarray:
         # NOTE: the order stays on the host and each step passes its rows with the call (a
-        # small copy, part of the call). Slicing a device array is a dispatch of its own: it cost
-        # 4x the time of a step of the 8-unit model here (docs/jax.md)
+        # small copy, part of the call): slicing a device array is a dispatch of its own, several
+        # times the cost of a small step (docs/jax.md)
         return np.ascontiguousarray(order, dtype=np.int32)
 
     def train_batch(self, idx: np.ndarray) -> None:
