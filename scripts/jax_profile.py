@@ -13,7 +13,9 @@ jax_scan, in interleaved rounds (medians over rounds):
 
 * ``step``: one epoch of ``Backend.train_batch`` calls and the synchronize, per step;
 * ``GEMM``: the step's matrix products alone (``Backend.gemm_seconds``), per step;
-* ``fixed``: a step of the 8-feature, 8-unit model of ``bench.timing``.
+* ``fixed``: a step of the 8-feature, 8-unit model of ``bench.timing``; for
+  jax:cpu also with each step's rows sliced from a device array instead of
+  the host order ``JaxBackend.device_indices`` keeps.
 
 Then the compiled step's instructions: its fusions and its library products.
 """
@@ -47,8 +49,12 @@ def cpu(fn) -> float:
     return time.process_time() - t0
 
 
-def epoch(backend, k: int) -> None:
+def epoch(backend, k: int, on_device: bool = False) -> None:
     order = backend.device_indices(epoch_order(0, k, N_TRAIN))
+    if on_device:
+        import jax
+
+        order = jax.device_put(order)
     for s in range(STEPS):
         backend.train_batch(order[s * BATCH:(s + 1) * BATCH])
     backend.synchronize()
@@ -77,6 +83,7 @@ def main() -> None:
     tiny = {name: make(cls, FIXED_WIDTH, FIXED_WIDTH, **kw) for name, (cls, kw) in kinds.items()}
     gemms = step_gemms(3072, [128], 10, BATCH)
     times: dict[str, dict[str, list[float]]] = {n: {"step": [], "GEMM": [], "fixed": []} for n in kinds}
+    device_rows: list[float] = []
     for r in range(args.rounds):
         for name in kinds:
             b = big[name]
@@ -85,10 +92,13 @@ def main() -> None:
             times[name]["GEMM"].append((cpu(lambda: b.gemm_seconds(gemms, 2 * STEPS))
                                         - cpu(lambda: b.gemm_seconds(gemms, STEPS))) / STEPS)
             times[name]["fixed"].append(cpu(lambda: epoch(tiny[name], r + 1)) / STEPS)
+        device_rows.append(cpu(lambda: epoch(tiny["jax:cpu"], r + 1, on_device=True)) / STEPS)
     print(f"| backend | step us | GEMM-only us | step - GEMM us | fixed cost us |\n|---|---|---|---|---|")
     for name, t in times.items():
         step, gemm, fixed = (statistics.median(t[k]) * 1e6 for k in ("step", "GEMM", "fixed"))
         print(f"| {name} | {step:.0f} | {gemm:.0f} | {step - gemm:.0f} | {fixed:.0f} |")
+    print(f"jax:cpu fixed cost with the rows sliced on the device: "
+          f"{statistics.median(device_rows) * 1e6:.0f} us")
     hlo = big["jax:cpu"]._train_step.as_text()
     entry = hlo[hlo.index("\nENTRY"):]
     ops = Counter(m.group(1) for m in re.finditer(r"= \S+ (fusion|dot|custom-call|copy)\(", entry))
