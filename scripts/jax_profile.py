@@ -9,7 +9,8 @@ Pinned to one core, every library runs one thread, so the process's CPU time
 loaded the machine is; wall time on a shared machine counts the waiting too.
 Per step of the reference setup (3072 -> 128 -> 10, ELU, batch 128, float32,
 synthetic data of the training size), for numpy:cpu, jax:cpu and jax:cpu with
-jax_scan, in interleaved rounds (medians over rounds):
+jax_scan, in interleaved rounds (medians over rounds, and the range over rounds
+of each ratio of two backends measured in the same round):
 
 * ``step``: one epoch of ``Backend.train_batch`` calls and the synchronize, per step;
 * ``GEMM``: the step's matrix products alone (``Backend.gemm_seconds``), per step;
@@ -97,6 +98,16 @@ def main() -> None:
     for name, t in times.items():
         step, gemm, fixed = (statistics.median(t[k]) * 1e6 for k in ("step", "GEMM", "fixed"))
         print(f"| {name} | {step:.0f} | {gemm:.0f} | {step - gemm:.0f} | {fixed:.0f} |")
+    def paired(a: str, b: str, key: str, minus_gemm: bool = False) -> str:
+        """The range over rounds of a's figure over b's, each round's pair measured together."""
+        part = (lambda t, i: t["step"][i] - t["GEMM"][i]) if minus_gemm else (lambda t, i: t[key][i])
+        r = [part(times[a], i) / part(times[b], i) for i in range(args.rounds)]
+        return f"{min(r):.2f}-{max(r):.2f}"
+
+    j, n, sc = "jax:cpu", "numpy:cpu", "jax:cpu --jax-scan"
+    print(f"per round, {j} / {n}: step {paired(j, n, 'step')}, GEMM-only {paired(j, n, 'GEMM')}, "
+          f"step - GEMM {paired(j, n, '', True)}, fixed {paired(j, n, 'fixed')}; "
+          f"{sc} / {j}: step {paired(sc, j, 'step')}, fixed {paired(sc, j, 'fixed')}")
     print(f"jax:cpu fixed cost with the rows sliced on the device: "
           f"{statistics.median(device_rows) * 1e6:.0f} us")
     hlo = big["jax:cpu"]._train_step.as_text()
