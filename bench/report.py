@@ -123,7 +123,7 @@ def setup_lines(env: dict[str, Any], extra: list[str] = ()) -> list[str]:
         + (f"; GPU {gpu['name']} (CUDA {gpu.get('cuda_runtime')}, driver {gpu.get('driver')})" if gpu
            else "; no GPU"),
         f"- Versions: Python {env['python']}, NumPy {v.get('numpy')}, PyTorch {v.get('torch')}"
-        + (f", CuPy {v['cupy']}" if v.get("cupy") else ""),
+        + (f", CuPy {v['cupy']}" if v.get("cupy") else "") + (f", JAX {v['jax']}" if v.get("jax") else ""),
         "- BLAS: " + ("; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} "
                                  "threads" + (f", {b['architecture']}" if b.get("architecture") else "")
                                  + ")" for b in blas) or "unknown"),

@@ -1,4 +1,4 @@
-"""The MLP in JAX: pure functions of a parameter dict, differentiated by ``jax.grad``, compiled by ``jax.jit``.
+"""The MLP in JAX: pure functions of a parameter dict, differentiated by jax.grad, compiled by jax.jit.
 
 The parameters are a dict under the shared names and shapes
 (``impl_common.arch``): ``linears.{i}.weight`` (out, in) and
@@ -120,7 +120,9 @@ def sgd(params: Params, velocity: Params, grads: Params, opt: SGD) -> tuple[Para
 
 def train_step(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.Array, rows: jax.Array,
                arch: Arch, opt: SGD) -> tuple[Params, Params, jax.Array, jax.Array]:
-    """Gather rows (S,) of (x_all, y_all), take the loss's gradient, update: (params, velocity, loss, correct)."""
+    """Gather rows (S,) of (x_all, y_all), take the gradient of the loss and one SGD step.
+
+    Returns (params, velocity, loss, correct)."""
     x, y = x_all[rows], y_all[rows]                                      # (S, n_inputs), (S,)
     (loss, correct), grads = jax.value_and_grad(loss_and_correct, has_aux=True)(params, x, y, arch)
     params, velocity = sgd(params, velocity, grads, opt)
@@ -129,7 +131,9 @@ def train_step(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.Ar
 
 def train_steps(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.Array, rows: jax.Array,
                 arch: Arch, opt: SGD) -> tuple[Params, Params, jax.Array, jax.Array]:
-    """:func:`train_step` on every row of ``rows`` (K, S) in turn, as one ``lax.scan``: losses (K,), correct (K,)."""
+    """:func:`train_step` on every row of ``rows`` (K, S) in turn, as one ``lax.scan``.
+
+    Returns (params, velocity, losses (K,), correct (K,))."""
     def body(carry, batch_rows):
         p, v, loss, correct = train_step(*carry, x_all, y_all, batch_rows, arch, opt)
         return (p, v), (loss, correct)
@@ -139,7 +143,7 @@ def train_steps(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.A
 
 
 def jit_train_step(arch: Arch, opt: SGD, scan: bool = False):
-    """:func:`train_step` (or, with ``scan``, :func:`train_steps`) under ``jax.jit``, params and velocity donated."""
+    """:func:`train_step` (with ``scan``: :func:`train_steps`) under jax.jit, params and velocity donated."""
     return jax.jit(partial(train_steps if scan else train_step, arch=arch, opt=opt), donate_argnums=(0, 1))
 
 

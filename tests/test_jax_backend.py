@@ -235,7 +235,8 @@ def test_without_jax_the_backend_is_listed_and_skipped_with_its_reason(monkeypat
     rows = {r["backend"]: r for r in listing()}
     assert rows["jax:cpu"]["runs here"] == "no" and "pip install '.[jax]'" in rows["jax:cpu"]["why / what"]
     chosen, skipped = resolve(None)
-    assert "jax:cpu" not in {c.name for c in chosen} and {"numpy:cpu", "torch:cpu"} <= {c.name for c in chosen}
+    names = {c.name for c in chosen}
+    assert "jax:cpu" not in names and {"numpy:cpu", "torch:cpu"} <= names
     assert any(name == "jax:cpu" and "JAX is not installed" in why for name, why in skipped)
     with pytest.raises(UserError, match="jax:cpu is not available here: JAX is not installed"):
         resolve(["jax:cpu"])

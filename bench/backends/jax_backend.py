@@ -91,7 +91,7 @@ class JaxBackend:
             raise UserError(reason)
         self.config, self.device, self.dev = config, device, _device(device)
         cores = default_threads()
-        if self.dev.platform == "cpu" and config.threads is not None and config.threads != cores:
+        if self.dev.platform == "cpu" and config.threads is not None and config.threads < cores:
             # NOTE: XLA's CPU client starts one pool of as many threads as the process has cores,
             # and JAX offers no way to resize it afterwards
             raise UserError(f"jax:cpu runs XLA's thread pool on all {cores} cores and cannot be "
