@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import types
 import typing
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError, UserError
+from bench.errors import ConfigError, UserError, did_you_mean, shorten
+from bench.io import read_bounded
 from impl_common.arch import ACTIVATIONS, residual_dims_ok, residual_example
 
 if sys.version_info >= (3, 11):
@@ -43,6 +45,11 @@ CIFAR10_TRAIN_SIZE = 50_000  # images in the official training archive
 SYNTHETIC_TRAIN_SIZE = 2000  # training images of --dataset synthetic without --train-subset
 CIFAR10_N_FEATURES = 3 * 32 * 32
 CIFAR10_N_CLASSES = 10
+TOML_BYTES = 1 << 20  # the largest config file read (every field fits in a few KiB)
+MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
+MAX_SEEDS = 1000      # seeds of one command
+MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
+MAX_BACKENDS = 64     # backends of one command
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -151,9 +158,9 @@ class Config:
         ``n_train`` is the size of the training split actually loaded, when
         known; otherwise the CIFAR-10 sizes are assumed.
         """
-        _check(isinstance(self.hidden_dims, list) and len(self.hidden_dims) > 0
+        _check(isinstance(self.hidden_dims, list) and 0 < len(self.hidden_dims) <= MAX_LAYERS
                and all(_is_int(d) and d > 0 for d in self.hidden_dims),
-               "hidden_dims", self.hidden_dims, "a non-empty list of positive integers")
+               "hidden_dims", self.hidden_dims, f"a list of 1 to {MAX_LAYERS} positive integers")
         _check(self.activation in ACTIVATIONS, "activation", self.activation, ", ".join(ACTIVATIONS))
         _check(_finite(self.alpha) and self.alpha > 0, "alpha", self.alpha, "a finite number > 0")
         if self.residual:
@@ -166,9 +173,9 @@ class Config:
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
                self.weight_decay, "a finite number >= 0")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(len(self.seeds) > 0 and all(_is_int(s) and s >= 0 for s in self.seeds)
+        _check(0 < len(self.seeds) <= MAX_SEEDS and all(_is_int(s) and 0 <= s <= MAX_SEED for s in self.seeds)
                and len(set(self.seeds)) == len(self.seeds),
-               "seeds", self.seeds, "one or more distinct integers >= 0")
+               "seeds", self.seeds, f"1 to {MAX_SEEDS} distinct integers from 0 to {MAX_SEED}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, ", ".join(DTYPES))
         _check(self.dataset in DATASETS, "dataset", self.dataset, ", ".join(DATASETS))
         _check(1 <= self.val_size < CIFAR10_TRAIN_SIZE, "val_size", self.val_size,
@@ -195,13 +202,15 @@ class Config:
                "false when torch_compile is set (a captured graph and torch.compile are alternatives)")
         _check(not (self.jax_scan and self.eval_every is not None), "jax_scan", self.jax_scan,
                "false when eval_every is set (a scanned epoch has no step to evaluate between)")
-        _check(self.dataloader_workers >= 0, "dataloader_workers", self.dataloader_workers,
-               "an integer >= 0")
+        cores = os.cpu_count() or 1
+        _check(0 <= self.dataloader_workers <= 4 * cores, "dataloader_workers", self.dataloader_workers,
+               f"an integer from 0 to {4 * cores} (4 worker processes per core)")
         if self.backends is not None:
-            _check(len(self.backends) > 0 and all(isinstance(b, str) and b for b in self.backends),
-                   "backends", self.backends, "a non-empty list of impl:device names")
-        _check(self.depth >= 3 and self.depth % 2 == 1, "depth", self.depth,
-               "an odd integer >= 3 (a stem and whole residual blocks)")
+            _check(0 < len(self.backends) <= MAX_BACKENDS
+                   and all(isinstance(b, str) and b for b in self.backends),
+                   "backends", self.backends, f"a list of 1 to {MAX_BACKENDS} impl:device names")
+        _check(3 <= self.depth <= MAX_LAYERS and self.depth % 2 == 1, "depth", self.depth,
+               f"an odd integer from 3 to {MAX_LAYERS - 1} (a stem and whole residual blocks)")
         _check(self.width >= 1, "width", self.width, "an integer >= 1")
         _check_names("activations", self.activations, ACTIVATIONS)
         _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
@@ -249,7 +258,11 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # each command's own defaults, applied before the TOML file and the flags
 PRESETS: dict[str, dict[str, Any]] = {
-    "compare": {},
+    # the reference setup with three seeds: the first run answers both questions, which backend is
+    # faster (27 trusted epochs each at most) and whether their accuracy differs (Welch's t, n = 3),
+    # in an estimated 1.5 minutes on 2 quiet cores (docs/measurements.md); --seeds 42 is the
+    # reference setup itself
+    "compare": {"seeds": [42, 43, 44]},
     "sweep": {},
     # synthetic data of the CIFAR-10 training size: the ratio needs no real images
     "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
@@ -331,7 +344,7 @@ def _coerce_toml(name: str, value: Any, where: str) -> Any:
 
     good = (isinstance(value, list) and all(ok(v) for v in value)) if is_list else ok(value)
     if not good:
-        raise UserError(f"{where}: {name} = {value!r} has the wrong type "
+        raise UserError(f"{where}: {name} = {shorten(repr(value), 80)} has the wrong type "
                         f"(allowed: {_type_name(elem, is_list)})")
     if elem is float:
         return [float(v) for v in value] if is_list else float(value)
@@ -342,16 +355,17 @@ def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
     """Read a flat TOML file of the ``command``'s Config keys; any other key and wrong types are errors."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        text = read_bounded(path, TOML_BYTES, "a config file").decode("utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"config file {path} is a folder (allowed: a TOML file)") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text (allowed: a TOML file in UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        raise UserError(f"{path}: not valid TOML: {shorten(str(exc), 200)}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply (allowed: flat keys, each a value or a list of "
+                        "values)") from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     allowed = COMMAND_FIELDS[command]
@@ -361,7 +375,8 @@ def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
         if key in FIELDS:
             raise UserError(f"{path}: key {key!r} is not a setting of {prog_name(command)} "
                             f"(allowed: {', '.join(allowed)})")
-        raise UserError(f"{path}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+        raise UserError(f"{path}: unknown key {shorten(repr(key), 80)}"
+                        f"{did_you_mean(key.replace('-', '_'), allowed)} (allowed: {', '.join(allowed)})")
     return {k: _coerce_toml(k, v, str(path)) for k, v in raw.items()}
 
 
@@ -385,7 +400,8 @@ def _parse_scalar(elem: type, name: str, optional: bool):
             return elem(text)
         except ValueError:
             allowed = _type_name(elem, False) + (", or none" if optional else "")
-            raise argparse.ArgumentTypeError(f"invalid {name}: {text!r} (allowed: {allowed})") from None
+            raise argparse.ArgumentTypeError(f"invalid {name}: {shorten(repr(text), 80)} (allowed: "
+                                             f"{allowed})") from None
     return parse
 
 

@@ -36,11 +36,14 @@ def _cupy_version() -> str | None:
 
 
 def cpu_model() -> str:
+    from bench.errors import UserError
+    from bench.io import read_bounded
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_bounded(Path("/proc/cpuinfo"), 64 * 2**20).decode(errors="replace").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
+    except (OSError, UserError):
         pass
     return platform.processor() or platform.machine()
 

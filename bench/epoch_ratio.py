@@ -29,7 +29,7 @@ from bench.backends import resolve
 from bench.cli import command_parser
 from bench.config import config_from_args
 from bench.datasource import load_for_config
-from bench.errors import EXIT_FAILED, interrupted_code, run_cli
+from bench.errors import EXIT_FAILED, run_cli
 from bench.memory import check_memory
 from bench.report import CLOCKS, REFERENCE, compile_sentence, md_table, model_line, setup_lines, \
     summary_view, timing_sentences
@@ -37,7 +37,7 @@ from bench.results import ResultsFolder
 from bench.run import Run
 from bench.stats import summarise
 from bench.threads import limit_threads, resolve_threads
-from bench.timing import steady_epochs
+from bench.timing import steady_epochs, trusted_mask
 
 COMMAND = "epoch_ratio"
 
@@ -47,66 +47,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args, COMMAND)
     chosen, _ = resolve(config.backends)
     check_memory(config, sum(c.device == "cpu" for c in chosen))
-    backends = [c.make(config) for c in chosen]  # option errors before anything is created
+    backends = [c.build(config) for c in chosen]  # option errors before anything is created
     threads = resolve_threads(config.threads)
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
-    records, interrupted = [], False
+    records, env, lines, sentences = [], {}, [], []
     with ResultsFolder.create(args.out, COMMAND) as folder, limit_threads(threads):
-        for seed in config.seeds:
-            data = load_for_config(config, seed, progress=not args.quiet)
-            if seed == config.seeds[0]:
-                env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
-                                                 "backends": [c.name for c in chosen]})
-                say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> "
-                    f"{data.n_classes}, batch {config.batch_size}, "
-                    f"{len(data.y_train) // config.batch_size} steps, {threads} threads")
-            runs = [Run(c, config, data, seed, backend=b) for c, b in zip(chosen, backends)]
-            going = [r for r in runs if r.start()]
-            shown = {id(r): 0 for r in runs}
-            while going:  # the backends take turns, one epoch each
-                for r in list(going):
-                    if not r.step():
-                        going.remove(r)
-                    done = r.training.result.epochs if r.training is not None else []
-                    for e in done[shown[id(r)]:]:
-                        say(_epoch_line(r.chosen.name, e))
-                    shown[id(r)] = len(done)
-                    if r.status == "interrupted":
-                        interrupted, going = True, []
-                        break
-            records += [r.finish() for r in runs]
-            if interrupted:
-                break
+        with folder.measuring():
+            for seed in config.seeds:
+                data = load_for_config(config, seed, progress=not args.quiet)
+                if seed == config.seeds[0]:
+                    env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
+                                                     "backends": [c.name for c in chosen]})
+                    say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> "
+                        f"{data.n_classes}, batch {config.batch_size}, "
+                        f"{len(data.y_train) // config.batch_size} steps, {threads} threads")
+                runs = [Run(c, config, data, seed, backend=b) for c, b in zip(chosen, backends)]
+                try:
+                    _take_turns(runs, say)
+                finally:  # a signal between two epochs still keeps every started run's record
+                    records += [r.finish() for r in runs if r.training is not None or r.status != "running"]
+                if any(r.interrupted for r in records):
+                    folder.interrupted = True
+                    break
         epochs = pd.DataFrame([e for r in records for e in r.epochs])
         run_rows = pd.DataFrame([r.run for r in records])
-        if epochs.empty:
-            return interrupted_code() if interrupted else 0
-        summary = summarise(run_rows, epochs)
-        folder.write_csv("epochs.csv", epochs)
-        folder.write_csv("runs.csv", run_rows)
-        folder.write_csv("summary.csv", summary)
-        lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
-        report = ["# Epoch time against GEMM-only time", "", "## Setup", "",
-                  *setup_lines(env, [model_line(config.to_dict())]), "", CLOCKS, "", REFERENCE, "",
-                  "The backends took turns, one epoch each.", "", "## Summary", "",
-                  md_table(summary_view(summary)), "", *[f"- {line}" for line in lines], ""]
-        sentences = timing_sentences(summary)
-        if sentences:
-            report += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]
-        report += ["Files: " + ", ".join(f"`{f}`" for f in [*folder.written, "report.md"]) + ".", ""]
-        folder.write_text("report.md", "\n".join(report))
+        if not run_rows.empty:
+            folder.write_csv("runs.csv", run_rows)
+        if not epochs.empty:
+            epochs["trusted"] = trusted_mask(epochs)  # the one decision every output reads
+            summary = summarise(run_rows, epochs)
+            folder.write_csv("epochs.csv", epochs)
+            folder.write_csv("summary.csv", summary)
+            lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
+            sentences = timing_sentences(summary)
+        if env:
+            report = ["# Epoch time against GEMM-only time", "", *folder.interrupted_note(), "## Setup", "",
+                      *setup_lines(env, [model_line(config.to_dict())]), "", CLOCKS, "", REFERENCE, "",
+                      "The backends took turns, one epoch each.", ""]
+            if not epochs.empty:
+                report += ["## Summary", "", md_table(summary_view(summary)), "",
+                           *[f"- {line}" for line in lines], ""]
+            if sentences:
+                report += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]
+            report += ["Files: " + ", ".join(f"`{f}`" for f in [*folder.written, "report.md"]) + ".", ""]
+            folder.write_text("report.md", "\n".join(report))
     for line in lines:
         print(line)
     for sentence in sentences:
         print(f"timing flagged: {sentence}")
     print(f"results: {folder.path}")
-    if interrupted:
+    if folder.interrupted:
         print(f"interrupted: partial results in {folder.path}", file=sys.stderr)
-        return interrupted_code()
-    if not run_rows["status"].eq("ok").any():
+        return folder.exit_code()
+    if run_rows.empty or not run_rows["status"].eq("ok").any():
         print("no run finished ok (see status and error in runs.csv)", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _take_turns(runs: list[Run], say) -> None:
+    """Start every run, then one epoch each in turn until all are over (or one is interrupted)."""
+    going = []
+    for r in runs:
+        if r.start():
+            going.append(r)
+        elif r.status == "interrupted":
+            return
+    shown = {id(r): 0 for r in runs}
+    while going:
+        for r in list(going):
+            if not r.step():
+                going.remove(r)
+            done = r.training.result.epochs if r.training is not None else []
+            for e in done[shown[id(r)]:]:
+                say(_epoch_line(r.chosen.name, e))
+            shown[id(r)] = len(done)
+            if r.status == "interrupted":
+                return
 
 
 def _epoch_line(name: str, e: dict) -> str:
@@ -117,18 +134,21 @@ def _epoch_line(name: str, e: dict) -> str:
 
 
 def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Per backend: the ratio over every steady epoch, over the trusted ones, and the floor."""
+    """Per backend: the ratio over every epoch after the first, over the trusted ones, and the floor."""
     lines = []
     for row in summary.to_dict("records"):
         steady = steady_epochs(epochs[epochs["backend"] == row["backend"]])
         if "epoch_to_gemm" not in steady:
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
+        trusted = (f"{row['epoch_to_gemm_trusted']:.3f} (min {row['epoch_to_gemm_min_trusted']:.3f}) "
+                   f"over the {row['n_epochs_trusted']} trusted (at nominal machine speed and unflagged)"
+                   if row["n_epochs_trusted"] else "no trusted epoch (none at nominal machine speed "
+                   "and unflagged)")
         lines.append(f"{row['backend']}: median epoch/GEMM ratio {np.median(r):.3f} over all "
-                     f"{len(r)} epochs after the first (min {r.min():.3f}, max {r.max():.3f}); "
-                     f"{row['epoch_to_gemm']:.3f} (min {row['epoch_to_gemm_min']:.3f}) over the "
-                     f"{row['n_epochs_used']} at nominal machine speed and unflagged; fixed cost of a "
-                     f"step {row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
+                     f"{len(r)} epochs after the first, trusted or not (min {r.min():.3f}, max "
+                     f"{r.max():.3f}); {trusted}; fixed cost of a step "
+                     f"{row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
                      f"{row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines
 

@@ -7,30 +7,69 @@ message as one line on stderr and exits with status 2, never a traceback.
 
 Exit statuses of every command: 0 done (for a training command: at least one
 run finished), 1 nothing finished or a check failed, 2 a usage error, 130
-after Ctrl-C and 143 after SIGTERM (both write what finished first). An
-``OSError`` that reaches the top (a disk that filled up, say) is one line and
-status 1.
+after Ctrl-C (SIGINT) and 143 after SIGTERM or SIGHUP (a closed terminal);
+after a signal every command writes what finished first. An ``OSError`` that
+reaches the top (a disk that filled up, say) is one line and status 1.
+
+:func:`run_cli` is also the shell every command runs in: it turns the three
+signals into ``KeyboardInterrupt`` (remembering which came), makes sure the
+standard streams exist (a command started with ``2>&-`` still runs, its
+messages going nowhere) and never fail on a character they cannot encode, and
+keeps every error message to one line of bounded length.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a reader that stopped early
-_signal = {"last": signal.SIGINT}  # the signal behind the latest KeyboardInterrupt
+MAX_LINE = 600  # characters of an error line at most: the head and the tail of a longer one are kept
+_signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterrupt
+           "held": False, "pending": False}  # while results are written: a signal waits for the end
+SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
+                signal.SIGHUP: "SIGHUP, the terminal closed"}
 
 
 def interrupted_code() -> int:
-    """130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
-    return EXIT_SIGTERM if _signal["last"] == signal.SIGTERM else EXIT_SIGINT
+    """130 after Ctrl-C (SIGINT), 143 after SIGTERM or SIGHUP."""
+    return EXIT_SIGINT if _signal["last"] == signal.SIGINT else EXIT_SIGTERM
+
+
+def interruption() -> str:
+    """What interrupted the run, in words: ``Ctrl-C``, ``SIGTERM`` or ``SIGHUP, the terminal closed``."""
+    return SIGNAL_WORDS.get(_signal["last"], f"signal {int(_signal['last'])}")
+
+
+def hold_signals() -> None:
+    """From now on a signal waits until :func:`release_signals` (a second one does not wait)."""
+    _signal["held"] = True
+
+
+def release_signals() -> None:
+    """Stop holding signals; raise the KeyboardInterrupt of one that came meanwhile."""
+    pending = _signal["pending"]
+    _signal["held"] = _signal["pending"] = False
+    if pending:
+        raise KeyboardInterrupt
+
+
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` on one line of at most ``limit`` characters: its head and tail around an ellipsis."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return f"{text[:limit - tail - 3]} … {text[-tail:]}"
 
 
 class UserError(Exception):
@@ -44,13 +83,31 @@ class ConfigError(UserError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"invalid {field}: {value!r} (allowed: {allowed})")
+        super().__init__(f"invalid {field}: {shorten(repr(value), 80)} (allowed: {allowed})")
+
+
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """`` (did you mean NAME?)`` for the name closest to a mistyped ``word``; empty when none is close."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2."""
+    """An ArgumentParser whose errors are one line and exit 2; a flag is never abbreviated (``--epoch``
+    is an error, not ``--epochs``), and a misspelled flag or choice gets the closest name."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        if message.startswith("unrecognized arguments: "):
+            flags = [w for w in message.split(": ", 1)[1].split() if w.startswith("--")]
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            message += "".join(did_you_mean(f.split("=", 1)[0], options) for f in flags[:1])
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
         raise UserError(message)
 
 
@@ -58,26 +115,56 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             prog: str | None = None) -> None:
     """Run ``main(argv)`` and exit; a :class:`UserError` becomes one line and exit 2."""
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "bench")
-    # SIGTERM ends a run like Ctrl-C: what finished is written, with the status "interrupted"
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _standard_streams()
+    # SIGTERM and SIGHUP end a run like Ctrl-C: what finished is written, with the status "interrupted"
+    for signum in SIGNAL_WORDS:
+        signal.signal(signum, _raise_interrupt)
     try:
         code = main(argv)
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {shorten(str(exc), MAX_LINE - len(prog) - 9)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted ({interruption()})", file=sys.stderr)
         sys.exit(interrupted_code())
     except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the exit's flush stays quiet
         sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:  # the system refused: a full disk, a vanished folder, ...
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error: {shorten(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     sys.exit(code or 0)
 
 
+_TERMINALS: list[int] = []  # the standard descriptors that were a terminal when the command started
+
+
+def _standard_streams() -> None:
+    """Descriptors 0-2 open (on /dev/null when the caller closed them, so no file the command opens
+    takes their place), ``sys.stdout``/``sys.stderr`` present, and unencodable characters escaped."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)  # takes the lowest free: fd
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the run
+        elif hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    _TERMINALS[:] = [fd for fd in (1, 2) if os.isatty(fd)]
+
+
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
     _signal["last"] = signum
+    if _signal["held"] and not _signal["pending"]:  # results are being written: finish them first
+        _signal["pending"] = True
+        return
+    if signum == signal.SIGHUP and _TERMINALS:  # the terminal is gone: what it would show goes nowhere
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in _TERMINALS:
+            os.dup2(null, fd)
+        os.close(null)
     raise KeyboardInterrupt

@@ -36,12 +36,14 @@ from bench.backends import Chosen, resolve
 from bench.cli import command_parser
 from bench.config import Config, config_from_args
 from bench.datasource import load_for_config
-from bench.errors import interrupted_code, run_cli
+from bench.errors import run_cli
+from bench.memory import check_memory
 from bench.report import CLOCKS, REFERENCE, md_table, model_line, setup_lines
 from bench.results import ResultsFolder
 from bench.run import RunRecord, run_one
 from bench.stats import summarise
 from bench.threads import limit_threads, resolve_threads
+from bench.timing import trusted_mask
 
 COMMAND = "gpu_check"
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch backends
@@ -52,6 +54,10 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch
 JAX_VARIANTS: dict[str, dict[str, Any]] = {"jit": {}, "jax_scan": {"jax_scan": True}}
 # targets set for an H100 by an earlier issue; results/gpu/README.md measures why they are out of reach
 TARGET_MS = {"eager": 50.0, "cuda_graph": 15.0, "reduce-overhead": 15.0}
+ROW_COLUMNS = ["backend", "variant", "status", "error", "device_name", "epochs", "learned", "test_acc",
+               "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
+               "first_epoch_ms", "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor", "fixed_step_us",
+               "timing_quality", "target_ms", "meets_target"]
 CPU_PASS = {"dataset": "synthetic", "train_subset": 2048, "val_size": 256, "epochs": 2,
             "backends": ["torch:cpu", "numpy:cpu", "jax:cpu"], "gpu_variants": ["eager"]}
 
@@ -63,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args, COMMAND)
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
     chosen, skipped = resolve(config.backends, skip_unavailable=True)
+    check_memory(config, sum(c.device == "cpu" for c in chosen))  # the settings asked for
     for name, reason in skipped:
         say(f"skipped {name}: {reason}")
     cpu_pass = not chosen
@@ -75,34 +82,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in (config.gpu_variants if c.impl == "torch" else
                       list(JAX_VARIANTS) if c.impl == "jax" else ["-"])]
     for c, _v, cfg in jobs:
-        c.make(cfg)  # option errors (cuda_graph on a CPU, say) before anything is created
+        c.build(cfg)  # option errors (cuda_graph on a CPU, say) before anything is created
     threads = resolve_threads(config.threads)
     out = args.out or os.environ.get("OUT")
     records: list[tuple[str, RunRecord]] = []
     with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
-        data = load_for_config(config, config.seeds[0], progress=not args.quiet)
-        env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
-                                         "skipped": skipped, "cpu_pass": cpu_pass})
-        say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> {data.n_classes}, "
-            f"{config.epochs} epochs per run")
-        for c, variant, cfg in jobs:
-            record = run_one(c, cfg, data, config.seeds[0])
-            records.append((variant, record))
-            say(_record_line(variant, record))
-            if record.interrupted:
-                break
-        rows = pd.DataFrame([_row(v, r, cpu_pass) for v, r in records])
+        env = {}
+        with folder.measuring():
+            data = load_for_config(config, config.seeds[0], progress=not args.quiet)
+            env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
+                                             "skipped": skipped, "cpu_pass": cpu_pass})
+            say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> {data.n_classes}, "
+                f"{config.epochs} epochs per run")
+            for c, variant, cfg in jobs:
+                record = run_one(c, cfg, data, config.seeds[0])
+                records.append((variant, record))
+                say(_record_line(variant, record))
+                if record.interrupted:
+                    folder.interrupted = True
+                    break
+        rows = pd.DataFrame([_row(v, r, cpu_pass) for v, r in records], columns=ROW_COLUMNS)
         epochs = pd.DataFrame([{**e, "variant": v} for v, r in records for e in r.epochs])
-        folder.write_csv("gpu_check.csv", rows)
-        if not epochs.empty:
-            folder.write_csv("epochs.csv", epochs)
-        folder.write_text("report.md", _report(env, config, rows, cpu_pass, folder.written))
-    print(md_table(rows[["backend", "variant", "status", "median_epoch_ms", "gemm_ms", "epoch_to_gemm",
-                         "ratio_floor", "timing_quality", "learned"]]))
+        if env:
+            folder.write_csv("gpu_check.csv", rows)
+            if not epochs.empty:
+                epochs["trusted"] = trusted_mask(epochs, by=("backend", "variant"))
+                folder.write_csv("epochs.csv", epochs)
+            folder.write_text("report.md", _report(env, config, rows, cpu_pass, folder))
+    print(md_table(rows.reindex(columns=["backend", "variant", "status", "median_epoch_ms_trusted",
+                                         "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor",
+                                         "timing_quality", "learned"])))
     print(f"results: {folder.path}")
-    if any(r.interrupted for _, r in records):
-        return interrupted_code()
-    bad = rows[(rows["status"] != "ok") | ~rows["learned"]]
+    if folder.interrupted:
+        return folder.exit_code()
+    bad = rows[(rows["status"] != "ok") | ~rows["learned"].astype(bool)]
     for r in bad.to_dict("records"):
         print(f"problem: {r['backend']} {r['variant']}: {r['status']} {r['error']}".rstrip()
               + ("" if r["learned"] else " (the training loss did not fall)"), file=sys.stderr)
@@ -141,21 +154,24 @@ def _row(variant: str, r: RunRecord, cpu_pass: bool) -> dict[str, Any]:
     if r.epochs:
         s = summarise(pd.DataFrame([r.run]), pd.DataFrame(r.epochs)).iloc[0]
         ms = lambda key: s[key] * 1e3 if key in s and pd.notna(s[key]) else None  # noqa: E731
-        row.update(median_epoch_ms=ms("median_epoch_seconds"), min_epoch_ms=ms("epoch_seconds_min"),
-                   first_epoch_ms=r.epochs[0]["epoch_seconds"] * 1e3, gemm_ms=ms("gemm_seconds"),
-                   epoch_to_gemm=s.get("epoch_to_gemm"), ratio_floor=s.get("ratio_floor"),
+        row.update(median_epoch_ms_trusted=ms("median_epoch_seconds_trusted"),
+                   min_epoch_ms_trusted=ms("epoch_seconds_min_trusted"),
+                   median_epoch_ms_all=ms("median_epoch_seconds_all"),
+                   first_epoch_ms=r.epochs[0]["epoch_seconds"] * 1e3,
+                   gemm_ms_trusted=ms("gemm_seconds_trusted"),
+                   epoch_to_gemm_trusted=s.get("epoch_to_gemm_trusted"), ratio_floor=s.get("ratio_floor"),
                    fixed_step_us=s["fixed_step_seconds"] * 1e6 if "fixed_step_seconds" in s else None,
                    timing_quality=s["timing_quality"])
     target = TARGET_MS.get(variant) if r.backend.startswith("torch:cuda") and not cpu_pass else None
     row["target_ms"] = target
-    row["meets_target"] = (row.get("median_epoch_ms") is not None and target is not None
-                           and row["median_epoch_ms"] <= target) if target else None
+    row["meets_target"] = (row.get("median_epoch_ms_trusted") is not None and target is not None
+                           and row["median_epoch_ms_trusted"] <= target) if target else None
     return row
 
 
 def _report(env: dict[str, Any], config: Config, rows: pd.DataFrame, cpu_pass: bool,
-            files: list[str]) -> str:
-    lines = ["# GPU check", ""]
+            folder: ResultsFolder) -> str:
+    lines = ["# GPU check", "", *folder.interrupted_note()]
     if cpu_pass:
         lines += ["**No CUDA backend could run here: this was the tiny CPU pass of the same code, for "
                   "the code path only. No figure below is a GPU figure.**", ""]
@@ -164,7 +180,7 @@ def _report(env: dict[str, Any], config: Config, rows: pd.DataFrame, cpu_pass: b
               "`learned`: the last epoch's training loss is below the first's. `target_ms`: the "
               "per-epoch targets an earlier issue set for an H100; results/gpu/README.md measures why "
               "they are out of reach (eager is host-bound; 15 ms is below the FP32 GEMM-only time).", "",
-              "Files: " + ", ".join(f"`{f}`" for f in [*files, "report.md"]) + ".", ""]
+              "Files: " + ", ".join(f"`{f}`" for f in [*folder.written, "report.md"]) + ".", ""]
     return "\n".join(lines)
 
 

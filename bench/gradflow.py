@@ -45,7 +45,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,9 +56,10 @@ from bench.config import Config, config_from_args
 from bench.datasource import load_for_config
 from bench.errors import UserError, run_cli
 from bench.loop import LoopHooks
+from bench.memory import check_memory
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
-from bench.run import run_one
+from bench.run import CONTROL_SUFFIX, one_ulp_apart, run_one
 from bench.theory.params import numpy_loss_grads, numpy_model, torch_loss_grads, torch_model
 from bench.threads import limit_threads, resolve_threads
 from impl_common.arch import Arch
@@ -71,7 +71,7 @@ IMPLS = ("numpy", "torch")
 EXIT_DISAGREE = 1
 HORIZON_RTOL = 1e-3  # the lock-step "horizon": the first step whose batch losses differ by more than this
 HORIZON_FACTOR = 2   # numpy-vs-torch horizon must be at least the float32 control's horizon / this
-CONTROL = "torch+1ulp"  # the control run: torch from the initial weights scaled by (1 + machine epsilon)
+CONTROL = "torch" + CONTROL_SUFFIX  # the control run: torch from the initial weights × (1 + machine eps)
 BACKEND_OF = {"numpy": "numpy:cpu", "torch": "torch:cpu", CONTROL: "torch:cpu"}
 
 
@@ -149,12 +149,9 @@ def train_network(cfg: Config, data, seed: int, init_state: dict[str, np.ndarray
     ``eval_every`` steps), every step's batch loss (all three, steps from 1),
     {impl: the run's record and its weights after the last step}, and seconds.
     """
-    dtype = np.dtype(cfg.dtype)
-    one_ulp = 1 + np.finfo(dtype).eps
     # NOTE: the control is a third run, torch from the same weights scaled by (1 + eps): how far
     # float32 rounding alone moves this network's trajectory, to judge the numpy-torch drift against
-    starts = {"numpy": init_state, "torch": init_state,
-              CONTROL: {k: (v * one_ulp).astype(dtype) for k, v in init_state.items()}}
+    starts = {"numpy": init_state, "torch": init_state, CONTROL: one_ulp_apart(init_state)}
     n_train = len(data.y_train)
     training, step_rows, runs = [], [], {}
     t0 = time.perf_counter()
@@ -359,7 +356,7 @@ def plot_training(training: pd.DataFrame):
 
 def build_report(env: dict[str, Any], config: Config, ratios: pd.DataFrame,
                  training: pd.DataFrame, checks: pd.DataFrame, networks: pd.DataFrame,
-                 files: list[str]) -> str:
+                 files: list[str], interrupted: list[str] = ()) -> str:
     opts = config
     n_steps = config.epochs * (env["data"]["n_train"] // config.batch_size)
     last = (training.sort_values("step").groupby(["activation", "arch", "impl"], sort=False).tail(1)
@@ -367,7 +364,7 @@ def build_report(env: dict[str, Any], config: Config, ratios: pd.DataFrame,
               "val_acc"]])
     ok = bool(checks["ok"].all())
     lines = [
-        "# Gradient flow: plain versus residual (docs/theory-measured.md)", "",
+        "# Gradient flow: plain versus residual (docs/theory-measured.md)", "", *interrupted,
         "## Setup", "",
         *setup_lines(env),
         f"- Model: {opts.depth} hidden layers of width {opts.width} (plain: a = h(L(a)) each; residual: "
@@ -426,16 +423,20 @@ def build_report(env: dict[str, Any], config: Config, ratios: pd.DataFrame,
 
 
 def run_gradflow(config: Config, out: str | None, *, progress: bool = True
-                 ) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    """Measure, write every output into a new folder; returns (folder, ratios, agreement checks)."""
+                 ) -> tuple[ResultsFolder, pd.DataFrame, pd.DataFrame]:
+    """Measure, write every output into a new folder; returns (folder, ratios, agreement checks).
+
+    A signal ends the measurements; the networks done are written, and the folder says so."""
     from impl_numpy.mlp import MLP
 
     opts = config
     if len(config.seeds) != 1:
         raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
     seed = config.seeds[0]
-    # validate the architecture before any work
-    dataclasses.replace(config, hidden_dims=[opts.width] * opts.depth, residual=True).validate()
+    # validate the architecture, and that it fits, before any work (three models live at once:
+    # the run's, and the two whose gradients are compared)
+    deep = dataclasses.replace(config, hidden_dims=[opts.width] * opts.depth, residual=True).validate()
+    check_memory(deep, 3, flags="--width, --depth, --batch-size or --train-subset")
     if opts.batch_examples > config.n_train:
         raise UserError(f"invalid batch_examples: {opts.batch_examples} (allowed: at most the "
                         f"{config.n_train} training rows)")
@@ -443,39 +444,48 @@ def run_gradflow(config: Config, out: str | None, *, progress: bool = True
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
-        data = load_for_config(config, seed, progress=progress)
-        env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info()})
-        x_fixed = data.x_train[:opts.batch_examples]  # (B, n_features)
-        y_fixed = data.y_train[:opts.batch_examples]  # (B,)
-        for act in opts.activations:
-            for arch in ARCHS:
-                # each net's own init from the seed (the residual blocks' R2 init), copied to torch
-                init_state = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act,
-                                 alpha=config.alpha, residual=arch == "residual",
-                                 rng=np.random.default_rng(seed), dtype=np.dtype(config.dtype)).state_dict()
-                results[(act, arch)] = run_network(config, data, act, arch, seed, x_fixed, y_fixed,
-                                                   init_state, log)
+        env: dict[str, Any] = {}
+        with folder.measuring():  # a signal keeps the networks already done
+            data = load_for_config(config, seed, progress=progress)
+            env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info()})
+            x_fixed = data.x_train[:opts.batch_examples]  # (B, n_features)
+            y_fixed = data.y_train[:opts.batch_examples]  # (B,)
+            for act in opts.activations:
+                for arch in ARCHS:
+                    # each net's own init from the seed (the residual blocks' R2 init), copied to torch
+                    init_state = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act,
+                                     alpha=config.alpha, residual=arch == "residual",
+                                     rng=np.random.default_rng(seed),
+                                     dtype=np.dtype(config.dtype)).state_dict()
+                    results[(act, arch)] = run_network(config, data, act, arch, seed, x_fixed, y_fixed,
+                                                       init_state, log)
 
         def table(key: str) -> pd.DataFrame:
             return pd.DataFrame([r for res in results.values() for r in res[key]])
 
         norms, training, steps, checks = table("norms"), table("training"), table("steps"), table("checks")
         networks = pd.DataFrame([res["network"] for res in results.values()])
-        ratios = first_last_ratios(norms, opts.depth)
-        folder.write_csv("gradflow.csv", norms)
-        folder.write_csv("ratios.csv", ratios)
-        folder.write_csv("training.csv", training)
-        folder.write_csv("steps.csv", steps)
-        folder.write_csv("agreement.csv", checks)
-        folder.write_csv("networks.csv", networks)
-        folder.save_figure("gradflow.png", plot_gradflow(norms))
-        folder.save_figure("training.png", plot_training(training))
-        env["networks"] = networks.to_dict(orient="records")
-        env["agreement_ok"] = bool(checks["ok"].all())
-        folder.write_json("env.json", env)
-        folder.write_text("report.md", build_report(env, config, ratios, training, checks, networks,
-                                                    [*folder.written, "report.md"]))
-    return folder.path, ratios, checks
+        ratios = first_last_ratios(norms, opts.depth) if results else pd.DataFrame()
+        if results:
+            folder.write_csv("gradflow.csv", norms)
+            folder.write_csv("ratios.csv", ratios)
+            folder.write_csv("training.csv", training)
+            folder.write_csv("steps.csv", steps)
+            folder.write_csv("agreement.csv", checks)
+            folder.write_csv("networks.csv", networks)
+            folder.save_figure("gradflow.png", plot_gradflow(norms))
+            folder.save_figure("training.png", plot_training(training))
+            env["networks"] = networks.to_dict(orient="records")
+            env["agreement_ok"] = bool(checks["ok"].all())
+            folder.write_json("env.json", env)
+            folder.write_text("report.md", build_report(env, config, ratios, training, checks, networks,
+                                                        [*folder.written, "report.md"],
+                                                        folder.interrupted_note()))
+        elif env:
+            folder.write_text("report.md", "\n".join(["# Gradient flow: plain versus residual", "",
+                                                      *folder.interrupted_note(),
+                                                      "No network finished.", ""]))
+    return folder, ratios, checks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -484,9 +494,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "lock-step.")
     args = parser.parse_args(argv)
     config = config_from_args(args, COMMAND)
-    path, ratios, checks = run_gradflow(config, args.out, progress=not args.quiet)
-    print(md_table(ratios))
+    folder, ratios, checks = run_gradflow(config, args.out, progress=not args.quiet)
+    path = folder.path
+    if len(ratios):
+        print(md_table(ratios))
     print(f"results: {path}")
+    if folder.interrupted:
+        print(f"interrupted: partial results in {path}", file=sys.stderr)
+        return folder.exit_code()
     bad = checks[~checks["ok"]]
     if len(bad):
         w = bad.iloc[0]

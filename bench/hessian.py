@@ -41,7 +41,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ import pandas as pd
 
 from bench.backends import resolve
 from bench.cli import command_parser
-from bench.config import CIFAR10_N_FEATURES, Config, config_from_args
+from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config, config_from_args
 from bench.datasource import load_for_config
 from bench.errors import UserError, run_cli
 from bench.loop import LoopHooks
@@ -73,6 +72,8 @@ EXIT_DISAGREE = 1
 IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central differences)"}
 CHECK_TRAIN_STEPS = 500  # full-batch gradient steps of the tiny model before its second check
 CHECK_LR = 0.5
+MAX_EXACT_PARAMS = 5000  # the exact check forms the tiny model's whole Hessian: 200 MB in float64
+MAX_K = 100  # eigenvalues at each end at most: each is a Lanczos vector kept, and converged, per end
 
 
 class InitialWeights(LoopHooks):
@@ -288,80 +289,118 @@ def build_report(env: dict[str, Any], config: Config, opts: Config, arch: Arch, 
 
 
 def run_hessian(config: Config, out: str | None, *, progress: bool = True
-                ) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Train, measure, write every output; returns (folder, summary, agreement, exact check)."""
+                ) -> tuple[ResultsFolder, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, measure, write every output; returns (folder, summary, agreement, exact check).
+
+    Each stage's table is written as soon as it is done, so a signal keeps every stage finished
+    before it (the folder says it was interrupted)."""
     opts = config
     chosen, _ = resolve(config.backends)
     if len(chosen) != 1:
         raise UserError(f"{PROG} trains on one backend; got {', '.join(c.name for c in chosen)}")
     if len(config.seeds) != 1:
         raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
-    check_memory(config, int(chosen[0].device == "cpu"))
-    backend = chosen[0].make(config)
+    check_sizes(config)
+    backend = chosen[0].build(config)
     seed = config.seeds[0]
+    threads = resolve_threads(config.threads)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    check = agree = summary = pd.DataFrame()
+    with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
+        env: dict[str, Any] = {}
+        with folder.measuring():
+            data = load_for_config(config, seed, progress=progress)
+            env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
+                                             "backend": chosen[0].name})
+
+            # --- exact check on a tiny model first: no point in a long run if the products are wrong
+            tiny = Arch(opts.check_features, (opts.check_hidden,), data.n_classes, config.activation,
+                        config.alpha, False)
+            xs = np.ascontiguousarray(data.x_train[:opts.check_examples, :opts.check_features],
+                                      dtype=np.float64)
+            ys = data.y_train[:opts.check_examples].astype(np.int64)
+            t0 = time.perf_counter()
+            check, spectra = exact_check(tiny, tiny_points(tiny, seed, xs, ys), xs, ys, opts, seed)
+            folder.write_csv("exact_check.csv", check)
+            log(f"exact check ({tiny.n_params()} parameters): largest relative error "
+                f"{check['rel_err'].max():.3g} ({time.perf_counter() - t0:.1f} s)")
+
+            # --- the run; its initial and best-validation weights
+            t0 = time.perf_counter()
+            initial = InitialWeights()
+            record = run_one(chosen[0], config, data, seed, backend=backend, hooks=[initial])
+            folder.write_csv("epochs.csv", pd.DataFrame(record.epochs))
+            env["run"] = record.run
+            folder.write_json("env.json", env)
+            if record.interrupted:
+                raise KeyboardInterrupt
+            if record.run.get("best_epoch") is None:
+                raise UserError(f"the training run ended {record.status} before any validation"
+                                + (f" ({record.error})" if record.error else "")
+                                + "; nothing to measure (try a smaller --lr)")
+            log(f"training: {record.status}, best val acc {record.run['best_val_acc']:.4f} at epoch "
+                f"{record.run['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
+            trained_state = backend.export_state()  # the best-validation weights (the loop restored them)
+
+            arch = Arch(data.n_features, tuple(config.hidden_dims), data.n_classes, config.activation,
+                        config.alpha, config.residual)
+            x = np.ascontiguousarray(data.x_train[:opts.batch_examples], dtype=np.float64)  # (B, F)
+            y = data.y_train[:opts.batch_examples].astype(np.int64)                         # (B,)
+            v0 = np.random.default_rng([seed, 1]).standard_normal(arch.n_params())
+            ritz_rows, summary_rows = [], []
+            for stage, state in (("init", initial.state), ("trained", trained_state)):
+                r, sm = measure_point(arch, state, x, y, opts, v0, stage, log)
+                ritz_rows += r
+                summary_rows += sm
+                summary = pd.DataFrame(summary_rows)
+                folder.write_csv("hessian.csv", pd.DataFrame(ritz_rows))
+                folder.write_csv("hessian_summary.csv", summary)
+
+        if not folder.interrupted:  # every stage done
+            agree = agreement(summary, opts.eig_rtol)
+            folder.write_csv("agreement.csv", agree)
+            folder.save_figure("hessian.png", plot_hessian(pd.DataFrame(ritz_rows), spectra, check))
+            env.update(agreement_ok=bool(agree["ok"].all()), exact_check_ok=bool(check["ok"].all()))
+            folder.write_json("env.json", env)
+            folder.write_text("report.md", build_report(env, config, opts, arch, record.run, summary,
+                                                        agree, check, tiny,
+                                                        [*folder.written, "report.md"]))
+        elif env:
+            folder.write_text("report.md", "\n".join([
+                "# The Hessian at the minimum (docs/theory-measured.md)", "", *folder.interrupted_note(),
+                "## Setup", "", *setup_lines(env), "",
+                *(["## Exact check on a tiny model", "", md_table(check), ""] if len(check) else []),
+                *(["## Extreme eigenvalues so far", "", md_table(summary, floatfmt=".6g"), ""]
+                  if len(summary) else []),
+                "Files: " + ", ".join(f"`{f}`" for f in [*folder.written, "report.md"]) + ".", ""]))
+    return folder, summary, agree, check
+
+
+def check_sizes(config: Config) -> None:
+    """What this command allocates beyond a training run, refused before any work when too large."""
+    opts = config
     for name, value in (("batch_examples", opts.batch_examples), ("check_examples", opts.check_examples)):
         if value > config.n_train:
             raise UserError(f"invalid {name}: {value} (allowed: at most the {config.n_train} training rows)")
     if opts.check_features > CIFAR10_N_FEATURES:
         raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
-    threads = resolve_threads(config.threads)
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    with ResultsFolder.create(out, COMMAND) as folder, limit_threads(threads):
-        data = load_for_config(config, seed, progress=progress)
-        env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
-                                         "backend": chosen[0].name})
-
-        # --- exact check on a tiny model first: no point in a long run if the products are wrong
-        tiny = Arch(opts.check_features, (opts.check_hidden,), data.n_classes, config.activation,
-                    config.alpha, False)
-        xs = np.ascontiguousarray(data.x_train[:opts.check_examples, :opts.check_features], dtype=np.float64)
-        ys = data.y_train[:opts.check_examples].astype(np.int64)
-        t0 = time.perf_counter()
-        check, spectra = exact_check(tiny, tiny_points(tiny, seed, xs, ys), xs, ys, opts, seed)
-        log(f"exact check ({tiny.n_params()} parameters): largest relative error "
-            f"{check['rel_err'].max():.3g} ({time.perf_counter() - t0:.1f} s)")
-
-        # --- the run; its initial and best-validation weights
-        t0 = time.perf_counter()
-        initial = InitialWeights()
-        record = run_one(chosen[0], config, data, seed, backend=backend, hooks=[initial])
-        if record.interrupted:
-            raise KeyboardInterrupt
-        if record.run.get("best_epoch") is None:
-            raise UserError(f"the training run ended {record.status} before any validation"
-                            + (f" ({record.error})" if record.error else "")
-                            + "; nothing to measure (try a smaller --lr)")
-        init_state = initial.state
-        trained_state = backend.export_state()  # the best-validation weights (the loop restored them)
-        log(f"training: {record.status}, best val acc {record.run['best_val_acc']:.4f} at epoch "
-            f"{record.run['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
-
-        arch = Arch(data.n_features, tuple(config.hidden_dims), data.n_classes, config.activation,
-                    config.alpha, config.residual)
-        x = np.ascontiguousarray(data.x_train[:opts.batch_examples], dtype=np.float64)  # (B, n_features)
-        y = data.y_train[:opts.batch_examples].astype(np.int64)                         # (B,)
-        v0 = np.random.default_rng([seed, 1]).standard_normal(arch.n_params())
-        ritz_rows, summary_rows = [], []
-        for stage, state in (("init", init_state), ("trained", trained_state)):
-            r, s = measure_point(arch, state, x, y, opts, v0, stage, log)
-            ritz_rows += r
-            summary_rows += s
-
-        ritz, summary = pd.DataFrame(ritz_rows), pd.DataFrame(summary_rows)
-        agree = agreement(summary, opts.eig_rtol)
-        folder.write_csv("hessian.csv", ritz)
-        folder.write_csv("hessian_summary.csv", summary)
-        folder.write_csv("agreement.csv", agree)
-        folder.write_csv("exact_check.csv", check)
-        folder.write_csv("epochs.csv", pd.DataFrame(record.epochs))
-        folder.save_figure("hessian.png", plot_hessian(ritz, spectra, check))
-        env.update(run=record.run, agreement_ok=bool(agree["ok"].all()),
-                   exact_check_ok=bool(check["ok"].all()))
-        folder.write_json("env.json", env)
-        folder.write_text("report.md", build_report(env, config, opts, arch, record.run, summary, agree,
-                                                    check, tiny, [*folder.written, "report.md"]))
-    return folder.path, summary, agree, check
+    tiny = Arch(opts.check_features, (opts.check_hidden,), CIFAR10_N_CLASSES, config.activation,
+                config.alpha, False)
+    if tiny.n_params() > MAX_EXACT_PARAMS:
+        raise UserError(f"the exact check's model has {tiny.n_params()} parameters (check_features "
+                        f"{opts.check_features} x check_hidden {opts.check_hidden}); its Hessian is "
+                        f"formed whole, so at most {MAX_EXACT_PARAMS} are allowed: lower them")
+    most = min(MAX_K, tiny.n_params() // 2 - 1)  # Lanczos needs a basis larger than 2k
+    if opts.k > most:
+        raise UserError(f"invalid k: {opts.k} (allowed: 1 to {most}, the most Lanczos can resolve "
+                        f"at each end of the exact check's {tiny.n_params()} eigenvalues, and at most "
+                        f"{MAX_K})")
+    arch = Arch(CIFAR10_N_FEATURES, tuple(config.hidden_dims), CIFAR10_N_CLASSES, config.activation,
+                config.alpha, config.residual)
+    n = arch.n_params()
+    basis = 8 * n * ncv_for(min(opts.k, n - 1), n) * 2  # the Lanczos vectors of eigsh, and a copy
+    check_memory(config, 1, extra=basis, flags="--hidden-dims, --k, --batch-size or --train-subset")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,11 +409,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "backward and by NumPy finite differences, each through Lanczos.")
     args = parser.parse_args(argv)
     config = config_from_args(args, COMMAND)
-    path, summary, agree, check = run_hessian(config, args.out, progress=not args.quiet)
-    print(md_table(summary[["stage", "impl", "lambda_max", "lambda_min", "ratio_min_max", "matvecs",
-                            "seconds"]], floatfmt=".6g"))
-    print(md_table(agree, floatfmt=".3g"))
+    folder, summary, agree, check = run_hessian(config, args.out, progress=not args.quiet)
+    path = folder.path
+    if len(summary):
+        print(md_table(summary[["stage", "impl", "lambda_max", "lambda_min", "ratio_min_max", "matvecs",
+                                "seconds"]], floatfmt=".6g"))
+    if len(agree):
+        print(md_table(agree, floatfmt=".3g"))
     print(f"results: {path}")
+    if folder.interrupted:
+        print(f"interrupted: partial results in {path}", file=sys.stderr)
+        return folder.exit_code()
     problems = []
     if not check["ok"].all():
         w = check.loc[check["rel_err"].idxmax()]

@@ -1,24 +1,50 @@
-"""Atomic writes: a temporary file beside the target, then a rename, so a reader never sees half a file.
+"""The one writer and the one reader of every file the suite touches.
 
-The one writer of every result and cache file in the suite. The temporary
-file is named ``.<name>.<random>.tmp`` in the target's folder (a kill leaves
-at most such a file, never a truncated target) and gets the permissions of an
-ordinary new file (``0666`` less the umask) before it replaces the target.
+**Writing** (:func:`atomic_write`): a temporary file beside the target, then a
+rename, so a reader never sees half a file. The temporary file is named
+``.<name>.<8 random characters>.tmp`` in the target's folder (a kill leaves at
+most such a file, never a truncated target; :func:`sweep_temporaries` removes
+those and nothing else) and gets the permissions of an ordinary new file
+(``0666`` less the umask). A target that is a symbolic link is refused: the
+suite never writes through, or over, a link someone planted. Text is UTF-8;
+what cannot be encoded (a path holding a byte that is not UTF-8) is written
+as a backslash escape, never lost to an encoding error.
+
+**Reading** (:func:`open_regular`, :func:`read_bounded`, :func:`read_json`):
+every file is opened without blocking (``O_NONBLOCK``), checked on the opened
+descriptor to be a regular file (a device such as ``/dev/zero``, a FIFO or a
+folder, also behind a link, is refused), refused when larger than the cap its
+kind allows, and read for at most that many bytes. Every refusal is one
+:class:`~bench.errors.UserError` line naming the file; what the system refuses
+(a missing file, no permission) stays an ``OSError`` for the caller to word.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from bench.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TMP_SUFFIX = ".tmp"
+# what tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes: 8 characters from its alphabet
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
+FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
+
+
+# ---------------------------------------------------------------- writing
 
 
 def _umask() -> int:
@@ -27,16 +53,26 @@ def _umask() -> int:
     return mask
 
 
+def refuse_link(path: Path) -> None:
+    """A UserError when ``path`` is a symbolic link (dangling or not): nothing is written through one."""
+    if os.path.islink(path):
+        raise UserError(f"{path} is a symbolic link; refusing to write through it (allowed: a regular "
+                        "file or a new name)")
+
+
 def atomic_write(path: Path, write: Callable[[IO], Any], *, binary: bool = False) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, then move it over ``path``."""
     path = Path(path)
+    refuse_link(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8")) as fh:
+        with (os.fdopen(fd, "wb") if binary else
+              os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace")) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+        refuse_link(path)  # planted while the file was written
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,27 +92,40 @@ def write_text(text: str, path: Path) -> None:
 
 
 def save_figure(fig, path: Path, **savefig: Any) -> None:
-    """Save a matplotlib figure as PNG atomically, and close it whatever happens."""
+    """Save a matplotlib figure as PNG atomically, and close it whatever happens.
+
+    A figure is not written when less than ``FIGURE_RESERVE`` bytes are free there (``OSError``
+    ENOSPC): that room is kept for the tables and the report, which matter more than a plot."""
     import matplotlib.pyplot as plt
 
     try:
+        free = shutil.disk_usage(Path(path).parent).free
+        if free < FIGURE_RESERVE:
+            raise OSError(errno.ENOSPC, f"only {free} bytes free, kept for the tables and the report",
+                          str(path))
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", **{"dpi": 110, **savefig}),
                      binary=True)
     finally:
         plt.close(fig)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of :func:`atomic_write`'s temporary files."""
+    return _TEMPORARY.match(name) is not None
+
+
 def sweep_temporaries(folder: Path) -> int:
-    """Remove the ``.<name>.*.tmp`` files a killed writer left in ``folder``; how many went."""
+    """Remove the temporary files a killed :func:`atomic_write` left in ``folder``; how many went."""
     n = 0
     try:
-        leftovers = list(Path(folder).glob(f".*{TMP_SUFFIX}"))
+        leftovers = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
     except OSError:
         return 0
     for p in leftovers:
         try:
-            p.unlink()
-            n += 1
+            if not p.is_symlink() and p.is_file():
+                p.unlink()
+                n += 1
         except OSError:
             pass
     return n
@@ -106,3 +155,51 @@ def remove_empty(folders: list[Path]) -> None:
             d.rmdir()
         except OSError:
             return
+
+
+# ---------------------------------------------------------------- reading
+
+
+def open_regular(path: Path, limit: int, what: str = "a file of its kind") -> BinaryIO:
+    """``path`` opened for reading, once it is known to be a regular file of at most ``limit`` bytes.
+
+    Never blocks: the file is opened with ``O_NONBLOCK`` and checked with
+    ``fstat`` on the descriptor, so a FIFO, a device or a folder (a link to
+    one too) is refused before a byte is read. ``what`` names the kind in the
+    message (``"a CIFAR-10 file of its kind"``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path}: not a regular file (a device, FIFO or folder); refusing to read it")
+        if st.st_size > limit:
+            raise UserError(f"{path}: {st.st_size} bytes, more than the {limit} {what} can be; "
+                            "refusing to read it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: Path, limit: int, what: str = "a file of its kind") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (:func:`open_regular`), read once."""
+    with open_regular(path, limit, what) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew after the check
+        raise UserError(f"{path}: more than the {limit} bytes {what} can be; refusing to read it")
+    return data
+
+
+def read_json(path: Path, limit: int = JSON_BYTES, what: str = "a JSON file of its kind") -> Any:
+    """A JSON document from a bounded regular file; anything that is not JSON is one UserError."""
+    data = read_bounded(path, limit, what)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (allowed: {what})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be {what}") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None

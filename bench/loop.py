@@ -188,7 +188,7 @@ class Training:
                       "best_val_acc": self.best_acc if self.best_state is not None else math.nan,
                       "epochs_done": len(result.epochs),
                       "total_train_seconds": self.train_clock,
-                      "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else math.nan,
+                      "median_epoch_seconds_all": float(np.median(epoch_times)) if epoch_times else math.nan,
                       "time_to_target_seconds": self.time_to_target,
                       "peak_memory_bytes": b.peak_memory_bytes()}
         return result

@@ -1,22 +1,27 @@
-"""Will a run fit in memory? An estimate made before any work, so that a model too big is one line.
+"""Will a run fit in memory? An estimate made before any work, so that a run too big is one line.
 
-The estimate is a lower bound of what one CPU backend holds beyond the loaded
-data: its parameters, their gradients, an update's temporary and the momentum
-buffers, plus the activations of one training batch and of one evaluation
-chunk. A run is refused when the CPU backends of a command together need more
-than the memory the system says is available (``MemAvailable``); a run that
-still runs out of memory is recorded with status ``oom`` by the run path.
+The estimate is a lower bound of what a command holds: the loaded data (the
+normalised splits and their uint8 copies, and for CIFAR-10 the decoded
+arrays), plus per CPU backend its parameters, their gradients, an update's
+temporary and the momentum buffers, the activations of one training batch and
+of one evaluation chunk, and every step's record in a lock-step run. A run is
+refused when that is more than the memory the system says is available
+(``MemAvailable``); a run that still runs out of memory is recorded with
+status ``oom`` by the run path.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
+from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, CIFAR10_TRAIN_SIZE, Config
 from bench.errors import UserError
 from impl_common.arch import layer_widths
 
 GIB = 2**30
+CIFAR10_TEST_SIZE = 10_000
+RECORD_BYTES = 400  # one step's record (a dict of a few numbers) in a lock-step run
+SCRATCH_BYTES = 64 * 2**20  # the synthetic data's float32 block, the normalisation's blocks
 
 
 class NotEnoughMemory(UserError, MemoryError):
@@ -32,28 +37,49 @@ def bytes_needed(config: Config, n_features: int = CIFAR10_N_FEATURES,
     batch_values = config.batch_size * sum(widths) * 4  # outputs, activations and their gradients
     eval_values = min(config.eval_batch_size, 10_000) * max(widths) * 2
     itemsize = 8 if config.dtype == "float64" else 4
-    return itemsize * (params * copies + batch_values + eval_values)
+    steps = config.epochs * (config.n_train // config.batch_size) if config.lockstep else 0
+    return itemsize * (params * copies + batch_values + eval_values) + RECORD_BYTES * steps
+
+
+def data_bytes(config: Config, n_features: int = CIFAR10_N_FEATURES) -> int:
+    """A lower bound of the loaded data's bytes: every split in the config's dtype and as uint8."""
+    itemsize = 8 if config.dtype == "float64" else 4
+    if config.dataset == "synthetic":
+        rows, decoded = config.n_train + 2 * config.val_size, 0
+    else:
+        rows = config.n_train + config.val_size + CIFAR10_TEST_SIZE
+        decoded = (CIFAR10_TRAIN_SIZE + CIFAR10_TEST_SIZE) * n_features
+    return rows * n_features * (itemsize + 1) + decoded + SCRATCH_BYTES
 
 
 def available_bytes() -> int | None:
     """``MemAvailable`` of /proc/meminfo, or None where the system does not say."""
+    from bench.io import read_bounded
+
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in read_bounded(Path("/proc/meminfo"), 2**20).decode().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+    except (OSError, UserError, ValueError, IndexError):
         return None
     return None
 
 
-def check_memory(config: Config, n_cpu_backends: int) -> None:
-    """A UserError, before any work, when ``n_cpu_backends`` backends of ``config`` cannot fit."""
-    if n_cpu_backends < 1:
-        return
-    need = n_cpu_backends * bytes_needed(config)
+def check_memory(config: Config, n_cpu_backends: int, *, data: bool = True, extra: int = 0,
+                 flags: str = "--hidden-dims, --batch-size, --eval-batch-size or --train-subset, or "
+                              "fewer backends") -> None:
+    """A UserError, before any work, when ``n_cpu_backends`` backends of ``config`` (and the data,
+    unless ``data`` is False: already loaded; and ``extra`` bytes a command adds) cannot fit;
+    ``flags`` names what the user can lower."""
+    models = n_cpu_backends * bytes_needed(config)
+    loaded = data_bytes(config) if data else 0
+    need = models + loaded + extra
     have = available_bytes()
     if have is not None and need > have:
-        raise NotEnoughMemory(f"the model needs at least {need / GIB:.1f} GiB for {n_cpu_backends} CPU "
-                        f"backend(s) (hidden_dims {config.hidden_dims}, batch {config.batch_size}, "
-                        f"{config.dtype}) and {have / GIB:.1f} GiB is available; use smaller "
-                        "--hidden-dims, --batch-size or --eval-batch-size, or fewer backends")
+        raise NotEnoughMemory(
+            f"the run needs at least {need / GIB:.1f} GiB ({n_cpu_backends} CPU backend(s) of "
+            f"hidden_dims {config.hidden_dims if len(config.hidden_dims) <= 8 else '[...]'}, batch "
+            f"{config.batch_size}, {config.dtype}: {models / GIB:.1f} GiB; data of {config.n_train} "
+            f"training images: {loaded / GIB:.1f} GiB"
+            + (f"; the command's own: {extra / GIB:.1f} GiB" if extra else "")
+            + f") and {have / GIB:.1f} GiB is available; use smaller {flags}")

@@ -35,7 +35,9 @@ ignored.
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import math
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -45,7 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.errors import OneLineArgumentParser, UserError, run_cli, shorten
+from bench.io import read_json
 from bench.report import md_table, setup_lines
 from bench.results import ResultsFolder
 from bench.threads import default_threads
@@ -58,6 +61,8 @@ RUN_JSON_NAME = "ops.json"
 NUMER, DENOM = "numpy", "torch"  # ratio = NUMER time / DENOM time on the same device
 KEYS = ("op", "batch", "hidden")
 REQUIRED_INFO = ("op", "backend", "batch")
+SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
+STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
 
 
 def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -67,28 +72,19 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     pytest-benchmark JSON, or one without any benchmark carrying the extra_info.
     """
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = read_json(Path(path), SAVED_BYTES, "a pytest-benchmark JSON")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise UserError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
     rows = []
     for b in doc["benchmarks"]:
         info = b.get("extra_info") if isinstance(b, dict) else None
-        median = (b.get("stats") or {}).get("median") if isinstance(b, dict) else None
-        if not isinstance(info, dict) or any(k not in info for k in REQUIRED_INFO) or median is None:
+        stats = b.get("stats") if isinstance(b, dict) else None
+        if not (isinstance(info, dict) and isinstance(stats, dict)
+                and all(k in info for k in REQUIRED_INFO) and stats.get("median") is not None):
             continue
-        impl, sep, device = str(info["backend"]).partition(":")
-        if not sep:
-            raise UserError(f"{path}: benchmark {b.get('name')!r} has backend {info['backend']!r}; "
-                            "expected impl:device, e.g. numpy:cpu")
-        iqr = (b.get("stats") or {}).get("iqr")
-        rows.append({"op": str(info["op"]), "batch": info["batch"], "hidden": info.get("hidden"),
-                     "backend": f"{impl}:{device}", "impl": impl, "device": device,
-                     "median_s": float(median),
-                     "spread": float(iqr) / float(median) if iqr is not None and median else np.nan})
+        rows.append(_benchmark_row(b["name"] if "name" in b else "?", info, stats, path))
     if not rows:
         raise UserError(f"{path} has no benchmark with stats and extra_info {'/'.join(REQUIRED_INFO)} "
                         f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
@@ -102,6 +98,36 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise UserError(f"{path}: more than one benchmark for op {r['op']}, batch {r['batch']}, "
                         f"hidden {r['hidden']}, backend {r['backend']}")
     return df, doc.get("machine_info") or {}
+
+
+def _benchmark_row(name: object, info: dict[str, Any], stats: dict[str, Any], path: Path
+                   ) -> dict[str, Any]:
+    """One benchmark's row, every field checked: a wrong one is a UserError naming it."""
+    def bad(field: str, value: object, allowed: str) -> UserError:
+        return UserError(f"{path}: benchmark {shorten(repr(name), 60)} has {field} "
+                         f"{shorten(repr(value), 60)} (allowed: {allowed})")
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    impl, sep, device = str(info["backend"]).partition(":")
+    if not (isinstance(info["backend"], str) and sep and impl and device):
+        raise bad("backend", info["backend"], "impl:device, e.g. numpy:cpu")
+    if not (isinstance(info["op"], str) and info["op"]):
+        raise bad("op", info["op"], "a name")
+    for key in ("batch", "hidden"):
+        v = info.get(key)
+        if not (v is None and key == "hidden") and not (isinstance(v, int) and not isinstance(v, bool)
+                                                         and v >= 1):
+            raise bad(key, v, "an integer >= 1" + (", or none" if key == "hidden" else ""))
+    median, iqr = stats["median"], stats.get("iqr")
+    if not (number(median) and median > 0):
+        raise bad("median", median, "a finite number of seconds > 0")
+    if iqr is not None and not (number(iqr) and iqr >= 0):
+        raise bad("iqr", iqr, "a finite number of seconds >= 0, or none")
+    return {"op": info["op"], "batch": info["batch"], "hidden": info.get("hidden"),
+            "backend": f"{impl}:{device}", "impl": impl, "device": device, "median_s": float(median),
+            "spread": float(iqr) / float(median) if iqr is not None else np.nan}
 
 
 def pivot(df: pd.DataFrame) -> pd.DataFrame:
@@ -190,17 +216,31 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
     return fig
 
 
-def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> Path:
-    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json."""
+def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> tuple[Path, bool]:
+    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json;
+    (the JSON, whether a signal stopped it). On Ctrl-C, SIGTERM or SIGHUP pytest is asked to stop
+    (SIGINT) and saves what it timed so far."""
     json_path = out.resolve() / RUN_JSON_NAME  # pytest runs from the repository root
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
            "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
     print("+", " ".join(cmd), flush=True)
-    code = subprocess.run(cmd, cwd=REPO).returncode
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not json_path.exists():
+            raise
+        return json_path, True
     if code != 0:
         raise UserError(f"pytest exited with status {code}; see its output above "
                         f"(nothing written to {out / CSV_NAME})")
-    return json_path
+    return json_path, False
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -233,9 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"pytest arguments after '--' need --run: {' '.join(pytest_args)}")
     if not args.run:
         df, machine_info = load_saved(args.saved)  # a bad file is one line before a folder exists
+    missing = [m for m in ("pytest", "pytest_benchmark") if importlib.util.find_spec(m) is None]
+    if args.run and missing:
+        raise UserError(f"--run needs {' and '.join(missing)}, which this Python lacks (allowed: install "
+                        "the test extra, pip install '.[test]', or give a saved JSON instead of --run)")
     with ResultsFolder.create(args.out, "op_ratios") as folder:
-        saved = run_benchmarks(folder.path, pytest_args) if args.run else args.saved
+        saved = args.saved
         if args.run:
+            with folder.measuring():
+                saved, folder.interrupted = run_benchmarks(folder.path, pytest_args)
+            if saved is None:  # stopped before pytest saved anything
+                return folder.exit_code()
             df, machine_info = load_saved(saved)
         table = pivot(df)
         if not ratio_columns(table):
@@ -246,15 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder.write_csv(CSV_NAME, table)
         folder.save_figure(PNG_NAME, plot_ratios(table, machine_info))
         flagged = flagged_sentences(table)
-        folder.write_text("report.md", _report(env, table, flagged, saved,
-                                               [*folder.written, "report.md"]))
+        folder.write_text("report.md", _report(env, table, flagged, saved, folder))
     with pd.option_context("display.width", 200, "display.max_rows", None,
                            "display.float_format", "{:.3g}".format):
         print(table.drop(columns=[c for c in table if c.startswith("spread_")]).to_string(index=False))
     for sentence in flagged:
         print(f"flagged: {sentence}")
     print(f"results: {folder.path} (from {saved})")
-    return 0
+    if folder.interrupted:
+        print(f"interrupted: the benchmarks timed before it are in {folder.path}", file=sys.stderr)
+    return folder.exit_code()
 
 
 def flagged_sentences(table: pd.DataFrame) -> list[str]:
@@ -271,9 +320,11 @@ def flagged_sentences(table: pd.DataFrame) -> list[str]:
 
 
 def _report(env: dict[str, Any], table: pd.DataFrame, flagged: list[str], saved: Path,
-            files: list[str]) -> str:
+            folder: ResultsFolder) -> str:
     shown = table.drop(columns=[c for c in table if c.startswith("spread_")])
-    lines = ["# Per-op time, NumPy / PyTorch", "", "## Setup", "", *setup_lines(env),
+    files = [*folder.written, "report.md"]
+    lines = ["# Per-op time, NumPy / PyTorch", "", *folder.interrupted_note(), "## Setup", "",
+             *setup_lines(env),
              f"- Benchmarks: `{saved}` (pytest-benchmark JSON of `benchmarks/`)", "",
              "`ratio_<device>` is NumPy's median seconds per call over PyTorch's (above 1: PyTorch is "
              "faster). A ratio is flagged when either side's rounds spread too widely (IQR/median "

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.run import CONTROL_SUFFIX  # noqa: E402
 from bench.timing import OK  # noqa: E402
 
 
@@ -40,27 +41,32 @@ def val_acc(epochs: pd.DataFrame):
 
 
 def epoch_time(summary: pd.DataFrame):
-    """Median epoch time per backend (IQR whiskers) against its GEMM-only time and fixed-cost floor.
+    """Per backend the median over the trusted epochs, whiskers from the first to the third quartile,
+    against its GEMM-only time and fixed-cost floor (over the same epochs).
 
-    A backend whose timing is flagged gets a hatched bar and the reason under its name.
+    A backend whose timing is flagged gets a hatched bar; one with no trusted epoch gets no bar, only
+    the words.
     """
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     x = np.arange(len(summary))
-    med = summary["median_epoch_seconds"].to_numpy(float)
-    iqr = summary["epoch_seconds_iqr"].to_numpy(float)
+    med = summary["median_epoch_seconds_trusted"].to_numpy(float)
+    q25 = summary["epoch_seconds_q25_trusted"].to_numpy(float)
+    q75 = summary["epoch_seconds_q75_trusted"].to_numpy(float)
     flagged = ~summary.get("timing_quality", pd.Series([OK] * len(summary))).eq(OK).to_numpy()
-    bars = ax.bar(x, med, yerr=np.nan_to_num(iqr / 2), capsize=4, color="tab:blue", alpha=0.7,
-                  label="median epoch (IQR)")
-    for bar, bad in zip(bars, flagged):
+    bars = ax.bar(x, np.nan_to_num(med), yerr=np.nan_to_num([med - q25, q75 - med]), capsize=4,
+                  color="tab:blue", alpha=0.7, label="median of the trusted epochs (whiskers Q1–Q3)")
+    for i, (bar, bad) in enumerate(zip(bars, flagged)):
         if bad:
             bar.set_hatch("//")
             bar.set_alpha(0.35)
+        if np.isnan(med[i]):
+            ax.text(i, 0, "no trusted\nepoch", ha="center", va="bottom", fontsize=8)
     labelled = set()
     for i, row in enumerate(summary.to_dict("records")):
-        gemm = row.get("gemm_seconds", np.nan)
+        gemm = row.get("gemm_seconds_trusted", np.nan)
         if np.isfinite(gemm):
             ax.hlines(gemm, i - 0.4, i + 0.4, colors="tab:red", linestyles="--",
-                      label=None if "gemm" in labelled else "GEMM-only time (median of brackets)")
+                      label=None if "gemm" in labelled else "GEMM-only time (median, trusted epochs)")
             labelled.add("gemm")
             floor = row.get("ratio_floor", np.nan)
             if np.isfinite(floor):
@@ -70,7 +76,7 @@ def epoch_time(summary: pd.DataFrame):
     names = [b + ("\n(flagged, see report)" if bad else "") for b, bad in zip(summary["backend"], flagged)]
     ax.set_xticks(x, names, rotation=15, fontsize=8)
     ax.set_ylabel("seconds per epoch")
-    title = "Epoch time (training only, device synchronised)"
+    title = "Epoch time (training only, device synchronised), trusted epochs"
     if flagged.any():
         title += "\nhatched: timing flagged, not a finding (report.md says why)"
     ax.set_title(title, fontsize=10)
@@ -92,7 +98,10 @@ def lockstep(steps: pd.DataFrame):
         ax1.plot(loss.index, loss.to_numpy(), lw=0.8, label=backend)
         if backend != ref_name:
             diff = (loss - ref).abs().to_numpy()
-            ax2.semilogy(loss.index, np.maximum(diff, 1e-12), lw=0.8, label=f"|{backend} − {ref_name}|")
+            control = backend.endswith(CONTROL_SUFFIX)
+            ax2.semilogy(loss.index, np.maximum(diff, 1e-12), lw=0.8, ls="--" if control else "-",
+                         color="0.5" if control else None,
+                         label=f"|{backend} − {ref_name}|" + (" (float32 control)" if control else ""))
     ax1.set_ylabel("batch loss")
     ax1.set_title(f"Lock-step run, seed {seed}")
     ax1.legend()

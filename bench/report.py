@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any
 
 import pandas as pd
 
+from bench.config import COMMAND_FIELDS, MODEL, preset, prog_name
 from bench.loop import WARMUP_STEPS
-from bench.stats import pair_sentences
 from bench.timing import BRACKET_TOLERANCE, MIN_TIMED_EPOCHS, NOMINAL_SLACK, OK, SPREAD_TOLERANCE
 
+MIN_SEEDS = 5  # seeds per backend the next command proposes for an accuracy verdict
 CLOCKS = ("What the clocks cover: `epoch_seconds` is the training steps of one epoch between two device "
           "synchronisations; excluded are data loading, the copy of the epoch's index order to the "
           f"device, evaluation (timed apart as `eval_seconds`), and {WARMUP_STEPS} warm-up steps taken "
@@ -20,12 +22,14 @@ REFERENCE = ("The GEMM-only time is one epoch's matrix products alone, in the sa
              "after every epoch; each epoch is divided by the mean of the two around it "
              "(`epoch_to_gemm`). The fixed-cost floor is `1 + fixed cost of a step / GEMM-only time of "
              "a step`, the fixed cost timed on an 8-feature, 8-unit model with the same steps. "
-             "Summaries use each run's epochs after the first, at nominal machine speed (GEMM-only "
-             f"within {NOMINAL_SLACK:.0%} of the fastest) and unflagged; an epoch is flagged when its "
-             "ratio is below 1 or below its floor, or when the GEMM-only times before and after it "
-             f"differ by more than {BRACKET_TOLERANCE:.0%}; a summary when fewer than "
-             f"{MIN_TIMED_EPOCHS} epochs remain or their IQR exceeds {SPREAD_TOLERANCE:.0%} of the "
-             "median.")
+             "An epoch is flagged when its ratio is below 1 or below its floor, or when the GEMM-only "
+             f"times before and after it differ by more than {BRACKET_TOLERANCE:.0%}. The *trusted* "
+             "epochs (column `trusted` of `epochs.csv`) are each run's epochs after the first, at "
+             f"nominal machine speed (GEMM-only within {NOMINAL_SLACK:.0%} of the backend's fastest) "
+             "and unflagged; every `*_trusted` figure and every speed verdict uses those alone, and a "
+             f"backend's timing is flagged when fewer than {MIN_TIMED_EPOCHS} are trusted or their IQR "
+             f"exceeds {SPREAD_TOLERANCE:.0%} of their median. `*_all` figures are over every epoch, "
+             "the first included, trusted or not.")
 
 
 def md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -50,36 +54,39 @@ def flagged(summary: pd.DataFrame) -> pd.Series:
     return ~summary["timing_quality"].fillna(OK).eq(OK)
 
 
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
 def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary table as a person reads it; a flagged ratio is marked, never shown bare."""
+    """The summary table as a person reads it: every epoch-time column says over which epochs;
+    a flagged ratio is marked, never shown bare."""
     bad = flagged(summary)
-
-    def ratio(v: float, is_bad: bool) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        return f"{v:.3g} (flagged)" if is_bad else f"{v:.3g}"
-
     v = pd.DataFrame({
         "backend": summary["backend"],
         "n": summary["n"],
         "test acc % (mean ± std)": [
-            f"{100 * m:.2f} ± {100 * s:.2f}" if not math.isnan(s) else
-            (f"{100 * m:.2f}" if not math.isnan(m) else "")
+            f"{100 * m:.2f} ± {100 * s:.2f}" if not math.isnan(s) else _fmt(100 * m, ".2f")
             for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"])],
-        "median epoch s": summary["median_epoch_seconds"],
-        "min epoch s": summary.get("epoch_seconds_min"),
-        "IQR s": summary["epoch_seconds_iqr"],
+        "trusted epochs": [f"{t} of {a}" for t, a in zip(summary["n_epochs_trusted"],
+                                                        summary["n_epochs_all"])],
+        "median epoch s (trusted)": summary["median_epoch_seconds_trusted"],
+        "Q1–Q3 s (trusted)": [f"{_fmt(lo)}–{_fmt(hi)}" if not math.isnan(lo) else ""
+                              for lo, hi in zip(summary["epoch_seconds_q25_trusted"],
+                                                summary["epoch_seconds_q75_trusted"])],
+        "min epoch s (trusted)": summary["epoch_seconds_min_trusted"],
     })
-    at = v.columns.get_loc("IQR s") + 1  # the split of the epoch time, where a backend records one
-    for col, label in (("median_data_seconds", "data s"), ("median_compute_seconds", "compute s")):
-        if col in summary and summary[col].notna().any():
-            v.insert(at, label, summary[col])
-            at += 1
-    if "gemm_seconds" in summary:
-        v["GEMM-only s"] = summary["gemm_seconds"]
-        v["epoch / GEMM"] = [ratio(r, b) for r, b in zip(summary["epoch_to_gemm"], bad)]
+    for col, label in (("median_data_seconds_trusted", "data s (trusted)"),
+                       ("median_compute_seconds_trusted", "compute s (trusted)")):
+        if col in summary and summary[col].notna().any():  # backends that split their epoch time
+            v[label] = summary[col]
+    if "gemm_seconds_trusted" in summary:
+        v["GEMM-only s (trusted)"] = summary["gemm_seconds_trusted"]
+        v["epoch / GEMM (trusted)"] = [_fmt(r, ".3g") + (" (flagged)" if b and not math.isnan(r) else "")
+                                       for r, b in zip(summary["epoch_to_gemm_trusted"], bad)]
         v["floor"] = summary.get("ratio_floor")
-        v["GFLOP/s"] = summary.get("achieved_gflops")
+        v["GFLOP/s (trusted)"] = summary.get("achieved_gflops")
+    v["median epoch s (all)"] = summary["median_epoch_seconds_all"]
     if "compile_seconds" in summary and summary["compile_seconds"].notna().any():
         v["compile s"] = summary["compile_seconds"]
     v["timing"] = ["flagged" if b else "ok" for b in bad]
@@ -95,10 +102,49 @@ def timing_sentences(summary: pd.DataFrame) -> list[str]:
     out = []
     for row, bad in zip(summary.to_dict("records"), flagged(summary)):
         if bad:
-            left = row.get("epochs_left_out")
-            out.append(f"{row['backend']}: the timing is not a finding: {row['timing_quality']}"
-                       + (f" ({left})" if isinstance(left, str) and left else "")
-                       + ". Rerun on a quieter machine or with more epochs.")
+            left, quality = row.get("epochs_left_out"), row["timing_quality"]
+            detail = f" ({left})" if isinstance(left, str) and left and left not in quality else ""
+            out.append(f"{row['backend']}: the timing is not a finding: {quality}{detail}.")
+    return out
+
+
+def command_line(command: str, config: dict[str, Any], **changes: Any) -> str:
+    """The command line that runs ``command`` with ``config`` and ``changes``: the flags of the fields
+    that differ from the command's preset (``bench.config``), ready to paste."""
+    base, cfg = preset(command).to_dict(), {**config, **changes}
+    words = []
+    for name in COMMAND_FIELDS[command]:
+        value, flag = cfg.get(name), "--" + name.replace("_", "-")
+        if value == base[name]:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            text = ("none" if value is None else
+                    ",".join(map(str, value)) if isinstance(value, list) else str(value))
+            words += [flag, shlex.quote(text)]
+    return " ".join([prog_name(command), *words])
+
+
+def next_steps(config: dict[str, Any], summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
+    """What to run when this comparison could not give an accuracy or a speed verdict."""
+    out = []
+    few = len(pairs) and (pairs[["n_a", "n_b"]].min(axis=1) < 2).any()
+    if few and len(config["seeds"]) < MIN_SEEDS:
+        seeds = list(dict.fromkeys([*config["seeds"], *range(42, 42 + MIN_SEEDS)]))[:MIN_SEEDS]
+        out.append(f"For an accuracy verdict (Welch's t needs two seeds or more per backend; "
+                   f"{MIN_SEEDS} give it some power): `{command_line('compare', config, seeds=seeds)}`")
+    bad = list(summary.loc[flagged(summary), "backend"])
+    if bad and len(summary) > 1:
+        same = {k: config[k] for k in MODEL + ("batch_size", "dtype", "threads")}
+        turns = command_line("epoch_ratio", {**preset("epoch_ratio").to_dict(), **same},
+                             backends=list(summary["backend"]))
+        out.append(f"For a speed verdict ({', '.join(bad)} flagged): rerun on a quieter machine, or let "
+                   "the backends take turns epoch by epoch, so that a changing load hits all of them "
+                   f"alike: `{turns}`")
+    elif bad:
+        out.append(f"For a trusted timing of {bad[0]}: rerun on a quieter machine, with more epochs: "
+                   f"`{command_line('compare', config, epochs=2 * config['epochs'])}`")
     return out
 
 
@@ -148,43 +194,54 @@ def model_line(config: dict[str, Any]) -> str:
             f"epoch{'s' if config['epochs'] != 1 else ''}, {config['dtype']}")
 
 
+def gemm_libraries(env: dict[str, Any]) -> dict[str, str]:
+    """{backend: the library its GEMMs ran on}, from each backend's ``describe()`` in env.json."""
+    return {b: o["gemm_library"] for b, o in (env.get("backend_options") or {}).items()
+            if isinstance(o, dict) and o.get("gemm_library")}
+
+
 def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.DataFrame,
-                 pairs: pd.DataFrame, runs: pd.DataFrame, skipped: list[tuple[str, str]],
-                 plots: dict[str, str], lockstep: dict[str, Any] | None, interrupted: bool,
-                 files: list[str]) -> str:
-    """The compare report."""
-    lines = ["# NumPy vs PyTorch MLP: comparison report", ""]
-    if interrupted:
-        lines += ["**This run was interrupted (Ctrl-C): the tables hold what finished before it.**", ""]
+                 pairs: list[str], next_steps: list[str], runs: pd.DataFrame,
+                 skipped: list[tuple[str, str]], plots: dict[str, str], lockstep: list[str] | None,
+                 interrupted: list[str], files: list[str]) -> str:
+    """The compare report; ``pairs`` are the verdict sentences, ``lockstep`` the lock-step ones,
+    ``interrupted`` the lines saying the run was cut short (none if it was not)."""
+    lines = ["# NumPy vs PyTorch MLP: comparison report", "", *interrupted]
     seeds = (f"- Seeds: {config['seeds']} (n = {len(config['seeds'])} per backend)"
              + ("; lock-step: every backend starts from the first backend's weights"
                 if config['lockstep'] else ""))
-    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds]), "", CLOCKS, ""]
-    if config.get("reference_timing", True):
-        lines += [REFERENCE, ""]
+    libs = gemm_libraries(env)
+    gemms = ["- GEMMs ran on: " + "; ".join(f"`{b}` {lib}" for b, lib in libs.items())] if libs else []
+    notes = [f"- `{b}`: {o['note']}" for b, o in env.get("backend_options", {}).items()
+             if isinstance(o, dict) and o.get("note")]  # e.g. what course:PATH trains
+    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds, *gemms, *notes]), "", CLOCKS, ""]
+    reference = config.get("reference_timing", True)
+    lines += [REFERENCE if reference else
+              "Reference timing was off (`--no-reference-timing`): no epoch was checked against its "
+              "GEMM-only time, so the *trusted* epochs are simply each run's epochs after the first.", ""]
     if skipped:
         lines += ["Skipped (not available here): " + "; ".join(f"`{n}` ({r})" for n, r in skipped), ""]
     not_run = [r for r in runs.to_dict("records") if r.get("status") not in ("ok",)]
     started = set(runs["backend"]) if len(runs) else set()
     never = [b for b in env.get("backends", []) if b not in started]
-    lines += ["## Summary", "", md_table(summary_view(summary)), ""]
-    steady = ("each run's epochs after the first" if config["epochs"] > 1
-              else "the one epoch of each run")
-    lines += [f"Epoch times: median, minimum and IQR over {steady}"
-              + (", at nominal speed and unflagged (see above)." if config.get("reference_timing", True)
-                 else "; reference timing was off, so nothing checks them against the GEMM-only "
-                      "time.") , ""]
+    if pairs or next_steps:
+        lines += ["## Verdict", "", *[f"- {s}" for s in pairs],
+                  *[f"- Next: {s}" for s in next_steps], ""]
+    lines += ["## Summary", "", md_table(summary_view(summary)), "",
+              "`(trusted)`: over the trusted epochs alone (see above); `(all)`: over every epoch of "
+              "every run, the first included, as `median_epoch_seconds_all` of `runs.csv` per run. "
+              "`Q1–Q3`: the quartiles of the trusted epoch times.", ""]
     compiled = compile_sentence(summary)
     if compiled:
         lines += [compiled, ""]
     sentences = timing_sentences(summary)
     if sentences:
         lines += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]
-    if "median_data_seconds" in summary and summary["median_data_seconds"].notna().any():
-        lines += ["`data s` and `compute s` (medians, same epochs): for a backend that produces its "
-                  "batches inside the epoch (torch-dataloader), the time the loop waited for the next "
-                  "batch and the rest of the epoch; on CUDA a step still running on the GPU can hide "
-                  "inside `data s` (docs/peers.md).", ""]
+    if "median_data_seconds_trusted" in summary and summary["median_data_seconds_trusted"].notna().any():
+        lines += ["`data s` and `compute s` (medians over the trusted epochs): for a backend that "
+                  "produces its batches inside the epoch (torch-dataloader), the time the loop waited "
+                  "for the next batch and the rest of the epoch; on CUDA a step still running on the "
+                  "GPU can hide inside `data s` (docs/peers.md).", ""]
     if not_run or never:
         lines += ["## Runs that did not finish", ""]
         lines += [f"- `{r['backend']}` seed {r['seed']}: {r['status']}"
@@ -192,21 +249,13 @@ def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.Dat
                   + f" ({r.get('epochs_done', 0)} epochs recorded)" for r in not_run]
         lines += [f"- `{b}`: never started (the run was interrupted before its turn)" for b in never]
         lines += [""]
-    if len(pairs):
-        lines += ["## Are the differences real?", ""]
-        lines += [f"- {s}" for s in pair_sentences(pairs, flagged_backends(summary))]
-        lines += [""]
     if lockstep is not None:
         lines += ["## Lock-step", "",
-                  f"All backends started from the same weights and took the same batches. Over "
-                  f"{lockstep['steps']} steps per run, the largest absolute difference of the batch loss "
-                  f"from `{lockstep['reference']}` was {lockstep['max_abs']:.3g} and the largest relative "
-                  f"difference {lockstep['max_rel']:.3g} ({lockstep['where']}).", ""]
-        for b, where in lockstep.get("parted", {}).items():
-            lines += [f"- `{b}` parts from `{lockstep['reference']}` (relative loss difference above "
-                      f"1e-4) first at {where}."]
-        if lockstep.get("parted"):
-            lines += [""]
+                  "All backends started from the same weights and took the same batches; so did a "
+                  f"rounding control, the first backend from its own weights times (1 + {config['dtype']} "
+                  "machine epsilon): its drift is what rounding alone does, the yardstick for the others. A "
+                  "backend that parts much sooner than the control has a different step, not "
+                  "different rounding.", "", *[f"- {s}" for s in lockstep], ""]
     lines += ["## Plots", ""]
     for title, name in plots.items():
         lines += [f"### {title}", "", f"![{title}]({name})", ""]

@@ -1,16 +1,27 @@
 """The one results folder every command writes through: created atomically, locked, never overwritten.
 
 :meth:`ResultsFolder.create` claims ``--out DIR`` (default
-``results/<timestamp>_<label>/``) for one run of one command:
+``results/<timestamp>_<label>/``) for one run of one command, after the
+command has checked every setting (a refused command leaves nothing behind):
 
-* the folder must not exist yet or be empty; it is created with its missing
+* the folder must not exist yet or be empty: every entry counts, hidden ones
+  too, except the lock and the temporary files a killed writer of this suite
+  left (``bench.io``), which are removed. It is created with its missing
   parents, and an exclusive ``flock`` on ``DIR/.lock`` is held until
-  :meth:`ResultsFolder.close`. A second command aimed at the same folder, at
-  the same time or later, is refused with one line (exit 2), never
-  interleaved; the emptiness is checked again once the lock is held.
+  :meth:`ResultsFolder.close`. The lock file is opened without following a
+  link (a planted ``.lock`` link is refused, never created through). A second
+  command aimed at the same folder, at the same time or later, is refused with
+  one line (exit 2), never interleaved; the emptiness is checked again once the
+  lock is held.
 * ``resume=True`` (the sweep) reopens a folder that holds ``marker``.
-* Every file goes through :mod:`bench.io` (a temporary file, then a rename),
-  so a reader never sees half a file and a kill leaves no truncated one.
+* Every file goes through :mod:`bench.io` (a temporary file, then a rename;
+  never through a link), so a reader never sees half a file and a kill leaves
+  no truncated one.
+* :meth:`ResultsFolder.measuring` is where a command measures: Ctrl-C,
+  SIGTERM or SIGHUP ends the measurements there, and the command then writes
+  what it has, says so in its report (:meth:`interrupted_note`) and exits 130
+  or 143 (:func:`bench.errors.interrupted_code`). After the block, a signal
+  waits until the folder is closed, so the results are written whole.
 * :meth:`ResultsFolder.close` releases the lock and removes ``.lock``; a
   folder this command created and left empty (e.g. the data could not be
   loaded) is removed with the parents it created. A folder the user made is
@@ -20,13 +31,16 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError
+from bench.errors import UserError, hold_signals, interrupted_code, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -40,6 +54,7 @@ class ResultsFolder:
         self._created = created  # folders this command made, innermost first
         self._lock_fd = lock_fd
         self.written: list[str] = []
+        self.interrupted = False
 
     # ------------------------------------------------------------ claiming
 
@@ -48,8 +63,8 @@ class ResultsFolder:
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
         path = Path(out) if out is not None else default_path(label)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--out {path} exists and is not a folder")
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
         try:
             created = io.make_dirs(path)
         except OSError as exc:
@@ -62,7 +77,6 @@ class ResultsFolder:
         folder = cls(path, created, fd)
         try:
             folder._check_contents(resume, marker)
-            io.sweep_temporaries(path)
         except BaseException:
             folder.close()
             raise
@@ -73,18 +87,16 @@ class ResultsFolder:
             names = {p.name for p in self.path.iterdir()} - {LOCK_FILE}
         except OSError as exc:
             raise UserError(f"cannot read output folder {self.path}: {exc.strerror}") from None
-        names = {n for n in names if not n.endswith(io.TMP_SUFFIX)}
-        if not names:
-            if not os.access(self.path, os.W_OK | os.X_OK):
-                raise UserError(f"output folder {self.path} is not writable (allowed: a folder you "
-                                "can write to)")
-            return
-        if resume and marker in names:
-            return
-        what = (f"holds no {marker} (not a folder of this command; pick a new folder)" if resume
-                else "already exists and is not empty (an existing run is never overwritten; "
-                     "pick a new folder)")
-        raise UserError(f"--out {self.path} {what}")
+        names -= {n for n in names if io.is_temporary(n)}  # a killed writer's: swept below
+        if names and not (resume and marker in names):
+            what = (f"holds no {marker} (not a folder of this command; pick a new folder)" if resume
+                    else "already exists and is not empty (an existing run is never overwritten; "
+                         "pick a new folder)")
+            raise UserError(f"--out {self.path} {what}")
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UserError(f"output folder {self.path} is not writable (allowed: a folder you "
+                            "can write to)")
+        io.sweep_temporaries(self.path)
 
     # ------------------------------------------------------------ writing
 
@@ -121,6 +133,31 @@ class ResultsFolder:
         self.write_json("env.json", env)
         return env
 
+    # ------------------------------------------------------------ measuring
+
+    @contextmanager
+    def measuring(self) -> Iterator["ResultsFolder"]:
+        """The block a command measures in: Ctrl-C, SIGTERM or SIGHUP ends it (``interrupted``), and
+        the command goes on to write what it has. From the end of the block until :meth:`close`, a
+        signal waits for the results to be written (a second one does not wait)."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            hold_signals()
+
+    def interrupted_note(self) -> list[str]:
+        """The report's lines saying the run was cut short, and by what (none when it was not)."""
+        if not self.interrupted:
+            return []
+        return [f"**This run was interrupted ({interruption()}): the tables hold what finished before "
+                "it.**", ""]
+
+    def exit_code(self, code: int = 0) -> int:
+        """``code``, or 130/143 when the measurements were interrupted."""
+        return interrupted_code() if self.interrupted else code
+
     # ------------------------------------------------------------ closing
 
     def close(self) -> None:
@@ -130,6 +167,7 @@ class ResultsFolder:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
         io.remove_empty(self._created)
+        release_signals()  # a signal that waited for the results ends the command now
 
     def __enter__(self) -> "ResultsFolder":
         return self
@@ -154,11 +192,17 @@ def _lock(path: Path) -> int:
 
     lock = path / LOCK_FILE
     while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: O_NOFOLLOW fails on one, dangling or not
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
-            raise UserError(f"cannot take the lock {lock} ({exc.strerror}); allowed: a folder you can "
-                            f"write to, whose {LOCK_FILE} is a file or absent") from None
+            why = "a symbolic link" if os.path.islink(lock) else exc.strerror
+            raise UserError(f"cannot take the lock {lock} ({why}); allowed: a folder you can "
+                            f"write to, whose {LOCK_FILE} is a regular file or absent") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"cannot take the lock {lock} (not a regular file); allowed: a folder you "
+                            f"can write to, whose {LOCK_FILE} is a regular file or absent")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Chosen
+from bench.backends import Chosen, options_of
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
@@ -33,6 +33,7 @@ from bench.roofline import step_gemms
 from bench.timing import GemmBrackets, fixed_step_seconds
 
 MAX_MESSAGE = 400  # characters of an error message kept in the records
+CONTROL_SUFFIX = "+1ulp"  # names a float32 control: a backend started from weights one rounding step apart
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Run:
             run.update(test_acc=math.nan, test_loss=math.nan, best_epoch=None, best_val_acc=math.nan,
                        epochs_done=len(done),
                        total_train_seconds=float(sum(e["epoch_seconds"] for e in done)),
-                       median_epoch_seconds=float(np.median([e["epoch_seconds"] for e in done]))
+                       median_epoch_seconds_all=float(np.median([e["epoch_seconds"] for e in done]))
                        if done else math.nan, time_to_target_seconds=None, peak_memory_bytes=None)
         # a compiling backend's compile time, before the first epoch and outside every clock
         run.update(status=status, error=self.error,
@@ -108,7 +109,7 @@ class Run:
 
     def _start(self) -> bool:
         c, data = self.config, self.data
-        check_memory(c, int(self.chosen.device == "cpu"))  # a point of a sweep too big to fit: oom
+        check_memory(c, int(self.chosen.device == "cpu"), data=False)  # a sweep point too big: oom
         if self.backend is None:
             self.backend = self.chosen.make(c)
         self.backend.load_data(data)
@@ -126,7 +127,7 @@ class Run:
         self.training = Training(self.backend, data, c, self.seed, initial_state=self.initial_state,
                                  record_steps=self.record_steps, hooks=hooks + self.hooks,
                                  clock=self.clock)
-        self.options = self.backend.describe()
+        self.options = options_of(self.backend)
         self.training.start()
         self.options = self.backend.describe()  # again: what the start did (compile_seconds)
         return True
@@ -140,7 +141,7 @@ class Run:
             if self.training is not None:
                 self.training.interrupt()
             return False
-        except Exception as exc:  # noqa: BLE001 - a failing backend must not end the other runs
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing backend must not end the others
             self.status, self.error = failure_status(exc), one_line(exc)
             return False
         if self.training is not None and self.training.finished and self.status == "running":
@@ -169,3 +170,9 @@ def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line, at most MAX_MESSAGE characters."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
+def one_ulp_apart(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every weight times (1 + machine epsilon of its dtype): the start of a float32 control, whose
+    drift from the unperturbed run is what rounding alone does to this trajectory."""
+    return {k: (v * (1 + np.finfo(v.dtype).eps)).astype(v.dtype) for k, v in state.items()}

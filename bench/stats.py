@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from bench.timing import steady_epochs, summarise_timing, trusted_epochs
+from bench.timing import summarise_timing, trusted_epochs
 
 ALPHA = 0.05  # significance level used in the report's sentences
 SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
@@ -18,9 +19,10 @@ FAILED = ("diverged", "failed", "oom")  # run statuses counted as failed (interr
 def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per backend: n, test accuracy mean/std, and its epoch timing (``bench.timing``).
 
-    Timing columns: median and minimum epoch time and epoch/GEMM ratio over
-    the epochs that can be trusted, their spread, the fixed-cost floor and a
-    ``timing_quality`` verdict (``bench.timing.summarise_timing``).
+    Timing columns (``bench.timing.summarise_timing``): the median over all
+    epochs (``*_all``), and over the trusted epochs (``*_trusted``) the median,
+    minimum, quartiles, GEMM-only time and epoch/GEMM ratio, the fixed-cost
+    floor, and a ``timing_quality`` verdict.
     """
     rows = []
     for backend, r in runs.groupby("backend", sort=False):
@@ -37,20 +39,15 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
             "compile_seconds": r["compile_seconds"].max() if "compile_seconds" in r else math.nan,
             **summarise_timing(ep),
             # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
-            **{f"median_{c}": _steady_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
+            **{f"median_{c}_trusted": _trusted_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
         })
     return pd.DataFrame(rows)
 
 
-def _steady_median(ep: pd.DataFrame, column: str) -> float:
-    """Median of ``column`` over the steady epochs; NaN where never recorded."""
-    values = steady_epochs(ep)[column].dropna()
+def _trusted_median(ep: pd.DataFrame, column: str) -> float:
+    """Median of ``column`` over the trusted epochs; NaN where never recorded."""
+    values = trusted_epochs(ep)[column].dropna()
     return float(values.median()) if len(values) else math.nan
-
-
-def _trusted_epoch_times(ep: pd.DataFrame) -> np.ndarray:
-    """The epoch times a summary uses (``bench.timing.trusted_epochs``)."""
-    return trusted_epochs(ep)["epoch_seconds"].to_numpy(dtype=float) if len(ep) else np.array([])
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -60,27 +57,46 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     from scipy import stats  # here, not at import: sweep workers never test
 
-    res = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # nearly identical values: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 
-def compare_pairs(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of backends: accuracy difference over seeds and speed difference over epochs, tested."""
+def compare_pairs(runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of backends: accuracy difference over seeds, speed over the trusted epochs, tested.
+
+    The speed columns come from ``summary`` (the trusted medians) and the
+    trusted epochs themselves (Welch's t): ``time_ratio_trusted`` is a / b of the
+    median epoch times, and the difference of those medians is split into the
+    GEMM-only time and everything else (``rest_diff_seconds`` = epoch difference
+    − GEMM-only difference).
+    """
     rows = []
     ok = runs[runs["status"] == "ok"]
+    s = summary.set_index("backend")
     for a, b in itertools.combinations(list(dict.fromkeys(runs["backend"])), 2):
         acc_a = ok.loc[ok["backend"] == a, "test_acc"].to_numpy()
         acc_b = ok.loc[ok["backend"] == b, "test_acc"].to_numpy()
-        t_a = _trusted_epoch_times(epochs[epochs["backend"] == a])
-        t_b = _trusted_epoch_times(epochs[epochs["backend"] == b])
+        t_a, t_b = (trusted_epochs(epochs[epochs["backend"] == x])["epoch_seconds"].to_numpy(float)
+                    if len(epochs) else np.array([]) for x in (a, b))
         _, p_acc = welch(acc_a, acc_b)
         _, p_time = welch(t_a, t_b)
+        med_a, med_b = (s.at[x, "median_epoch_seconds_trusted"] for x in (a, b))
+        gemm_a, gemm_b = (s.at[x, "gemm_seconds_trusted"] if "gemm_seconds_trusted" in s else math.nan
+                          for x in (a, b))
         rows.append({
             "a": a, "b": b,
+            "acc_a": acc_a.mean() if len(acc_a) else math.nan,
+            "acc_b": acc_b.mean() if len(acc_b) else math.nan,
             "acc_diff": (acc_a.mean() - acc_b.mean()) if len(acc_a) and len(acc_b) else math.nan,
             "acc_p": p_acc, "n_a": len(acc_a), "n_b": len(acc_b),
-            "time_ratio": (np.median(t_a) / np.median(t_b)) if len(t_a) and len(t_b) else math.nan,
-            "time_p": p_time, "epochs_a": len(t_a), "epochs_b": len(t_b),
+            "epoch_seconds_trusted_a": med_a, "epoch_seconds_trusted_b": med_b,
+            "time_ratio_trusted": med_a / med_b, "time_p": p_time,
+            "trusted_epochs_a": len(t_a), "trusted_epochs_b": len(t_b),
+            "gemm_seconds_trusted_a": gemm_a, "gemm_seconds_trusted_b": gemm_b,
+            "epoch_diff_seconds": med_a - med_b, "gemm_diff_seconds": gemm_a - gemm_b,
+            "rest_diff_seconds": (med_a - med_b) - (gemm_a - gemm_b),
         })
     return pd.DataFrame(rows)
 
@@ -92,18 +108,54 @@ def verdict(p: float) -> str:
             else f"not significant (p = {p:.3g} >= {ALPHA})")
 
 
-def pair_sentences(pairs: pd.DataFrame, flagged: set[str] = frozenset()) -> list[str]:
-    """The report's plain-words reading of :func:`compare_pairs`; no speed verdict for a flagged timing."""
-    out = []
-    for r in pairs.itertuples():
-        acc = (f"{r.a} vs {r.b}: test accuracy differs by {100 * r.acc_diff:+.2f} points "
-               f"(n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}.")
-        bad = sorted({r.a, r.b} & set(flagged))
-        if bad:
-            speed = (f" Median epoch time ratio {r.time_ratio:.3g}, not a finding: the timing of "
-                     f"{' and '.join(bad)} is flagged.")
-        else:
-            speed = (f" Median epoch time ratio {r.time_ratio:.3g} ({r.epochs_a} vs {r.epochs_b} "
-                     f"trusted epochs, Welch's t on epoch times): {verdict(r.time_p)}.")
-        out.append(acc + speed)
-    return out
+def _which(p: float, diff: float, a: str, b: str, better: str, neither: str) -> str:
+    """The conclusion of a test: which side is ``better`` when significant, else ``neither``."""
+    return f"{a if diff > 0 else b} is {better}" if p < ALPHA else neither
+
+
+def accuracy_sentence(r) -> str:
+    """The accuracy verdict of one row of :func:`compare_pairs`."""
+    none = [x for x, n in ((r.a, r.n_a), (r.b, r.n_b)) if n == 0]
+    if none:
+        return f"{r.a} vs {r.b}: no accuracy verdict, {' and '.join(none)} finished no run."
+    head = (f"{r.a} vs {r.b}: test accuracy {100 * r.acc_a:.2f} % vs {100 * r.acc_b:.2f} % "
+            f"({100 * r.acc_diff:+.2f} points")
+    if min(r.n_a, r.n_b) < 2:
+        return (f"{head}, n = {r.n_a} vs {r.n_b} seeds): no accuracy verdict, Welch's t needs at "
+                "least two seeds on each side.")
+    return (f"{head}, n = {r.n_a} vs {r.n_b} seeds, Welch's t): {verdict(r.acc_p)}"
+            + ("" if math.isnan(r.acc_p) else ", so " + _which(
+                r.acc_p, r.acc_diff, r.a, r.b, "more accurate",
+                f"no evidence that either is more accurate at n = {min(r.n_a, r.n_b)}")) + ".")
+
+
+def speed_sentence(r, flagged: set[str] = frozenset(), libraries: dict[str, str] | None = None) -> str:
+    """The speed verdict of one row of :func:`compare_pairs`: none for a flagged timing; with the
+    split of the difference into GEMM-only time (on ``libraries``) and everything else."""
+    none = [x for x, n in ((r.a, r.trusted_epochs_a), (r.b, r.trusted_epochs_b)) if n == 0]
+    if none:
+        return f"No speed verdict: {' and '.join(none)} had no trusted epoch."
+    medians = (f"median epoch time over the trusted epochs {r.epoch_seconds_trusted_a:.4g} s vs "
+               f"{r.epoch_seconds_trusted_b:.4g} s (ratio {r.time_ratio_trusted:.3g}; "
+               f"{r.trusted_epochs_a} vs {r.trusted_epochs_b} trusted epochs)")
+    bad = sorted({r.a, r.b} & set(flagged))
+    if bad:
+        return f"No speed verdict: {medians}, not a finding: the timing of {' and '.join(bad)} is flagged."
+    text = (f"Speed: {medians}, Welch's t on the epoch times: {verdict(r.time_p)}"
+            + ("" if math.isnan(r.time_p) else ", so " + _which(
+                r.time_p, -r.epoch_diff_seconds, r.a, r.b, "faster", "no evidence that either is "
+                "faster")) + ".")
+    if math.isfinite(r.gemm_diff_seconds):
+        libs = libraries or {}
+        on = (f" ({libs[r.a]} vs {libs[r.b]})" if r.a in libs and r.b in libs else "")
+        text += (f" Of the {r.epoch_diff_seconds:+.3g} s difference, the GEMM-only time{on} accounts "
+                 f"for {r.gemm_diff_seconds:+.3g} s ({r.gemm_seconds_trusted_a:.4g} vs "
+                 f"{r.gemm_seconds_trusted_b:.4g} s) and everything else for "
+                 f"{r.rest_diff_seconds:+.3g} s.")
+    return text
+
+
+def pair_sentences(pairs: pd.DataFrame, flagged: set[str] = frozenset(),
+                   libraries: dict[str, str] | None = None) -> list[str]:
+    """The plain-words reading of :func:`compare_pairs`, one sentence pair per pair of backends."""
+    return [f"{accuracy_sentence(r)} {speed_sentence(r, flagged, libraries)}" for r in pairs.itertuples()]

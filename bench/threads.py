@@ -51,7 +51,28 @@ def limit_threads(n: int) -> Iterator[int]:
 
 
 def blas_info() -> list[dict]:
-    """threadpoolctl's view of the loaded BLAS/OpenMP libraries (name, version, threads, kernel)."""
+    """threadpoolctl's view of the loaded BLAS/OpenMP libraries (name, version, threads, kernel),
+    in a fixed order (threadpoolctl lists them in load order, which varies between runs)."""
     keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture",
             "threading_layer")
-    return [{k: v for k, v in lib.items() if k in keep} for lib in threadpool_info()]
+    libs = [{k: v for k, v in lib.items() if k in keep} for lib in threadpool_info()]
+    return sorted(libs, key=lambda lib: tuple(str(lib.get(k)) for k in keep))
+
+
+def numpy_gemm_library() -> str:
+    """The BLAS library NumPy's matmul runs on, e.g. ``OpenBLAS 0.3.31 (SkylakeX kernels, 2 threads)``.
+
+    threadpoolctl's entry loaded from NumPy's own folder (``numpy.libs``), else the first
+    BLAS it sees, else NumPy's build configuration.
+    """
+    blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    lib = next((b for b in blas if "numpy" in str(b.get("filepath", ""))), blas[0] if blas else None)
+    if lib is None:
+        import numpy as np
+
+        dep = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        return f"{dep.get('name', 'unknown BLAS')} {dep.get('version', '')}".strip()
+    name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib["internal_api"],
+                                                                      lib["internal_api"])
+    arch = f"{lib['architecture']} kernels, " if lib.get("architecture") else ""
+    return f"{name} {lib.get('version')} ({arch}{lib.get('num_threads')} threads)"

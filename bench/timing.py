@@ -20,10 +20,12 @@ measured epoch time can be trusted on a shared, noisy machine:
 Every epoch row gets a ``timing_quality``: ``ok``, or why not (its ratio is
 below 1, which no honest epoch can be; below its fixed-cost floor; or its two
 brackets differ by more than ``BRACKET_TOLERANCE``: the load changed during
-it). :func:`summarise_timing` takes the median and minimum over the epochs at
-nominal speed whose quality is ``ok`` (after each run's first epoch, which
-pays one-off costs) and flags the summary when too few such epochs remain or
-their spread is too wide.
+it). An epoch is *trusted* (:func:`trusted_mask`, the one decision every output
+reads) when it comes after its run's first epoch (which pays one-off costs), ran
+at nominal speed and its quality is ``ok``. :func:`summarise_timing` gives the
+median, minimum and quartiles over the trusted epochs (``*_trusted``) beside the
+median over all of them (``*_all``), and flags the summary when too few epochs
+are trusted or their spread is too wide.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def fixed_step_seconds(make: Callable[[Config], Backend], config: Config, n_trai
 
 
 def steady_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
-    """The epochs that enter a summary: each run's epochs after its first (its only one if just one)."""
+    """The epochs after each run's first (every epoch when no run got past its first)."""
     if epochs.empty:
         return epochs
     later = epochs[epochs["epoch"] > 1]
@@ -142,57 +144,89 @@ def nominal_mask(gemm_seconds: pd.Series) -> pd.Series:
     return gemm_seconds <= (1 + NOMINAL_SLACK) * fastest
 
 
+def has_reference(epochs: pd.DataFrame) -> bool:
+    """Whether these epochs were bracketed by GEMM-only times (reference timing on)."""
+    return "gemm_seconds" in epochs and bool(epochs["gemm_seconds"].notna().any())
+
+
+def trusted_mask(epochs: pd.DataFrame, by: tuple[str, ...] = ("backend",)) -> pd.Series:
+    """The one decision of which epoch times may be used: True for the *trusted* epochs.
+
+    Trusted: after its run's first epoch (:func:`steady_epochs`) and, with reference
+    timing, at nominal machine speed (judged against the fastest bracket of the same group
+    of ``by``, a backend) with ``timing_quality`` ``ok``. Every output reads this decision:
+    the ``trusted`` column of epochs.csv, the ``*_trusted`` columns of summary.csv, the pair
+    tests, the plots and the reports' sentences.
+    """
+    mask = pd.Series(False, index=epochs.index)
+    keys = [k for k in by if k in epochs]
+    groups = epochs.groupby(keys, sort=False) if keys else [(None, epochs)]
+    for _, ep in groups:
+        steady = steady_epochs(ep)
+        if has_reference(steady):
+            steady = steady[steady["timing_quality"].eq(OK) & nominal_mask(steady["gemm_seconds"])]
+        mask[steady.index] = True
+    return mask
+
+
 def trusted_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
-    """One backend's steady epochs at nominal speed whose own quality is ``ok`` (all steady epochs
-    when reference timing was off); empty when none is left."""
+    """The trusted rows of ``epochs`` (:func:`trusted_mask`)."""
+    return epochs[trusted_mask(epochs)] if len(epochs) else epochs
+
+
+def left_out_text(epochs: pd.DataFrame) -> str:
+    """Why one backend's epochs after the first are not trusted, counted (empty when all are)."""
     steady = steady_epochs(epochs)
-    if steady.empty or "gemm_seconds" not in steady or steady["gemm_seconds"].isna().all():
-        return steady
-    return steady[steady["timing_quality"].eq(OK) & nominal_mask(steady["gemm_seconds"])]
+    if steady.empty or not has_reference(steady):
+        return ""
+    flagged = ~steady["timing_quality"].eq(OK)
+    slow = ~flagged & ~nominal_mask(steady["gemm_seconds"])
+    parts = [f"{n} {what}" for n, what in ((int(flagged.sum()), "flagged"),
+                                             (int(slow.sum()), "not at nominal machine speed")) if n]
+    return (f"{int(flagged.sum() + slow.sum())} of {len(steady)} epochs after the first left out: "
+            + ", ".join(parts)) if parts else ""
 
 
 def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
-    """One backend's epoch times and ratios: median and minimum, how many epochs, and the verdict.
+    """One backend's epoch times and ratios, and the verdict on them.
 
-    ``epochs`` holds that backend's rows (any number of runs). The figures
-    come from the steady epochs at nominal speed whose own quality is ``ok``
-    ("used"); where none is left they come from every steady epoch, flagged.
+    ``epochs`` holds that backend's rows (any number of runs). ``*_all``: over
+    every epoch, the first of each run included (as ``median_epoch_seconds_all``
+    of runs.csv). ``*_trusted`` and the ratios: over the trusted epochs
+    (:func:`trusted_mask`), NaN when there are none; the summary is flagged when
+    fewer than ``MIN_TIMED_EPOCHS`` are trusted or their IQR is too wide.
     """
-    steady = steady_epochs(epochs)
-    out: dict[str, Any] = {"n_epochs_timed": len(steady)}
-    if steady.empty:
-        return {**out, "n_epochs_used": 0, "median_epoch_seconds": math.nan,
-                "epoch_seconds_min": math.nan, "epoch_seconds_iqr": math.nan,
-                "timing_quality": "no epoch was timed"}
-    reasons = []
-    has_reference = "gemm_seconds" in steady and steady["gemm_seconds"].notna().any()
+    nan = math.nan
+    times_all = epochs["epoch_seconds"].to_numpy(float) if len(epochs) else np.array([])
     used = trusted_epochs(epochs)
-    if used.empty:
-        reasons.append("no epoch ran at nominal machine speed with consistent GEMM-only brackets")
-        used = steady
-    times = used["epoch_seconds"].to_numpy(float)
-    q25, q50, q75 = np.percentile(times, [25, 50, 75])
-    out.update(n_epochs_used=len(used), median_epoch_seconds=float(q50),
-               epoch_seconds_min=float(times.min()), epoch_seconds_iqr=float(q75 - q25))
-    if has_reference:
-        ratios, gemm = used["epoch_to_gemm"].to_numpy(float), used["gemm_seconds"].to_numpy(float)
-        floors = used["ratio_floor"].to_numpy(float) if "ratio_floor" in used else np.array([math.nan])
-        out.update(gemm_seconds=float(np.median(gemm)), gemm_seconds_min=float(gemm.min()),
-                   epoch_to_gemm=float(np.median(ratios)), epoch_to_gemm_min=float(ratios.min()),
-                   ratio_floor=float(np.nanmedian(floors)) if np.isfinite(floors).any() else math.nan,
-                   fixed_step_seconds=float(used["fixed_step_seconds"].median())
-                   if "fixed_step_seconds" in used else math.nan)
-        if out["epoch_to_gemm"] < 1:
-            reasons.append(f"median ratio {out['epoch_to_gemm']:.3g} below 1")
-        flagged = int((~steady["timing_quality"].eq(OK)).sum())
-        if flagged and len(used) < len(steady):
-            reasons_epochs = f"{flagged} of {len(steady)} epochs flagged and left out"
-        else:
-            reasons_epochs = ""
-        out["epochs_left_out"] = reasons_epochs
-    if len(used) < MIN_TIMED_EPOCHS:
-        reasons.append(f"too few timed epochs ({len(used)} < {MIN_TIMED_EPOCHS})")
-    if q50 > 0 and (q75 - q25) / q50 > SPREAD_TOLERANCE:
+    times = used["epoch_seconds"].to_numpy(float) if len(used) else np.array([])
+    q25, q50, q75 = np.percentile(times, [25, 50, 75]) if len(times) else (nan, nan, nan)
+    out: dict[str, Any] = {
+        "n_epochs_all": len(times_all),
+        "median_epoch_seconds_all": float(np.median(times_all)) if len(times_all) else nan,
+        "n_epochs_trusted": len(times), "median_epoch_seconds_trusted": float(q50),
+        "epoch_seconds_min_trusted": float(times.min()) if len(times) else nan,
+        "epoch_seconds_q25_trusted": float(q25), "epoch_seconds_q75_trusted": float(q75)}
+    if has_reference(epochs):
+        def median(col: str) -> float:
+            v = used[col].to_numpy(float) if len(used) else np.array([])
+            return float(np.median(v)) if len(v) else nan
+        floors = epochs["ratio_floor"].to_numpy(float) if "ratio_floor" in epochs else np.array([])
+        out.update(gemm_seconds_trusted=median("gemm_seconds"), epoch_to_gemm_trusted=median("epoch_to_gemm"),
+                   epoch_to_gemm_min_trusted=float(used["epoch_to_gemm"].min()) if len(used) else nan,
+                   ratio_floor=float(np.nanmedian(floors)) if np.isfinite(floors).any() else nan,
+                   fixed_step_seconds=float(epochs["fixed_step_seconds"].median())
+                   if "fixed_step_seconds" in epochs else nan)
+    left = left_out_text(epochs)
+    reasons = []
+    if not len(times_all):
+        reasons.append("no epoch was timed")
+    elif not len(times):
+        reasons.append("no trusted epoch" + (f" ({left})" if left else ""))
+    elif len(times) < MIN_TIMED_EPOCHS:
+        reasons.append(f"too few trusted epochs ({len(times)} < {MIN_TIMED_EPOCHS})")
+    if len(times) and q50 > 0 and (q75 - q25) / q50 > SPREAD_TOLERANCE:
         reasons.append(f"spread too wide (IQR/median {(q75 - q25) / q50:.2f} > {SPREAD_TOLERANCE})")
     out["timing_quality"] = quality_text(reasons)
+    out["epochs_left_out"] = left
     return out

@@ -92,7 +92,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    """Add the GPU (None without one), library versions, BLAS pools, threads and OPENBLAS_CORETYPE."""
+    """Add the GPU (None without one), library versions, BLAS pools, threads and OPENBLAS_CORETYPE.
+
+    Everything here is the same on every run on the same machine, so that ``--benchmark-compare``
+    warns only when the machine or its software changed: the BLAS pools in a fixed order, and the
+    CPU's momentary clock (py-cpuinfo's ``hz_actual``) left out.
+    """
+    for key in ("hz_actual", "hz_actual_friendly"):
+        machine_info.get("cpu", {}).pop(key, None)
     machine_info["gpu"] = gpu_info()  # {"name": torch.cuda.get_device_name(0), ...} or None
     machine_info["mlpbench"] = {
         "threads": config.stash.get(THREADS, None),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,19 +38,46 @@ def cli(tmp_path):
     return run
 
 
-def start_until_epochs(args: list[str], cwd: Path, epochs_csv: Path, n: int = 2) -> subprocess.Popen:
-    """Start ``python -m`` + ``args`` in ``cwd`` and return once ``epochs_csv`` holds ``n`` epochs
-    (or after 120 s): a long run to send a signal to."""
-    import time
+def _default_signals() -> None:
+    """In the child, before exec: SIGINT and SIGTERM at their defaults and no signal blocked, whatever
+    this test run inherited (pytest started in the background runs with SIGINT ignored, and an ignored
+    SIGINT stays ignored in the child, where Python then never raises KeyboardInterrupt)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
+
+@contextlib.contextmanager
+def started(args: list[str], cwd: Path, **popen) -> Iterator[subprocess.Popen]:
+    """``python -m`` + ``args`` in ``cwd``, in a process group of its own with the default signal
+    dispositions; on every way out of the block the group is killed and the child reaped."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, start_new_session=True,
+                            preexec_fn=_default_signals, **popen)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the child and anything it started
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def started_until_epochs(args: list[str], cwd: Path, epochs_csv: Path,
+                         n: int = 2) -> Iterator[subprocess.Popen]:
+    """:func:`started`, entered once ``epochs_csv`` holds ``n`` epochs (or after 120 s): a long run to
+    send a signal to."""
     import pandas as pd
 
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (epochs_csv.exists() and len(pd.read_csv(epochs_csv)) >= n):
-        time.sleep(0.2)
-    return proc
+    with started(args, cwd) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None \
+                and not (epochs_csv.exists() and len(pd.read_csv(epochs_csv)) >= n):
+            time.sleep(0.2)
+        yield proc
 
 
 def assert_one_line_error(proc, *needles: str) -> None:

@@ -12,15 +12,16 @@ import pandas as pd
 import pytest
 
 from bench.backends import IMPLS, Impl
-from conftest import REPO, assert_one_line_error, real_data_dir, start_until_epochs
+from conftest import REPO, assert_one_line_error, real_data_dir, started_until_epochs
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "256", "--batch-size", "64",
-        "--hidden-dims", "32", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "32", "--epochs", "2", "--seeds", "42", "--quiet"]
 EPOCH_COLS = {"backend", "impl", "device", "seed", "epoch", "train_loss", "train_acc", "val_loss",
               "val_acc", "epoch_seconds", "eval_seconds", "samples_per_second", "gemm_before_seconds",
-              "gemm_after_seconds", "gemm_seconds", "epoch_to_gemm", "ratio_floor", "timing_quality"}
+              "gemm_after_seconds", "gemm_seconds", "epoch_to_gemm", "ratio_floor", "timing_quality",
+              "trusted"}
 RUN_COLS = {"backend", "impl", "device", "seed", "test_acc", "test_loss", "best_epoch", "best_val_acc",
-            "total_train_seconds", "median_epoch_seconds", "time_to_target_seconds", "status",
+            "total_train_seconds", "median_epoch_seconds_all", "time_to_target_seconds", "status",
             "peak_memory_bytes"}
 
 
@@ -46,13 +47,15 @@ def test_csv_columns_and_rows(tiny_run):
     assert set(runs["status"]) == {"ok"}
     assert list(summary["backend"]) == ["numpy:cpu", "torch:cpu"]
     assert (summary["n"] == 2).all()
-    assert {"test_acc_mean", "test_acc_std", "median_epoch_seconds", "epoch_seconds_min",
-            "epoch_seconds_iqr", "gemm_seconds", "gemm_seconds_min", "epoch_to_gemm", "epoch_to_gemm_min",
-            "ratio_floor", "fixed_step_seconds", "timing_quality"} <= set(summary.columns)
+    assert {"test_acc_mean", "test_acc_std", "n_epochs_all", "median_epoch_seconds_all",
+            "n_epochs_trusted", "median_epoch_seconds_trusted", "epoch_seconds_min_trusted",
+            "epoch_seconds_q25_trusted", "epoch_seconds_q75_trusted", "gemm_seconds_trusted",
+            "epoch_to_gemm_trusted", "epoch_to_gemm_min_trusted", "ratio_floor", "fixed_step_seconds",
+            "timing_quality"} <= set(summary.columns)
     assert epochs["timing_quality"].notna().all() and summary["timing_quality"].notna().all()
-    # two epochs a run: one steady epoch per seed, too few to be a finding, and the summary says so
-    assert summary["timing_quality"].str.contains("too few timed epochs").all()
-    assert (epochs["epoch_seconds"] > 0).all() and (summary["gemm_seconds"] > 0).all()
+    # two epochs a run: at most one trusted epoch per seed, too few to be a finding, and it says so
+    assert summary["timing_quality"].str.contains("too few trusted epochs|no trusted epoch").all()
+    assert (epochs["epoch_seconds"] > 0).all() and (epochs["gemm_seconds"] > 0).all()
     # the synthetic problem is learnable: both backends end well above chance (10 %)
     assert (runs["test_acc"] > 0.3).all()
 
@@ -88,13 +91,18 @@ def test_lockstep_divergence_is_tiny(cli):
                "--out", "lock", "--dtype", "float64")
     assert proc.returncode == 0, proc.stderr
     steps = pd.read_csv(proc.cwd / "lock" / "steps.csv")
-    table = steps.pivot_table(index="step", columns="backend", values="loss")
+    table = steps.pivot_table(index="step", columns="backend", values="loss")[["numpy:cpu", "torch:cpu"]]
     assert len(table) == 2 * (512 // 64)
     rel = ((table["numpy:cpu"] - table["torch:cpu"]).abs() / table["torch:cpu"]).max()
     assert rel < 1e-10  # float64: the hand-derived backward pass is autograd's function
-    assert "lock-step: largest loss divergence" in proc.stderr
+    lock = next(line for line in proc.stdout.splitlines() if line.startswith("lock-step:"))
+    assert lock.startswith("lock-step: `torch:cpu` against `numpy:cpu`: largest relative loss difference")
+    assert "never parts" in lock and "Yardstick, the rounding control `numpy:cpu+1ulp`" in lock
+    control = steps[steps["backend"] == "numpy:cpu+1ulp"]  # the control's steps are in steps.csv
+    assert len(control) == len(table) and set(pd.read_csv(proc.cwd / "lock" / "runs.csv")["backend"]) \
+        == {"numpy:cpu", "torch:cpu"}  # ... but it is no run of its own
     env = json.loads((proc.cwd / "lock" / "env.json").read_text())
-    assert env["lockstep"]["max_rel"] == pytest.approx(rel, rel=1e-6, abs=1e-15)
+    assert env["lockstep"]["backends"]["torch:cpu"]["max_rel"] == pytest.approx(rel, rel=1e-6, abs=1e-15)
 
 
 def test_diverging_run_is_recorded_and_others_finish(tmp_path, monkeypatch, capsys):
@@ -113,10 +121,10 @@ def test_diverging_run_is_recorded_and_others_finish(tmp_path, monkeypatch, caps
 
 def test_interrupt_leaves_valid_partial_csvs(tmp_path):
     epochs_csv = tmp_path / "intr" / "epochs.csv"
-    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
-                               "--out", "intr"], tmp_path, epochs_csv)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends",
+                               "numpy:cpu", "--out", "intr"], tmp_path, epochs_csv) as proc:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     epochs = pd.read_csv(epochs_csv)
@@ -150,6 +158,7 @@ def test_real_data_quick_run(cli):
     if data is None:
         pytest.skip("no CIFAR-10 copy at ../shared/cifar10 or $MLPBENCH_DATA_DIR")
     proc = cli("bench.compare", "--data-dir", str(data), "--train-subset", "5000", "--epochs", "2",
+               "--seeds", "42",
                "--backends", "numpy:cpu,torch:cpu", "--out", "real", "--quiet")
     assert proc.returncode == 0, proc.stderr
     runs = pd.read_csv(proc.cwd / "real" / "runs.csv")

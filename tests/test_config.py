@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from bench.config import COMMAND_FIELDS, FIELDS, PRESETS, Config, add_config_arguments, \
     config_from_args, load_toml, prog_name
@@ -192,3 +194,56 @@ def test_cli_rejects_bad_toml(cli, tmp_path, text, needles):
 def test_cli_rejects_a_toml_that_is_not_utf8(cli, tmp_path):
     (tmp_path / "bad.toml").write_bytes(b"lr = 0.1 # \xff\xfe\n")
     assert_one_line_error(cli("bench.compare", "--config", "bad.toml"), "bad.toml", "UTF-8")
+
+
+# ---------------------------------------------------------------- misspelled flags and keys
+
+FLAG_CASES = [
+    (["--epoch", "3"], ["unrecognized arguments: --epoch 3", "(did you mean --epochs?)"]),
+    (["--epcohs", "3"], ["--epcohs", "(did you mean --epochs?)"]),
+    (["--lr=0.1", "--hiden-dims", "64"], ["--hiden-dims", "(did you mean --hidden-dims?)"]),
+    (["--activation", "elux"], ["invalid choice: 'elux'", "(did you mean elu?)"]),
+    (["--backends", "torch:gpu"], ["torch:gpu", "(did you mean torch:cuda?)"]),
+    (["--backends", "numpy:gpu:1"], ["(did you mean numpy:cuda:1?)"]),
+    (["--backends", "nmupy:cpu"], ["nmupy:cpu", "(did you mean numpy?)"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", FLAG_CASES, ids=[" ".join(a) for a, _ in FLAG_CASES])
+def test_a_misspelled_flag_or_name_gets_the_closest_one(args, needles, tmp_path, monkeypatch):
+    from bench import compare
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as err:
+        compare.main([*args, "--dataset", "synthetic", "--train-subset", "64", "--batch-size", "32",
+                      "--epochs", "1", "--seeds", "42", "--quiet"])
+    assert not list(tmp_path.iterdir())  # refused before anything was made
+    message = str(err.value)
+    assert "\n" not in message and all(n in message for n in needles), message
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_no_flag_is_ever_abbreviated(command, data):
+    """Every proper prefix of every flag of every command is an error naming a flag, never the flag."""
+    parser = OneLineArgumentParser(prog=prog_name(command))
+    add_config_arguments(parser, command)
+    flags = sorted(o for o in parser._option_string_actions if o.startswith("--"))
+    flag = data.draw(st.sampled_from([f for f in flags if len(f) > 4]))
+    prefix = flag[:data.draw(st.integers(3, len(flag) - 1))]
+    assume(prefix not in flags)
+    with pytest.raises(UserError) as err:
+        parser.parse_args([prefix, "1"])
+    message = str(err.value)
+    assert message.startswith(f"unrecognized arguments: {prefix}")
+    suggested = message.rsplit("(did you mean ", 1)[-1].rstrip("?)") if "did you mean" in message else None
+    assert suggested is None or suggested in flags
+
+
+@pytest.mark.parametrize("key", [k for k in COMMAND_FIELDS["compare"] if "_" in k])
+def test_a_toml_key_written_with_dashes_names_the_key(tmp_path, key):
+    f = tmp_path / "c.toml"
+    f.write_text(f"{key.replace('_', '-')} = 1\n")
+    with pytest.raises(UserError, match=rf"unknown key '{key.replace('_', '-')}' \(did you mean {key}\?\)"):
+        load_toml(f, "compare")

@@ -16,7 +16,7 @@ from conftest import REPO, assert_one_line_error
 
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128", "--batch-size", "64",
-        "--hidden-dims", "16", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "16", "--epochs", "2", "--seeds", "42", "--quiet"]
 
 
 def test_a_course_implementation_agrees_with_numpy_cpu_in_lockstep(tmp_path, monkeypatch, capsys):
@@ -29,25 +29,81 @@ def test_a_course_implementation_agrees_with_numpy_cpu_in_lockstep(tmp_path, mon
     assert len(steps) == 2 * (512 // 64) and rel <= 1e-4  # float32
     runs = pd.read_csv(tmp_path / "o" / "runs.csv")
     assert set(runs["status"]) == {"ok"} and (runs["test_acc"] > 0.3).all()
-    assert "parts from" not in capsys.readouterr().err
+    lock = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lock-step:"))
+    assert f"`numpy:cpu` against `{course}`" in lock and "); never parts" in lock
 
 
 def test_lockstep_shows_where_a_wrong_implementation_parts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     course = f"course:{FIXTURES / 'course_bad_bias_mean'}"
     compare.main([*TINY, "--backends", f"numpy:cpu,{course}", "--lockstep", "--out", "o"])
-    err = capsys.readouterr().err
-    assert f"lock-step: {course} parts from numpy:cpu" in err and "at step 1 (seed 42)" in err
-    assert "parts from `numpy:cpu`" in (tmp_path / "o" / "report.md").read_text()
+    lock = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lock-step:"))
+    assert f"`{course}` against `numpy:cpu`" in lock and "first at step 1 (seed 42): loss " in lock
+    assert f"({course}) vs " in lock and "(numpy:cpu), relative" in lock  # which number is whose
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert f"- `{course}` against `numpy:cpu`" in report
+    assert "assembled from the student's modules" in report and "no MLP class beside modules.py" in report
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--activation", "tanh"], "offers ELUModule only"),
-    (["--residual", "--hidden-dims", "16,8,16"], "no residual blocks"),
+INTERFACES = {  # fixture: the flags its activation needs
+    "course_inout_noalpha": [],                             # ELUModule(), weight (in, out), logits MLP
+    "course_2019_relu": ["--activation", "relu"],          # no input_layer, bias (out, 1), one-hot labels
+    "course_accumulate_clear": ["--activation", "relu"],   # grads += that clear_cache() resets
+}
+
+
+@pytest.mark.parametrize("fixture", INTERFACES, ids=list(INTERFACES))
+def test_every_course_interface_trains_in_lockstep_with_numpy(tmp_path, monkeypatch, fixture):
+    """The student's own MLP, in its own layouts, agrees with numpy:cpu step by step: the weights went
+    in by a transpose where it stores (in, out), and its grads came back the same way."""
+    monkeypatch.chdir(tmp_path)
+    course = f"course:{FIXTURES / fixture}"
+    assert compare.main([*TINY, *INTERFACES[fixture], "--backends", f"{course},numpy:cpu", "--lockstep",
+                         "--out", "o"]) == 0
+    steps = pd.read_csv(tmp_path / "o" / "steps.csv").pivot_table(index="step", columns="backend",
+                                                                  values="loss")
+    assert ((steps[course] - steps["numpy:cpu"]).abs() / steps["numpy:cpu"]).max() <= 1e-4
+    assert "trains the student's own MLP class" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_the_students_own_mlp_is_what_trains(tmp_path, monkeypatch, capsys):
+    """An MLP with an ELU after its last layer is trained as written, so lock-step shows it."""
+    monkeypatch.chdir(tmp_path)
+    course = f"course:{FIXTURES / 'course_bad_mlp_elu_last'}"
+    compare.main([*TINY, "--backends", f"numpy:cpu,{course}", "--lockstep", "--out", "o"])
+    lock = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lock-step:"))
+    assert f"`{course}` against `numpy:cpu`" in lock and "parts (relative difference above" in lock
+    assert "trains the student's own MLP class" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("fixture, flags, needle", [
+    ("course_ok", ["--activation", "tanh"], "offers ELUModule only; --activation tanh cannot run on it"),
+    ("course_ok", ["--residual", "--hidden-dims", "16,8,16"], "no residual blocks"),
+    ("course_2019_relu", [], "offers ReLUModule only; --activation elu cannot run on it (use --activation relu)"),
+    ("course_inout_noalpha", ["--alpha", "0.5"], "ELUModule() without alpha (alpha = 1); --alpha 0.5"),
 ])
-def test_what_the_course_interface_lacks_is_one_line(cli, flags, needle):
-    proc = cli("bench.compare", *TINY, "--backends", f"course:{FIXTURES / 'course_ok'}", *flags)
+def test_what_the_course_interface_lacks_is_one_line(cli, fixture, flags, needle):
+    proc = cli("bench.compare", *TINY, "--backends", f"course:{FIXTURES / fixture}", *flags)
     assert_one_line_error(proc, needle)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (("        return self.out\n\n    def backward(self, dout):\n        dx = dout * np.where",
+      "        return self.out.tolist()\n\n    def backward(self, dout):\n        dx = dout * np.where"),
+     "ELUModule.forward returned list, not a NumPy array"),
+    (("self.params = {", "self.parameters = {"), "LinearModule(4, 3) has no dict params"),
+    (("size=(out_features, in_features))", "size=out_features * in_features)"),
+     "params['weight'] has shape (12,)"),
+])
+def test_code_that_cannot_train_is_refused_in_one_line(cli, tmp_path, edit, needle):
+    """Before any work: the interface, and one forward and backward on a small batch."""
+    text = (FIXTURES / "course_ok" / "modules.py").read_text()
+    assert edit[0] in text
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "modules.py").write_text(text.replace(*edit))
+    proc = cli("bench.compare", *TINY, "--backends", f"course:{tmp_path / 'impl'},numpy:cpu")
+    assert_one_line_error(proc, needle)
+    assert not (proc.cwd / "results").exists()
 
 
 def test_a_missing_course_implementation_is_one_line(cli, tmp_path):

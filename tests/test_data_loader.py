@@ -229,23 +229,45 @@ def test_default_cache_dir(tmp_path, monkeypatch):
 UNREACHABLE = "http://127.0.0.1:9/cifar-10-binary.tar.gz"  # the discard port: connection refused
 
 
-def test_offline_says_where_it_looked_what_it_tried_and_how_to_fix_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("given", [True, False])
+def test_offline_says_where_it_looked_what_it_tried_and_how_to_fix_it(tmp_path, monkeypatch, given):
     monkeypatch.setattr(loader, "DOWNLOAD_URL", UNREACHABLE)
-    empty = tmp_path / "empty"
+    monkeypatch.delenv("MLPBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    empty = tmp_path / "empty" if given else tmp_path / "xdg" / "mlpbench" / "data"
+    if given:
+        empty.mkdir()
     with pytest.raises(UserError) as err:
-        load_dataset(empty, progress=False)
+        load_dataset(empty if given else None, progress=False)
     message = str(err.value)
     assert "\n" not in message
     for expected in [str(empty / "cifar-10-binary.tar.gz"), str(empty / "cifar-10-batches-bin"),
                      str(empty / "cifar-10-python.tar.gz"), str(empty / "cifar-10-batches-py"),
-                     UNREACHABLE, "--data-dir", "MLPBENCH_DATA_DIR"]:
+                     UNREACHABLE, "--dataset synthetic"]:
         assert expected in message
-    assert "--dataset synthetic" in message
-    assert not empty.exists()  # neither a partial download nor the folder made for it is left behind
+    # the advice fits what was given: a folder to fill, or where to point the suite
+    assert ("--data-dir" in message) is not given and (f"into {empty}" in message) is given
+    assert empty.exists() is given  # a folder made for the download is not left behind; yours stays
+    assert not (empty / "cifar-10-binary.tar.gz").exists()
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_a_data_dir_that_does_not_exist_is_one_line_and_nothing_is_made(tmp_path, monkeypatch, how):
+    monkeypatch.setattr(loader, "DOWNLOAD_URL", UNREACHABLE)
+    typo = tmp_path / "typo" / "path"
+    if how == "environment":
+        monkeypatch.setenv("MLPBENCH_DATA_DIR", str(typo))
+    with pytest.raises(UserError) as err:
+        load_dataset(typo if how == "argument" else None, progress=False)
+    message = str(err.value)
+    assert f"data dir {typo} does not exist" in message and "--data-dir" not in message
+    assert "download" in message and UNREACHABLE not in message  # nothing was tried
+    assert not (tmp_path / "typo").exists()
 
 
 def test_no_download_says_downloads_are_off(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "DOWNLOAD_URL", UNREACHABLE)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="downloads are off"):
         load_dataset(tmp_path / "empty", download=False)
 
@@ -282,10 +304,11 @@ def test_a_download_with_the_wrong_md5_is_deleted_and_reported(tmp_path, monkeyp
     _tiny_archive(tmp_path, root / "cifar-10-binary.tar.gz")  # md5 is not the official one
     monkeypatch.setattr(loader, "DOWNLOAD_URL", f"{base}/cifar-10-binary.tar.gz")
     target = tmp_path / "downloads"
+    target.mkdir()
     with pytest.raises(UserError, match=r"md5 [0-9a-f]{32} is not the expected "
                                         + formats.OFFICIAL_MD5["binary"]):
         load_dataset(target, progress=False)
-    assert not target.exists()
+    assert target.exists() and not list(target.iterdir())  # the bad download is gone, your folder stays
 
 
 def test_a_verified_download_is_kept_and_official(tmp_path, monkeypatch, http_root, capsys):
@@ -294,6 +317,7 @@ def test_a_verified_download_is_kept_and_official(tmp_path, monkeypatch, http_ro
     monkeypatch.setitem(formats.OFFICIAL_MD5, "binary", hashlib.md5(served.read_bytes()).hexdigest())
     monkeypatch.setattr(loader, "DOWNLOAD_URL", f"{base}/cifar-10-binary.tar.gz")
     target = tmp_path / "downloads"
+    target.mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         d = load_dataset(target, val_size=10, progress=True)
@@ -307,9 +331,11 @@ def test_a_verified_download_is_kept_and_official(tmp_path, monkeypatch, http_ro
 def test_a_missing_file_on_the_server_is_an_offline_style_error(tmp_path, monkeypatch, http_root):
     _root, base = http_root
     monkeypatch.setattr(loader, "DOWNLOAD_URL", f"{base}/nothing.tar.gz")
+    monkeypatch.delenv("MLPBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "downloads"))
     with pytest.raises(UserError, match="the download failed.*404"):
-        load_dataset(tmp_path / "downloads" / "a" / "b", progress=False)
-    assert not (tmp_path / "downloads").exists()  # a mistyped --data-dir a/b/c is not left behind
+        load_dataset(None, progress=False)  # the default data dir, made for the download
+    assert not (tmp_path / "downloads").exists()  # the folders made for it are not left behind
 
 
 def test_an_existing_data_folder_stays_after_a_failed_download(tmp_path, monkeypatch, http_root):
@@ -366,9 +392,14 @@ def test_bad_data_through_the_command_line_is_one_line(data_dir, cli):
 
 
 def test_missing_data_through_the_command_line_is_one_line(tmp_path, cli):
+    (tmp_path / "empty").mkdir()
     out = cli("bench.data", "--data-dir", str(tmp_path / "empty"), "--no-download")
     assert_one_line_error(out, "CIFAR-10 not found", str(tmp_path / "empty" / "cifar-10-binary.tar.gz"),
-                          "--data-dir DIR or MLPBENCH_DATA_DIR=DIR")
+                          f"put one of cifar-10-binary.tar.gz, cifar-10-batches-bin/, "
+                          f"cifar-10-python.tar.gz or cifar-10-batches-py/ into {tmp_path / 'empty'}")
+    typo = cli("bench.compare", "--data-dir", "/typo/path", "--quiet")
+    assert_one_line_error(typo, "data dir /typo/path does not exist")
+    assert "--data-dir" not in typo.stderr and not (typo.cwd / "results").exists()
 
 
 def test_a_data_dir_one_level_above_the_copy_is_named_not_downloaded_into(tmp_path, monkeypatch):

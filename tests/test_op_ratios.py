@@ -7,6 +7,8 @@ import math
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.errors import run_cli
 from bench.op_ratios import main
@@ -31,6 +33,13 @@ def _saved(tmp_path, benchmarks, name="0001_ops.json"):
                                 "commit_info": {}, "benchmarks": benchmarks,
                                 "datetime": "2025-01-01T00:00:00", "version": "5.3.1"}))
     return path
+
+
+def _damaged(part: str, **changes) -> str:
+    """A saved JSON of one benchmark with fields of its ``part`` replaced."""
+    b = _bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)
+    b[part].update(changes)
+    return json.dumps({"benchmarks": [b]})
 
 
 HANDMADE = [
@@ -92,15 +101,22 @@ def _error(argv, capsys):
 
 
 @pytest.mark.parametrize("content,needle", [
-    ("{not json", "is not JSON"),
+    ("{not json", "not valid JSON"),
     ('{"machine_info": {}}', "no 'benchmarks' list"),
     ('{"benchmarks": []}', "has no benchmark with stats and extra_info"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)]}),
      "no device has both a numpy and a torch benchmark"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy", 32, 128, 1e-3)]}),
-     "expected impl:device"),
+     "allowed: impl:device"),
     (json.dumps({"benchmarks": [_bench("linear_fwd", "numpy:cpu", 32, 128, 1e-3)] * 2}),
      "more than one benchmark for op linear_fwd"),
+    # every field of a benchmark is checked: garbage is one line, never a traceback or a silent nan
+    (_damaged("stats", median="abc"), "has median 'abc'"),
+    (_damaged("stats", median=0), "has median 0"),
+    (_damaged("stats", iqr=-1), "has iqr -1"),
+    (_damaged("extra_info", batch="x"), "has batch 'x'"),
+    (_damaged("extra_info", op=[]), "has op []"),
+    (_damaged("extra_info", hidden=-1), "has hidden -1"),
 ])
 def test_bad_saved_json_is_one_line_exit_2(tmp_path, capsys, content, needle):
     path = tmp_path / "bad.json"
@@ -125,3 +141,38 @@ def test_command_line_module(cli):
     """The real ``python -m bench.op_ratios``: a missing file is one line and exit 2."""
     proc = cli("bench.op_ratios", "nowhere.json", "--out", "o")
     assert_one_line_error(proc, "cannot read nowhere.json")
+
+
+@pytest.mark.parametrize("absent", ["pytest", "pytest_benchmark"])
+def test_run_without_the_test_extra_names_the_extra(tmp_path, monkeypatch, capsys, absent):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent
+                        else find_spec(name, *a))
+    monkeypatch.chdir(tmp_path)
+    err = _error(["--run", "--out", "o"], capsys)
+    assert f"--run needs {absent}" in err and "pip install '.[test]'" in err
+    assert not (tmp_path / "o").exists()
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.permutations(range(4)))
+def test_the_blas_list_is_the_same_in_any_load_order(order):
+    """pytest-benchmark compares machine_info as JSON: the BLAS pools must not follow the load order."""
+    from unittest import mock
+
+    from bench import threads
+
+    libs = [{"user_api": "blas", "internal_api": "openblas", "prefix": "libscipy_openblas",
+             "version": "0.3.31", "num_threads": 2, "filepath": "/numpy.libs/a.so"},
+            {"user_api": "openmp", "internal_api": "openmp", "prefix": "libgomp", "version": None,
+             "num_threads": 2, "filepath": "/torch/lib/libgomp.so"},
+            {"user_api": "blas", "internal_api": "openblas", "prefix": "libscipy_openblas",
+             "version": "0.3.29", "num_threads": 2, "filepath": "/scipy.libs/b.so"},
+            {"user_api": "openmp", "internal_api": "openmp", "prefix": "libiomp", "version": "5",
+             "num_threads": 2, "filepath": "/x/libiomp5.so"}]
+    with mock.patch.object(threads, "threadpool_info", return_value=libs):
+        first = threads.blas_info()
+    with mock.patch.object(threads, "threadpool_info", return_value=[libs[i] for i in order]):
+        assert threads.blas_info() == first

@@ -24,7 +24,8 @@ def test_a_deep_residual_elu_net_trains_at_lr_0_1_where_the_plain_one_diverges(t
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLPBENCH_CACHE_DIR", str(tmp_path / "cache"))
     args = ["--data-dir", str(data), "--train-subset", "10000", "--epochs", "1", "--hidden-dims", DEEP,
-            "--backends", "numpy:cpu,torch:cpu", "--no-reference-timing", "--quiet", "--out", "o"]
+            "--backends", "numpy:cpu,torch:cpu", "--no-reference-timing", "--seeds", "42", "--quiet",
+            "--out", "o"]
     code = compare.main([*args, "--residual" if residual else "--no-residual"])
     runs = pd.read_csv(tmp_path / "o" / "runs.csv")
     assert set(runs["status"]) == {expected}, runs[["backend", "status"]]

@@ -3,8 +3,6 @@ path keeps going when a backend fails."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -12,10 +10,10 @@ import pytest
 from bench.backends import IMPLS, Impl
 from bench.errors import UserError
 from bench.results import LOCK_FILE, ResultsFolder
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, started
 
 TINY = ["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128", "--batch-size", "64",
-        "--hidden-dims", "16", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "16", "--epochs", "2", "--seeds", "42", "--quiet"]
 COMPARE_FILES = {"env.json", "epochs.csv", "runs.csv", "summary.csv", "pairs.csv", "report.md",
                  "train_loss.png", "val_acc.png", "epoch_time.png"}
 
@@ -47,19 +45,17 @@ def test_a_folder_left_empty_is_removed_with_the_parents_it_made_but_not_the_use
 def test_leftover_temporaries_are_swept_and_files_are_not_private(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    (out / ".epochs.csv.abc123.tmp").write_text("half a file")
+    (out / ".epochs.csv.abc123xy.tmp").write_text("half a file")
     with ResultsFolder.create(out, "x") as folder:
         path = folder.write_csv("t.csv", pd.DataFrame({"a": [1]}))
-    assert not (out / ".epochs.csv.abc123.tmp").exists()
+    assert not (out / ".epochs.csv.abc123xy.tmp").exists()
     assert path.stat().st_mode & 0o044  # readable by others, like any result
 
 
 def test_two_compares_with_the_same_out_one_is_refused_the_other_complete(tmp_path):
-    args = [sys.executable, "-m", "bench.compare", *TINY, "--backends", "numpy:cpu,torch:cpu",
-            "--out", "same"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    args = ["bench.compare", *TINY, "--backends", "numpy:cpu,torch:cpu", "--out", "same"]
+    with started(args, tmp_path) as one, started(args, tmp_path) as two:
+        results = [(p.wait(timeout=300), *p.communicate()) for p in (one, two)]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     loser = next(r for r in results if r[0] == 2)

@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.sweep.__main__ import main
 from bench.sweep.grid import parse_grid
 from bench.run import failure_status
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, started
 
 # 2 × 2 points × 2 backends = 8 tasks of 8 or 4 steps each; one thread keeps them quick on busy cores
 GRID = ["--grid", "batch_size=32,64", "hidden_dims=8,16"]
@@ -28,7 +28,8 @@ TINY = ["--epochs", "1", "--dataset", "synthetic", "--train-subset", "256", "--v
         "--threads", "1", "--quiet"]
 BACKENDS = ["--backends", "numpy:cpu,torch:cpu"]
 KEY = ["batch_size", "hidden_dims", "backend", "seed"]
-ROW_COLS = {*KEY, "status", "error", "test_acc", "median_epoch_seconds", "gemm_seconds", "epoch_to_gemm",
+ROW_COLS = {*KEY, "status", "error", "test_acc", "median_epoch_seconds_all", "n_epochs_trusted",
+            "median_epoch_seconds_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted",
             "hostname", "cpu_model", "logical_cores", "gpu", "threads", "run_id", "executor", "worker"}
 
 
@@ -50,7 +51,7 @@ def test_local_rows_and_outputs(local_sweep, capsys):
     assert len(r) == 8 and not r.duplicated(KEY).any()
     assert set(r["status"]) == {"ok"} and set(r["executor"]) == {"local"}
     assert set(r["batch_size"]) == {32, 64} and set(r["hidden_dims"].astype(str)) == {"8", "16"}
-    assert (r["median_epoch_seconds"] > 0).all() and (r["gemm_seconds"] > 0).all()
+    assert (r["median_epoch_seconds_all"] > 0).all() and r["n_epochs_trusted"].isin([0, 1]).all()
     assert (r["test_acc"] > 0.3).all()  # learnable data: well above chance (10 %)
     assert (r["threads"] == 1).all() and r["hostname"].str.len().gt(0).all()
     host = r["hostname"].iloc[0]
@@ -64,6 +65,13 @@ def test_local_rows_and_outputs(local_sweep, capsys):
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
         assert f"]({name})" in report
     assert "## Crossover" in report and "hidden_dims \\ batch_size" in report and host in report
+    base = next(line for line in report.splitlines() if line.startswith("- Base settings"))
+    names = {item.split("=", 1)[0] for item in base.split(": ", 1)[1].split(", ") if "=" in item}
+    from bench.config import COMMAND_FIELDS
+    assert names and names <= set(COMMAND_FIELDS["sweep"]) - {"batch_size", "hidden_dims"}
+    assert {"lr", "epochs"} <= names and not names & {"depth", "k", "gpu_variants", "lockstep"}
+    spec = json.loads((local_sweep / "sweep.json").read_text())
+    assert set(spec["config"]) <= set(COMMAND_FIELDS["sweep"])  # only what a resume must repeat
 
 
 def test_dask_local_cluster_gives_the_same_rows(local_sweep, tmp_path):
@@ -104,14 +112,13 @@ def test_killed_sweep_leaves_whole_rows_and_resumes(tmp_path):
     """SIGKILL in the middle of a sweep: sweep.csv holds only whole rows; the re-run adds the rest."""
     args = ["--grid", "batch_size=16,32,64,128", "hidden_dims=8,16", *TINY, "--backends", "numpy:cpu"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", *args, "--out", str(out)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     csv = out / "sweep.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (csv.exists() and len(csv.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    with started(["bench.sweep", *args, "--out", str(out)], tmp_path, stdout=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (csv.exists() and len(csv.read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
     before = pd.read_csv(csv)
     assert 2 <= len(before) < 8, "the sweep finished before it could be killed"
     assert before.notna()["status"].all() and set(before["status"]) == {"ok"}
@@ -243,6 +250,30 @@ def test_ratio_map_draws_the_crossover_only_where_there_is_one(tmp_path):
         path = plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / f"{name}.png")
         assert mpimg.imread(path).shape[0] > 100
     assert not plots.crosses_one(np.array([[0.5, 2.0]]))  # one row: no 2-D contour
+
+
+@pytest.mark.parametrize("flags", [
+    ["", "", "", "x", "x", "x"],   # the only crossing is between flagged cells: no line at all
+    ["", "x", "", "", "", ""],     # a line may run, but never through the flagged cell
+])
+def test_the_ratio_1_contour_never_runs_through_a_flagged_cell(tmp_path, monkeypatch, flags):
+    from matplotlib.axes import Axes
+
+    from bench.sweep import plots
+
+    grid = {"batch_size": ["32", "64", "128"], "hidden_dims": ["8", "16"]}
+    ratios = [1.5, 0.8, 1.5, 0.7, 1.2, 3.0] if flags[1] else [1.5, 2.0, 3.0, 0.5, 0.6, 0.7]
+    frame = pd.DataFrame({"batch_size": grid["batch_size"] * 2, "hidden_dims": ["8"] * 3 + ["16"] * 3,
+                          "device": "cpu", "ratio": ratios, "flag": flags})
+    drawn = []
+    contour = Axes.contour
+    monkeypatch.setattr(Axes, "contour", lambda self, *a, **k: drawn.append(a[2]) or contour(self, *a, **k))
+    plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / "r.png")
+    flagged = np.array([bool(f) for f in flags]).reshape(2, 3)
+    if flags[1]:
+        assert len(drawn) == 1 and np.ma.getmaskarray(drawn[0])[flagged].all()
+    else:
+        assert drawn == []  # the rows cross 1 only between the row of flagged cells and the other
 
 
 def test_a_crossover_is_stated_only_between_unflagged_points():

@@ -17,7 +17,7 @@ from bench.config import Config
 from bench.data import make_synthetic
 from bench.loop import train_run
 from bench.roofline import step_gemms
-from bench.timing import GemmBrackets, OK, epoch_flags, ratio_floor, summarise_timing
+from bench.timing import GemmBrackets, OK, epoch_flags, ratio_floor, summarise_timing, trusted_mask
 
 N_TRAIN, BATCH = 64, 16  # 4 steps per epoch
 STEPS = N_TRAIN // BATCH
@@ -88,9 +88,10 @@ def test_a_steady_run_is_ok():
     assert set(epochs["timing_quality"]) == {OK}
     s = summarise_timing(epochs)
     assert s["timing_quality"] == OK
-    assert (s["n_epochs_timed"], s["n_epochs_used"]) == (4, 4)  # the first epoch is left out
-    assert s["epoch_to_gemm"] == pytest.approx(1.5) and s["epoch_to_gemm_min"] == pytest.approx(1.5)
-    assert s["median_epoch_seconds"] == pytest.approx(0.6)
+    assert (s["n_epochs_all"], s["n_epochs_trusted"]) == (5, 4)  # the first epoch is left out
+    assert s["epoch_to_gemm_trusted"] == pytest.approx(1.5)
+    assert s["epoch_to_gemm_min_trusted"] == pytest.approx(1.5)
+    assert s["median_epoch_seconds_trusted"] == pytest.approx(0.6) == s["median_epoch_seconds_all"]
 
 
 def test_an_epoch_faster_than_its_gemm_only_bracket_is_flagged():
@@ -103,8 +104,9 @@ def test_an_epoch_faster_than_its_gemm_only_bracket_is_flagged():
     assert q[1] == q[2] == q[6] == OK
     s = summarise_timing(epochs)
     # the summary keeps the trusted epochs (2 and 6) and says there are too few of them
-    assert s["n_epochs_used"] == 2 and s["epoch_to_gemm"] == pytest.approx(1.5)
-    assert "too few timed epochs (2 < 3)" in s["timing_quality"]
+    assert s["n_epochs_trusted"] == 2 and s["epoch_to_gemm_trusted"] == pytest.approx(1.5)
+    assert "too few trusted epochs (2 < 3)" in s["timing_quality"]
+    assert list(trusted_mask(epochs)) == [False, True, False, False, False, True]
 
 
 def test_a_ratio_below_its_fixed_cost_floor_is_flagged():
@@ -113,12 +115,14 @@ def test_a_ratio_below_its_fixed_cost_floor_is_flagged():
     assert set(epochs["timing_quality"]) == {"ratio 1.25 below its fixed-cost floor 1.5"}
 
 
-def test_every_epoch_flagged_gives_a_flagged_summary_from_all_epochs():
+def test_every_epoch_flagged_gives_no_trusted_figure_and_says_why():
     epochs = timed(0.05, [0.4], epochs=4)  # 0.2 s against 0.4 s: all below 1
     s = summarise_timing(epochs)
-    assert s["n_epochs_used"] == 3 and s["epoch_to_gemm"] == pytest.approx(0.5)
-    assert "no epoch ran at nominal machine speed with consistent GEMM-only brackets" in s["timing_quality"]
-    assert "median ratio 0.5 below 1" in s["timing_quality"]
+    assert s["n_epochs_trusted"] == 0 and not trusted_mask(epochs).any()
+    assert math.isnan(s["median_epoch_seconds_trusted"]) and math.isnan(s["epoch_to_gemm_trusted"])
+    assert s["median_epoch_seconds_all"] == pytest.approx(0.2) and s["n_epochs_all"] == 4
+    assert s["timing_quality"] == ("no trusted epoch (3 of 3 epochs after the first left out: "
+                                   "3 flagged)")
 
 
 def test_loaded_epochs_are_left_out_as_not_nominal():
@@ -138,8 +142,9 @@ def test_loaded_epochs_are_left_out_as_not_nominal():
     epochs = pd.DataFrame(train_run(backend, data, config, 0, hooks=[hook], clock=clock,
                                     warmup_steps=0).epochs)
     s = summarise_timing(epochs)
-    assert s["n_epochs_timed"] == 5 and s["n_epochs_used"] == 2  # epochs 2 and 3 at nominal speed
-    assert s["median_epoch_seconds"] == pytest.approx(0.6)
+    assert s["n_epochs_all"] == 6 and s["n_epochs_trusted"] == 2  # epochs 2 and 3 at nominal speed
+    assert s["median_epoch_seconds_trusted"] == pytest.approx(0.6)
+    assert "not at nominal machine speed" in s["epochs_left_out"]
 
 
 def test_a_wide_spread_flags_the_summary():
@@ -153,7 +158,8 @@ def test_a_wide_spread_flags_the_summary():
 def test_without_reference_timing_only_the_count_and_spread_are_checked():
     rows = pd.DataFrame({"epoch": [1, 2, 3, 4], "epoch_seconds": [0.5, 0.4, 0.41, 0.4]})
     s = summarise_timing(rows)
-    assert s["timing_quality"] == OK and "epoch_to_gemm" not in s
+    assert s["timing_quality"] == OK and "epoch_to_gemm_trusted" not in s
+    assert s["n_epochs_trusted"] == 3 and s["median_epoch_seconds_trusted"] == pytest.approx(0.4)
 
 
 def test_floor_and_flags_on_their_own():
@@ -176,6 +182,7 @@ def test_compare_words_a_flagged_timing_in_every_output(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     code = compare.main(["--dataset", "synthetic", "--train-subset", "512", "--val-size", "128",
                          "--batch-size", "64", "--hidden-dims", "16", "--epochs", "3", "--quiet",
+                         "--seeds", "42",
                          "--backends", "slowgemm:cpu,numpy:cpu", "--out", "o"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -185,12 +192,12 @@ def test_compare_words_a_flagged_timing_in_every_output(tmp_path, monkeypatch, c
     summary = pd.read_csv(tmp_path / "o" / "summary.csv").set_index("backend")
     assert summary.loc["slowgemm:cpu", "timing_quality"] != OK
     table = next(line for line in printed.splitlines() if line.startswith("| slowgemm:cpu"))
-    assert "(flagged)" in table and table.rstrip(" |").endswith("flagged")
+    assert "| 0 of 3 |" in table and table.rstrip(" |").endswith("flagged")
     assert "timing flagged: slowgemm:cpu: the timing is not a finding" in printed
     report = (tmp_path / "o" / "report.md").read_text()
     assert "**Timing flagged:**" in report and "slowgemm:cpu: the timing is not a finding" in report
     pair = next(line for line in report.splitlines() if line.startswith("- slowgemm:cpu vs numpy:cpu"))
-    assert "not a finding: the timing of" in pair and "slowgemm:cpu" in pair  # no speed verdict
+    assert "No speed verdict: slowgemm:cpu" in pair
     assert (tmp_path / "o" / "epoch_time.png").exists()
 
 

@@ -24,26 +24,47 @@ file each:
 Each backend module provides ``available(device) -> (bool, reason)`` and a
 backend class taking ``(config, device)``. Modules are imported only when a
 backend of theirs is asked for, so a missing optional extra costs nothing
-until it is needed.
+until it is needed; ``--list-backends`` imports none of the built-in ones (it
+checks their packages are installed and that a GPU is present) and so lists
+in well under a second.
+
+**One loader, whatever a backend does.** A backend whose module raises on
+import (any exception, ``SystemExit`` too), whose ``available()`` raises,
+answers anything but ``(bool, str)`` or does not answer within
+``AVAILABLE_TIMEOUT_S`` is *unavailable* with that reason: one row of the
+listing, one "skipped" line, or, when asked for by name, one line and exit 2
+before any work. A constructor that raises anything but a
+:class:`~bench.errors.UserError` (a bad option: one line, exit 2) is recorded
+as that backend's ``failed`` run and the others go on (:meth:`Chosen.build`).
 
 **Plugins.** Beside the built-in ones, the registry reads the Python entry
 points of the group ``mlpbench.backends``: an entry ``name = "pkg.module:Class"``
 in a third-party package's metadata adds the backend ``name:<device>``, its
 module providing ``available(device)`` (or the class a static
 ``available``) and the class the Backend interface. A plugin never replaces
-a built-in name.
+a built-in name; it is opt-in (never run by default), and its import runs
+under the same time limit as ``available()``.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import importlib.util
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from bench.backends.api import Backend
 from bench.config import Config
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean, shorten
+
+AVAILABLE_TIMEOUT_S = 10.0  # seconds a backend's available() (and a plugin's import) may take
 
 
 @dataclass(frozen=True)
@@ -52,28 +73,55 @@ class Impl:
     cls: str
     extra: str | None  # the pip extra that brings its dependencies, if any
     default: bool      # run by default when available
+    what: str = ""     # one line for the listing
+    requires: tuple[str, ...] = ()      # packages it imports, on every device
+    gpu_requires: tuple[str, ...] = ()  # and on a GPU
+    devices: tuple[str, ...] = ()       # the only devices it runs on (empty: any)
+
+    @property
+    def policy(self) -> str:
+        """Whether it runs by default, or why it is opt-in."""
+        if self.default:
+            return "runs by default"
+        return {"peers": "opt-in: a peer (docs/peers.md)", PLUGIN: "opt-in: a plugin"}.get(
+            self.extra, "opt-in")
 
 
-IMPLS: dict[str, Impl] = {
-    "numpy": Impl("bench.backends.numpy_backend", "NumpyBackend", None, True),
-    "torch": Impl("bench.backends.torch_backend", "TorchBackend", None, True),
-    "jax": Impl("bench.backends.jax_backend", "JaxBackend", "jax", True),
-    "sklearn": Impl("bench.backends.sklearn_backend", "SklearnBackend", "peers", False),
-    "torch-dataloader": Impl("bench.backends.dataloader_backend", "DataLoaderBackend", "peers", False),
-    "course": Impl("bench.backends.course_backend", "CourseBackend", None, False),
-}
 DEFAULT_DEVICES = ("cpu", "cuda")
+DEVICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda"}  # what people write for the NVIDIA GPU
 ENTRY_POINT_GROUP = "mlpbench.backends"
 PLUGIN = "plugin"  # the ``extra`` of an Impl found through an entry point
+IMPLS: dict[str, Impl] = {
+    "numpy": Impl("bench.backends.numpy_backend", "NumpyBackend", None, True,
+                  "the from-scratch NumPy MLP (impl_numpy), on CUDA through CuPy",
+                  ("numpy",), ("cupy",)),
+    "torch": Impl("bench.backends.torch_backend", "TorchBackend", None, True,
+                  "the PyTorch MLP (impl_torch)", ("torch",)),
+    "jax": Impl("bench.backends.jax_backend", "JaxBackend", "jax", True,
+                "the JAX MLP (impl_jax), compiled by XLA", ("jax",)),
+    "sklearn": Impl("bench.backends.sklearn_backend", "SklearnBackend", "peers", False,
+                    "scikit-learn's MLPClassifier", ("sklearn",), devices=("cpu",)),
+    "torch-dataloader": Impl("bench.backends.dataloader_backend", "DataLoaderBackend", "peers", False,
+                             "the PyTorch MLP fed by torchvision's Dataset + DataLoader",
+                             ("torch", "torchvision", "PIL")),
+    "course": Impl("bench.backends.course_backend", "CourseBackend", None, False),
+}
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL, ROCm
+_BROKEN: dict[str, str] = {}  # module -> why it cannot be used (a hung import is never retried)
 
 
 def plugins() -> dict[str, Impl]:
     """The backends other packages register under the entry-point group ``mlpbench.backends``."""
     found: dict[str, Impl] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    try:
+        entries = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:  # noqa: BLE001 - broken metadata of some package: no plugins, not a crash
+        return found
+    for ep in entries:
         module, _, cls = ep.value.partition(":")
         if ep.name not in IMPLS and module and cls:
-            found[ep.name] = Impl(module.strip(), cls.strip(), PLUGIN, False)
+            found[ep.name] = Impl(module.strip(), cls.strip(), PLUGIN, False,
+                                  f"{ep.value} (package {getattr(ep.dist, 'name', None) or '?'})")
     return found
 
 
@@ -89,29 +137,113 @@ class Chosen:
     device: str
     make: Callable[[Config], Backend]
 
+    def build(self, config: Config) -> Backend | None:
+        """The backend for ``config``, checking its options: a UserError (one line, exit 2) for an
+        option it refuses; None when its constructor fails otherwise (the run path then records the
+        failure as that backend's ``failed`` run)."""
+        try:
+            return self.make(config)
+        except UserError:
+            raise
+        except (Exception, SystemExit):  # noqa: BLE001 - one backend's crash never ends the others
+            return None
 
-def _load(impl: str, impls: dict[str, Impl]):
+
+def options_of(backend: Backend) -> dict[str, Any]:
+    """A backend's ``describe()``, or what went wrong asking (a plugin's may raise or not be a dict)."""
+    try:
+        got = backend.describe()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - its run fails on its own if it is broken
+        return {"describe_error": shorten(f"{type(exc).__name__}: {exc}", 200)}
+    return got if isinstance(got, dict) else {"describe": shorten(repr(got), 200)}
+
+
+class Unavailable(Exception):
+    """Why a backend cannot be used here (its module, its available(), or its answer)."""
+
+
+def limited(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()`` in a daemon thread; :class:`Unavailable` when it raises (anything, ``SystemExit``
+    too) or has not returned after ``AVAILABLE_TIMEOUT_S`` seconds."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - whatever a plugin does is its own failure
+            box["error"] = exc
+
+    timeout = AVAILABLE_TIMEOUT_S
+    thread = threading.Thread(target=target, name=f"mlpbench {what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise Unavailable(f"{what} did not return within {timeout:g} s")
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, Unavailable):
+            raise exc
+        raise Unavailable(f"{what} raised {shorten(f'{type(exc).__name__}: {exc}', 300)}")
+    return box["value"]
+
+
+def _import(impl: str, spec: Impl):
+    """The backend's module; :class:`Unavailable` (with the extra to install, if any) when it fails."""
+    if spec.module in _BROKEN:
+        raise Unavailable(_BROKEN[spec.module])
+    try:
+        if spec.extra == PLUGIN:  # third-party code: under the time limit
+            return limited(lambda: importlib.import_module(spec.module), f"import {spec.module}")
+        try:
+            return importlib.import_module(spec.module)
+        except ImportError as exc:
+            hint = f"; install the '{spec.extra}' extra: pip install '.[{spec.extra}]'" if spec.extra else ""
+            raise Unavailable(f"cannot be imported ({shorten(str(exc), 200)}){hint}") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
+            raise Unavailable(f"import {spec.module} raised {shorten(f'{type(exc).__name__}: {exc}', 300)}"
+                              ) from None
+    except Unavailable as exc:
+        _BROKEN[spec.module] = str(exc)
+        raise
+
+
+def _answer(value: Any, what: str) -> tuple[bool, str]:
+    """``value`` as (ok, reason); Unavailable unless it is a (bool, str) pair."""
+    if (isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], (bool, np.bool_))
+            and isinstance(value[1], str)):
+        return bool(value[0]), shorten(value[1], 300)
+    raise Unavailable(f"{what} returned {shorten(repr(value), 80)}, not (bool, reason)")
+
+
+def probe(impl: str, device: str, impls: dict[str, Impl]) -> tuple[type | None, str]:
+    """(the backend class, reason) when ``impl:device`` can run here, else (None, why not)."""
     spec = impls[impl]
     try:
-        return importlib.import_module(spec.module)
-    except ImportError as exc:
-        hint = (f"; install the '{spec.extra}' extra: pip install '.[{spec.extra}]'"
-                if spec.extra and spec.extra != PLUGIN else "")
-        raise UserError(f"backend {impl} cannot be imported ({exc}){hint}") from None
-
-
-def _available(module, cls: type, device: str) -> tuple[bool, str]:
-    """The module's ``available(device)``, else the class's; a plugin without either is assumed to run."""
-    check = getattr(module, "available", None) or getattr(cls, "available", None)
-    return check(device) if check is not None else (True, "")
+        module = _import(impl, spec)
+        cls = getattr(module, spec.cls, None)
+        if not isinstance(cls, type):
+            return None, f"{spec.module} has no class {spec.cls}"
+        check = getattr(module, "available", None) or getattr(cls, "available", None)
+        if check is None:  # a plugin without one is assumed to run
+            return cls, ""
+        what = f"{impl}: available({device!r})"
+        try:
+            ok, reason = limited(lambda: _answer(check(device), what), what)
+        except Unavailable as exc:
+            if "did not return" in str(exc):  # still running: never call it again in this process
+                _BROKEN[spec.module] = str(exc)
+            raise
+    except Unavailable as exc:
+        return None, str(exc)
+    return (cls if ok else None), reason
 
 
 def parse_name(name: str, impls: dict[str, Impl] | None = None) -> tuple[str, str]:
     impls = implementations() if impls is None else impls
     impl, sep, device = name.strip().partition(":")
     if impl not in impls:
-        raise UserError(f"unknown backend {name!r} (allowed implementations: {', '.join(impls)}; "
-                        "write impl:device, e.g. numpy:cpu or torch:cuda)")
+        raise UserError(f"unknown backend {name!r}{did_you_mean(impl, impls)} (allowed implementations: "
+                        f"{', '.join(impls)}; write impl:device, e.g. numpy:cpu or torch:cuda)")
     if not sep or not device:
         raise UserError(f"backend {name!r} has no device (write impl:device, e.g. {impl}:cpu)")
     return impl, device
@@ -138,14 +270,11 @@ def resolve(names: list[str] | None, *, skip_unavailable: bool = False
         if name in seen:
             raise UserError(f"backend {name} is listed twice")
         seen.add(name)
-        module = _load(impl, impls)
-        cls = getattr(module, impls[impl].cls, None)
+        cls, reason = probe(impl, device, impls)
         if cls is None:
-            raise UserError(f"backend {impl}: {impls[impl].module} has no class {impls[impl].cls}")
-        ok, reason = _available(module, cls, device)
-        if not ok:
             if explicit and not skip_unavailable:
-                raise UserError(f"backend {name} is not available here: {reason}")
+                raise UserError(f"backend {name} is not available here: {reason}"
+                                + device_hint(impl, device))
             skipped.append((name, reason))
             continue
         chosen.append(Chosen(name, impl, device, lambda cfg, cls=cls, device=device: cls(cfg, device)))
@@ -154,31 +283,69 @@ def resolve(names: list[str] | None, *, skip_unavailable: bool = False
     return chosen, skipped
 
 
+def device_hint(impl: str, device: str) -> str:
+    """`` (did you mean torch:cuda?)`` for a device written the way people say it (``gpu``) or
+    misspelled (``cdua``); empty for a device the harness knows, or nothing close."""
+    kind, sep, index = device.partition(":")
+    if impl == "course" or kind in DEFAULT_DEVICES:
+        return ""
+    close = difflib.get_close_matches(kind.lower(), DEFAULT_DEVICES, n=1, cutoff=0.6)
+    guess = DEVICE_ALIASES.get(kind.lower()) or (close[0] if close else None)
+    return f" (did you mean {impl}:{guess}{sep}{index}?)" if guess else ""
+def gpu_present() -> bool:
+    """Whether the system shows a GPU device node (cheap: nothing is imported)."""
+    return any(Path(node).exists() for node in GPU_NODES)
+
+
+def quick_probe(impl: str, device: str, impls: dict[str, Impl]) -> tuple[bool, str]:
+    """Whether a backend can run here, importing nothing heavy: a built-in one on the CPU runs when
+    its packages are installed, and on CUDA only where a GPU is present (then it is probed fully)."""
+    spec = impls[impl]
+    if spec.extra == PLUGIN:
+        cls, reason = probe(impl, device, impls)
+        return cls is not None, reason
+    if spec.devices and device not in spec.devices:
+        return False, f"runs on {', '.join(spec.devices)} only"
+    needs = spec.requires + (spec.gpu_requires if device != "cpu" else ())
+    missing = [m for m in needs if not _installed(m)]
+    if missing:
+        hint = f": pip install '.[{spec.extra or 'cuda'}]'" if spec.extra or device != "cpu" else ""
+        return False, f"needs {', '.join(missing)}{hint}"
+    if device == "cpu":
+        return True, ""
+    if not gpu_present():
+        return False, "no GPU device or driver found on this machine"
+    cls, reason = probe(impl, device, impls)
+    return cls is not None, reason
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def listing() -> list[dict[str, str]]:
-    """Every backend this installation knows, with whether it can run here and why not.
+    """Every backend this installation knows, whether it can run here, and whether it runs by default
+    (or why it is opt-in), with why not when it cannot.
 
     Built-in and plugin implementations on the CPU and on CUDA; ``course``
     takes a path instead of a device, so it is listed once as ``course:PATH``.
     """
     rows = []
-    for impl, spec in implementations().items():
+    impls = implementations()
+    for impl, spec in impls.items():
         origin = "plugin" if spec.extra == PLUGIN else "built-in"
         if impl == "course":
             rows.append({"backend": "course:PATH", "origin": origin, "runs here": "with a PATH",
-                         "why / what": "a course-style NumPy implementation at PATH (a folder with "
-                                       "modules.py, the file, or a module name); check it with "
-                                       "python -m bench.check PATH"})
+                         "why / what": "opt-in: needs a PATH; a course-style NumPy implementation at "
+                                       "PATH (a folder with modules.py, the file, or a module name); "
+                                       "check it with python -m bench.check PATH"})
             continue
         for device in DEFAULT_DEVICES:
-            name = f"{impl}:{device}"
-            try:
-                module = _load(impl, implementations())
-                cls = getattr(module, spec.cls)
-                ok, reason = _available(module, cls, device)
-            except (UserError, AttributeError) as exc:
-                ok, reason = False, str(exc)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the listing
-                ok, reason = False, f"{type(exc).__name__}: {exc}"
-            rows.append({"backend": name, "origin": origin, "runs here": "yes" if ok else "no",
-                         "why / what": reason or ("runs by default" if spec.default else "opt-in")})
+            ok, reason = quick_probe(impl, device, impls)
+            why = f"{spec.policy}; {spec.what}" if ok else f"{spec.policy}; not here: {reason}"
+            rows.append({"backend": f"{impl}:{device}", "origin": origin, "runs here": "yes" if ok else "no",
+                         "why / what": shorten(why, 300)})
     return rows

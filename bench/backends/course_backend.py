@@ -1,36 +1,54 @@
 """A user's course-style NumPy MLP as a harness backend: ``course:PATH`` (a folder, a ``modules.py``, or a module name).
 
-The network is composed from the user's own modules, the way the course
-assignment does it: ``LinearModule(in, out, input_layer=...)`` and
-``ELUModule(alpha)`` in turn for the hidden layers, a last ``LinearModule``,
-then ``SoftMaxModule`` and ``CrossEntropyModule`` for the loss; backward goes
-through the same modules in reverse. So it trains in the harness's one loop
-on the same batches as every other backend and, with ``--lockstep``, from the
-same initial weights (copied into ``params``). Only what the course interface
-offers can be asked for: ELU hidden layers, no residual blocks (anything else
-is a one-line error). The SGD update is the project's (``impl_numpy.optim``,
-O1-O3) applied to the user's parameters and gradients, so a difference
-measured is the user's forward and backward and nothing else.
+When the implementation has an ``MLP`` class (``mlp_numpy.py``), the student's
+own MLP is trained: its constructor, its forward and its backward, the
+course's loss on top (``SoftMaxModule`` when its forward returns logits, then
+``CrossEntropyModule``). Otherwise, or when that MLP cannot run the config
+(another activation or alpha, layers that cannot be found), the network is
+assembled from the student's modules, ``LinearModule`` and the activation in
+turn, and the report says so and why (``describe()["note"]``). Either way it
+trains in the harness's one loop on the same batches as every other backend
+and, with ``--lockstep``, from the same initial weights.
 
-Loading the implementation runs the user's code (``bench.checks.loader``);
-``python -m bench.check PATH`` checks it module by module first.
+Every interface the course had is detected from the code
+(:mod:`bench.checks.interface`): ``ELUModule(alpha)``, ``ELUModule()``
+(alpha 1 only) or ``ReLUModule()``; ``LinearModule`` with or without
+``input_layer``; the weight as (out, in) or (in, out), moved in and out by a
+transpose, never a reshape; the bias as (out,), (1, out) or (out, 1);
+integer or one-hot labels. Before any work the constructor runs one forward
+and backward of the student's code on a small batch: what the config asks
+for and the code cannot do, or code that fails there, is one line (exit 2).
+The SGD update is the project's (``impl_numpy.optim``, O1-O3) applied to the
+student's parameters and gradients, so a difference measured is the student's
+forward and backward and nothing else; ``clear_cache()`` runs after every
+step when the student's grads accumulate and it resets them (the 2021 design).
+
+Loading the implementation runs the user's code, in this process; ``python -m
+bench.check PATH`` checks it module by module, in a process of its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bench.backends.api import StepRecords
-from bench.checks.layers import detect_labels, labels_as
-from bench.checks.loader import CourseImpl, load_course
+from bench.checks.gradcheck import UserCodeError, call
+from bench.checks.interface import Interface, detect, labels_as
+from bench.checks.loader import load_course
+from bench.checks.network import build_mlp, returns_probabilities
 from bench.config import Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
+from bench.threads import numpy_gemm_library
 from impl_common.arch import init_std, layer_widths
 from impl_numpy.optim import SGD
+
+PROBE_INPUTS, PROBE_CLASSES, PROBE_BATCH = 6, 3, 4
+NAMES = {"elu": "ELUModule", "relu": "ReLUModule"}
 
 
 def available(device: str) -> tuple[bool, str]:
@@ -42,27 +60,47 @@ def available(device: str) -> tuple[bool, str]:
     return True, f"course:{device} trains {impl.describe()}"
 
 
+@dataclass
+class Net:
+    """The network being trained: its forward and backward, its LinearModules in order, where from."""
+
+    forward: Any
+    backward: Any
+    linears: list[Any]
+    clear: list[Any] = field(default_factory=list)  # the clear_cache methods to call after a step
+    note: str = ""
+
+
 class CourseBackend:
-    """The user's modules composed into the config's MLP, trained step by step by the harness."""
+    """The user's MLP (or its modules composed into the config's MLP), trained step by step by the harness."""
 
     impl = "course"
 
     def __init__(self, config: Config, device: str):
-        if config.activation != "elu":
-            raise UserError(f"backend course:{device} offers ELUModule only; --activation "
-                            f"{config.activation} cannot run on it (use --activation elu)")
         if config.residual:
             raise UserError(f"backend course:{device} has no residual blocks in the course interface; "
                             "drop --residual or leave it out")
         self.config, self.device = config, device
-        self.course: CourseImpl = load_course(device)
+        self.course = load_course(device)
+        self.iface: Interface = detect(self.course)
+        acts = self.iface.activations
+        if config.activation not in acts:
+            raise UserError(f"backend course:{device} offers {' and '.join(NAMES[a] for a in acts)} only; "
+                            f"--activation {config.activation} cannot run on it (use --activation {acts[0]})")
+        if config.activation == "elu" and not self.iface.elu_alpha and config.alpha != 1.0:
+            raise UserError(f"backend course:{device} has ELUModule() without alpha (alpha = 1); --alpha "
+                            f"{config.alpha:g} cannot run on it (use --alpha 1)")
         self.dtype = np.dtype(config.dtype)
-        self.labels = detect_labels(self.course, np.random.default_rng(0))
+        self.probs, self.clear_each_step = False, False
         self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.layers: list[Any] = []
-        self.linears: list[Any] = []
+        self.net: Net | None = None
         self._losses: list[float] = []
         self._correct, self._seen = 0, 0
+        try:
+            self._probe()
+        except UserCodeError as exc:
+            raise UserError(f"backend course:{device}: {exc.phase} {exc.message} on a batch of "
+                            f"{PROBE_BATCH} (python -m bench.check {device} checks every module)") from None
 
     # ------------------------------------------------------------ data and model
 
@@ -72,49 +110,33 @@ class CourseBackend:
         self.n_features, self.n_classes = data.n_features, data.n_classes
 
     def init_model(self, seed: int) -> None:
-        """The user's layers, their weights drawn from ``seed`` (Kaiming, as the project's models)."""
-        c, course = self.config, self.course
-        widths = layer_widths(self.n_features, c.hidden_dims, self.n_classes)
-        self.linears, self.layers = [], []
-        for i in range(len(widths) - 1):
-            lin = _construct(course.LinearModule, widths[i], widths[i + 1], i == 0)
-            self.linears.append(lin)
-            self.layers.append(lin)
-            if i < len(widths) - 2:
-                self.layers.append(course.ELUModule(c.alpha))
-        rng = np.random.default_rng(seed)
-        state = {}
-        for i, (m, n) in enumerate(zip(widths[:-1], widths[1:])):
-            state[f"linears.{i}.weight"] = rng.normal(0.0, init_std(i, widths), size=(n, m))
-            state[f"linears.{i}.bias"] = np.zeros(n)
-        self.import_state(state)
-        self.softmax, self.loss = course.SoftMaxModule(), course.CrossEntropyModule()
+        """The student's network, its weights drawn from ``seed`` (Kaiming, as the project's models)."""
+        widths = layer_widths(self.n_features, self.config.hidden_dims, self.n_classes)
+        self.net = self._build(widths)
+        self._note = self.net.note
+        self.import_state(_kaiming(widths, seed))
+        self.softmax = self.iface.new("SoftMaxModule")
+        self.loss = self.iface.new("CrossEntropyModule")
         self._reset_records()
 
     def export_state(self) -> dict[str, np.ndarray]:
         out = {}
-        for i, lin in enumerate(self.linears):
-            w = np.asarray(lin.params["weight"])
-            out[f"linears.{i}.weight"] = w.astype(self.dtype).copy()
+        for i, lin in enumerate(self.net.linears):
+            w = self.iface.user_weight(np.asarray(lin.params["weight"]))  # (out, in) either way
+            out[f"linears.{i}.weight"] = w.astype(self.dtype)
             out[f"linears.{i}.bias"] = np.asarray(lin.params["bias"]).reshape(w.shape[0]).astype(self.dtype)
         return out
 
     def import_state(self, state: dict[str, np.ndarray]) -> None:
-        """The weights into the user's ``params`` (in place, their shapes and dtype kept), then a new SGD."""
-        for i, lin in enumerate(self.linears):
-            for key in ("weight", "bias"):
-                old = lin.params[key]
-                value = np.asarray(state[f"linears.{i}.{key}"]).reshape(np.shape(old))
-                if isinstance(old, np.ndarray) and old.flags.writeable:
-                    old[...] = value
-                else:
-                    lin.params[key] = np.array(value, dtype=self.dtype)
+        """The weights into the user's ``params`` (in place, their layout and dtype kept), then a new SGD."""
+        for i, lin in enumerate(self.net.linears):
+            self.iface.set_linear(lin, np.asarray(state[f"linears.{i}.weight"], dtype=np.float64),
+                                  np.asarray(state[f"linears.{i}.bias"], dtype=np.float64), dtype=None)
+        params = [lin.params[k] for lin in self.net.linears for k in ("weight", "bias")]
         # NOTE: the gradients are copied into these buffers after every backward, so the
         # optimizer works whether the user's backward overwrites grads in place or rebinds them
-        self._grads = [np.zeros_like(np.asarray(lin.params[k])) for lin in self.linears
-                       for k in ("weight", "bias")]
-        self.optimizer = SGD([lin.params[k] for lin in self.linears for k in ("weight", "bias")],
-                             self._grads, lr=self.config.lr, momentum=self.config.momentum,
+        self._grads = [np.zeros_like(p) for p in params]
+        self.optimizer = SGD(params, self._grads, lr=self.config.lr, momentum=self.config.momentum,
                              weight_decay=self.config.weight_decay)
 
     # ------------------------------------------------------------ training
@@ -123,22 +145,17 @@ class CourseBackend:
         return np.ascontiguousarray(order, dtype=np.intp)
 
     def train_batch(self, idx: np.ndarray) -> None:
-        """The course step: forward, SoftMax, CrossEntropy, backward in reverse, then SGD."""
+        """The course step: forward, the loss, backward, then SGD on the student's params and grads."""
         x, y = self._splits["train"][0][idx], self._splits["train"][1][idx]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            logits = self._forward(x)
-            probs = self.softmax.forward(logits)                               # (S, C)
-            target = labels_as(self.labels, y, self.n_classes)
-            loss = float(self.loss.forward(probs, target))
-            dout = self.softmax.backward(self.loss.backward(probs, target))    # dL/dlogits
-            for layer in reversed(self.layers):
-                dout = layer.backward(dout)
-            for buf, (lin, key) in zip(self._grads, ((lin, k) for lin in self.linears
-                                                     for k in ("weight", "bias"))):
-                buf[...] = np.asarray(lin.grads[key]).reshape(buf.shape)
+            out, loss = self._step(self.net, self.softmax, self.loss, x, y)
+            for buf, g in zip(self._grads, _grads(self.net)):
+                buf[...] = g
             self.optimizer.step()
+            for clear in self.net.clear if self.clear_each_step else ():
+                clear()
         self._losses.append(loss)
-        self._correct += int((np.argmax(logits, axis=1) == y).sum())
+        self._correct += int((np.argmax(out, axis=1) == y).sum())
         self._seen += len(idx)
 
     def pop_step_records(self) -> StepRecords:
@@ -155,11 +172,11 @@ class CourseBackend:
         total, correct, chunk = 0.0, 0, self.config.eval_batch_size
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for s in range(0, len(y), chunk):
-                logits = self._forward(x[s:s + chunk])
-                probs = self.softmax.forward(logits)
-                total += float(self.loss.forward(probs, labels_as(self.labels, y[s:s + chunk],
-                                                                  self.n_classes))) * len(logits)
-                correct += int((np.argmax(logits, axis=1) == y[s:s + chunk]).sum())
+                out = np.asarray(self.net.forward(x[s:s + chunk]))
+                p = out if self.probs else self.softmax.forward(out)
+                target = labels_as(self.iface.labels, y[s:s + chunk], self.n_classes)
+                total += float(self.loss.forward(p, target)) * len(out)
+                correct += int((np.argmax(out, axis=1) == y[s:s + chunk]).sum())
         return total / len(y), correct / len(y)
 
     # ------------------------------------------------------------ measurement
@@ -172,24 +189,125 @@ class CourseBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"impl": self.impl, "device": "cpu", "source": self.course.describe(),
-                "labels": self.labels, "dtype": self.dtype.name,
-                "optimizer": "impl_numpy.optim.SGD on the user's params and grads"}
+                "interface": self.iface.describe(), "note": self._note, "dtype": self.dtype.name,
+                "gemm_library": numpy_gemm_library() + ", if the code uses NumPy's matmul",
+                "optimizer": "impl_numpy.optim.SGD on the user's params and grads"
+                             + ("; clear_cache() after every step" if self.clear_each_step else "")}
 
     def peak_memory_bytes(self) -> int | None:
         return None
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
+    # ------------------------------------------------------------ inside
+
+    def _build(self, widths: list[int]) -> Net:
+        """The student's MLP when it can run this config, else the net assembled from the modules."""
+        act, alpha = self.config.activation, self.config.alpha
+        why = "no MLP class beside modules.py"
+        if self.course.MLP is not None:
+            try:
+                net = build_mlp(self.iface, widths, dtype=self.dtype)
+                why = ("" if net.activation == act and (act == "relu" or set(net.alphas) <= {alpha})
+                       else f"its MLP builds {NAMES[net.activation]}s"
+                            + (f" with alpha {net.alphas[0]:g}" if net.activation == "elu" else "")
+                            + f", the config asks for {act}" + (f" with alpha {alpha:g}" if act == "elu" else ""))
+            except UserCodeError as exc:
+                why = f"its MLP cannot be used: {exc.phase} {exc.message}"
+            if not why:
+                clear = getattr(net.mlp, "clear_cache", None)
+                return Net(net.mlp.forward, net.mlp.backward, net.linears, [clear] if callable(clear) else [],
+                           "trains the student's own MLP class (its forward and backward) from "
+                           f"{getattr(self.course.mlp_module, '__file__', 'its MLP module')}")
+        layers, linears = [], []
+        for i in range(len(widths) - 1):
+            linears.append(self.iface.linear(widths[i], widths[i + 1], input_layer=i == 0))
+            layers.append(linears[-1])
+            if i < len(widths) - 2:
+                layers.append(self.iface.activation(act, alpha))
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            for layer in layers:
+                x = _array(layer, "forward", layer.forward(x))
+            return x
+
+        def backward(dout: np.ndarray) -> None:
+            for layer in reversed(layers):
+                dout = _array(layer, "backward", layer.backward(dout))
+
+        clear = [m.clear_cache for m in layers if callable(getattr(m, "clear_cache", None))]
+        return Net(forward, backward, linears, clear, f"the network was assembled from the student's modules "
+                   f"(Linear, {NAMES[act]}, ..., Linear), not the student's own MLP: {why}")
+
+    def _step(self, net: Net, softmax: Any, loss_module: Any, x: np.ndarray, y: np.ndarray
+              ) -> tuple[np.ndarray, float]:
+        """Forward, the course's loss, backward; the output and the loss (the grads left in the modules)."""
+        out = net.forward(x)
+        p = out if self.probs else softmax.forward(out)                      # (S, C)
+        target = labels_as(self.iface.labels, y, p.shape[1])
+        loss = float(loss_module.forward(p, target))
+        dout = loss_module.backward(p, target)
+        net.backward(dout if self.probs else softmax.backward(dout))
+        return out, loss
+
+    def _probe(self) -> None:
+        """One forward and backward of the student's code on a small batch, twice, nothing updated:
+        that it runs and returns NumPy arrays of the right shapes, whether its MLP returns
+        probabilities, and whether its grads accumulate (then clear_cache() must reset them)."""
+        widths = layer_widths(PROBE_INPUTS, self.config.hidden_dims, PROBE_CLASSES)
+        net = self._build(widths)
+        self._note = net.note
+        rng = np.random.default_rng(0)
+        state = _kaiming(widths, 0)
+        for i, lin in enumerate(net.linears):
+            self.iface.set_linear(lin, state[f"linears.{i}.weight"], rng.normal(size=widths[i + 1]), dtype=None)
+        x = rng.normal(size=(PROBE_BATCH, PROBE_INPUTS)).astype(self.dtype)
+        y = np.arange(PROBE_BATCH) % PROBE_CLASSES
+        out = call("forward", net.forward, x)
+        if not isinstance(out, np.ndarray) or out.shape != (PROBE_BATCH, PROBE_CLASSES):
+            raise UserCodeError("forward", f"returned {type(out).__name__} {np.shape(out)}, expected a NumPy "
+                                f"array of shape {(PROBE_BATCH, PROBE_CLASSES)}")
+        self.probs = returns_probabilities(out)
+        modules = (self.iface.new("SoftMaxModule"), self.iface.new("CrossEntropyModule"))
+
+        def grads() -> np.ndarray:
+            call("train step", self._step, net, *modules, x, y)
+            return _grads(net)[0].copy()
+
+        first, second = grads(), grads()
+        if np.any(first) and np.allclose(second, 2 * first) and net.clear:
+            for clear in net.clear:
+                call("clear_cache", clear)
+            self.clear_each_step = bool(np.allclose(grads(), first))
 
     def _reset_records(self) -> None:
         self._losses, self._correct, self._seen = [], 0, 0
 
 
-def _construct(cls: type, m: int, n: int, input_layer: bool) -> Any:
-    """``LinearModule(m, n, input_layer=...)``, or ``LinearModule(m, n)`` where it takes no flag."""
-    try:
-        return cls(m, n, input_layer=input_layer)
-    except TypeError:
-        return cls(m, n)
+def _array(module: Any, method: str, value: Any) -> np.ndarray:
+    """What a module of an assembled net returned, which the next one takes: a NumPy array."""
+    if not isinstance(value, np.ndarray):
+        raise UserCodeError(f"{type(module).__name__}.{method}", f"returned {type(value).__name__}, not a "
+                            "NumPy array")
+    return value
+
+
+def _grads(net: Net) -> list[np.ndarray]:
+    """Every parameter gradient, weight then bias per layer, in the shape of its parameter."""
+    out = []
+    for lin in net.linears:
+        for key in ("weight", "bias"):
+            g, p = lin.grads.get(key) if isinstance(getattr(lin, "grads", None), dict) else None, lin.params[key]
+            if not isinstance(g, np.ndarray) or g.size != np.size(p) or (key == "weight" and g.shape != p.shape):
+                raise UserCodeError("backward", f"left grads['{key}'] of shape {np.shape(g)} for params['{key}'] "
+                                    f"of shape {np.shape(p)}")
+            out.append(g.reshape(np.shape(p)))
+    return out
+
+
+def _kaiming(widths: list[int], seed: int) -> dict[str, np.ndarray]:
+    """Weights (out, in) drawn from ``seed`` as the project's models draw them, biases zero."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for i, (m, n) in enumerate(zip(widths[:-1], widths[1:])):
+        state[f"linears.{i}.weight"] = rng.normal(0.0, init_std(i, widths), size=(n, m))
+        state[f"linears.{i}.bias"] = np.zeros(n)
+    return state

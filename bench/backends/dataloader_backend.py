@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
-from torchvision import transforms
+
+try:
+    import torchvision
+    from torchvision import transforms
+except RuntimeError as exc:  # e.g. "operator torchvision::nms does not exist": built for another torch
+    raise ImportError(f"torchvision does not load beside torch {torch.__version__} ({exc}); install the "
+                      "two from one index, e.g. for the CPU: pip install torch torchvision --index-url "
+                      "https://download.pytorch.org/whl/cpu") from None
 
 from bench.backends.api import StepRecords
 from bench.config import Config

@@ -18,6 +18,7 @@ from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import SPLITS, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
+from bench.threads import numpy_gemm_library
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_numpy.optim import SGD
@@ -225,17 +226,14 @@ class NumpyBackend:
             "loss": "fused softmax cross-entropy (logsumexp - z_y)",
         }
         if self.xp is np:
-            from threadpoolctl import threadpool_info
-
-            info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
-                                                      "architecture", "threading_layer")}
-                            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+            info["gemm_library"] = numpy_gemm_library()
         else:
             runtime = self.xp.cuda.runtime
             props = runtime.getDeviceProperties(self.xp.cuda.Device().id)
             name = props["name"]
             info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
             info["cuda_runtime"] = runtime.runtimeGetVersion()
+            info["gemm_library"] = f"cuBLAS (CUDA runtime {info['cuda_runtime']})"
         return info
 
     def _note_memory(self) -> None:

@@ -273,7 +273,7 @@ class SklearnBackend:
         return self._gemm.gemm_seconds(shapes, repeats)
 
     def describe(self) -> dict[str, Any]:
-        from threadpoolctl import threadpool_info
+        from bench.threads import numpy_gemm_library
 
         c = self.config
         return {"impl": self.impl, "device": self.device, "dtype": self.dtype.name,
@@ -285,9 +285,7 @@ class SklearnBackend:
                 "step_records": "per-step loss and correct count read by a probe on "
                                 "MLPClassifier._forward_pass/_backprop",
                 "init": "the NumPy MLP's Kaiming-normal init for the seed (copied in)",
-                "blas": [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
-                                                   "architecture", "threading_layer")}
-                         for lib in threadpool_info() if lib.get("user_api") == "blas"]}
+                "gemm_library": numpy_gemm_library()}
 
     def peak_memory_bytes(self) -> int | None:
         return None

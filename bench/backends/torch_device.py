@@ -13,8 +13,8 @@ def available(device: str) -> tuple[bool, str]:
     """(True, "") when torch can run on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...), else the reason."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        return False, f"{device!r} is not a torch device ({_first_line(exc)})"
+    except (RuntimeError, TypeError, ValueError):
+        return False, f"{device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)"
     if dev.type == "cpu":
         return True, ""
     if dev.type == "cuda":
@@ -52,9 +52,10 @@ def device_info(dev: torch.device) -> dict[str, Any]:
         info.update(device_name=props.name, cuda_device_name=props.name,
                     cuda_capability=f"{props.major}.{props.minor}",
                     cuda_memory_bytes=props.total_memory, cuda_version=torch.version.cuda,
-                    cudnn_version=torch.backends.cudnn.version())
+                    cudnn_version=torch.backends.cudnn.version(),
+                    gemm_library=f"cuBLAS (CUDA {torch.version.cuda})")
     elif dev.type == "cpu":
-        info.update(device_name=cpu_model(), blas=_cpu_blas())
+        info.update(device_name=cpu_model(), gemm_library=cpu_gemm_library())
     else:
         info.update(device_name=dev.type)
     return info
@@ -86,6 +87,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _cpu_blas() -> str:
+def cpu_gemm_library() -> str:
+    """The library torch's CPU matmuls run on, from its build configuration, e.g.
+    ``MKL 2024.2 (BLAS_INFO=mkl, CPU capability AVX512, 2 threads)``."""
+    import re
+
     cfg = torch.__config__.show()
-    return "mkl" if "BLAS_INFO=mkl" in cfg else ("openblas" if "openblas" in cfg.lower() else "other")
+    info = (re.search(r"BLAS_INFO=(\w+)", cfg) or [None, "unknown"])[1]
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", cfg)
+    name = (f"MKL {mkl[1]}" if info == "mkl" and mkl else
+            {"open": "OpenBLAS", "mkl": "MKL", "accelerate": "Accelerate"}.get(info, info))
+    cap = torch.backends.cpu.get_cpu_capability()
+    return f"{name} (BLAS_INFO={info}, CPU capability {cap}, {torch.get_num_threads()} threads)"

@@ -1,8 +1,9 @@
 """Load a course-style implementation from a path or an importable name.
 
-The course interface: ``modules.py`` with ``LinearModule``, ``ELUModule``,
-``SoftMaxModule`` and ``CrossEntropyModule``, and optionally ``mlp_numpy.py``
-beside it with ``MLP``. :func:`load_course` accepts
+The course interface: ``modules.py`` with ``LinearModule``, ``SoftMaxModule``,
+``CrossEntropyModule`` and an activation, ``ELUModule`` or (the ReLU years)
+``ReLUModule``, and optionally ``mlp_numpy.py`` beside it with ``MLP``.
+:func:`load_course` accepts
 
 * a folder holding ``modules.py`` (and maybe ``mlp_numpy.py``, or ``mlp.py``);
 * a ``.py`` file: the modules file (an ``mlp_numpy.py`` file stands for its folder);
@@ -10,11 +11,18 @@ beside it with ``MLP``. :func:`load_course` accepts
   looked up in it or in its ``modules`` submodule, the MLP in it or in its
   ``mlp`` / ``mlp_numpy`` submodule.
 
+A path that exists is loaded from that path, even when a module of the same
+name could be imported (``code``, ``test``); a folder is imported by name only
+when it is a package and importing that name gives this very folder.
+
 Loading executes the user's code. Files are loaded under unique module names
 (two folders never share a ``modules`` entry in ``sys.modules``); while they
-load, their folder is on ``sys.path`` and ``import modules`` / ``from modules
-import ...`` give the modules file just loaded. Everything that goes wrong is
-a :class:`bench.errors.UserError` with one line, never a traceback.
+load, their folder is first on ``sys.path``, a module of the same name as a
+file beside them that was imported before (a helper ``utils.py``, say) is set
+aside so that their own is found, ``import modules`` / ``from modules import
+...`` give the modules file just loaded, and no bytecode is written next to
+them. Everything that goes wrong is a :class:`bench.errors.UserError` with one
+line, never a traceback.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ from types import ModuleType
 
 from bench.errors import UserError
 
-CLASSES = ("LinearModule", "ELUModule", "SoftMaxModule", "CrossEntropyModule")
+CLASSES = ("LinearModule", "SoftMaxModule", "CrossEntropyModule")
+ACTIVATIONS = ("ELUModule", "ReLUModule")  # at least one
 MLP_FILES = ("mlp_numpy.py", "mlp.py")
 MLP_SUBMODULES = ("mlp", "mlp_numpy")
-INTERFACE = ("expected the course interface: LinearModule, ELUModule, SoftMaxModule, "
+MAX_SOURCE_BYTES = 10 * 2**20  # a course modules.py is a few kB
+INTERFACE = ("expected the course interface: LinearModule, ELUModule or ReLUModule, SoftMaxModule, "
              "CrossEntropyModule (and optionally MLP in mlp_numpy.py)")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -46,18 +56,20 @@ class CourseImpl:
     """A loaded implementation: the four module classes, and the MLP class when there is one."""
 
     source: str                   # what the user passed
-    modules: ModuleType           # the module holding the four classes
+    modules: ModuleType           # the module holding the classes
     mlp_module: ModuleType | None # the module holding MLP
     LinearModule: type
-    ELUModule: type
     SoftMaxModule: type
     CrossEntropyModule: type
+    ELUModule: type | None        # one of the two activations at least
+    ReLUModule: type | None
     MLP: type | None
     note: str = ""                # e.g. why no MLP was found
 
     def describe(self) -> str:
         """One line: where the classes came from."""
-        text = f"{', '.join(CLASSES)} from {_where(self.modules)}"
+        found = [c for c in (*CLASSES, *ACTIVATIONS) if getattr(self, c) is not None]
+        text = f"{', '.join(found)} from {_where(self.modules)}"
         if self.MLP is not None:
             text += f"; MLP from {_where(self.mlp_module)}"
         else:
@@ -70,11 +82,11 @@ def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
 
     Raises :class:`UserError` (one line) when it does not exist, does not load
     (syntax or import error: the file, the line and the error) or lacks one of
-    the four classes.
+    the classes.
     """
     target = os.fspath(path_or_module)
     path = Path(target)
-    if _is_importable_package(target):
+    if _is_package_named(target, path):
         return _load_by_name(target)
     if path.is_dir():
         modules_file = path / "modules.py"
@@ -96,6 +108,9 @@ def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
 
 
 def _load_files(source: str, modules_file: Path) -> CourseImpl:
+    if modules_file.stat().st_size > MAX_SOURCE_BYTES:
+        raise UserError(f"{_shown(modules_file)} is {modules_file.stat().st_size / 2**20:.0f} MiB, not a "
+                        f"course modules file (allowed: up to {MAX_SOURCE_BYTES // 2**20} MiB of Python)")
     folder = modules_file.resolve().parent
     tag = hashlib.sha1(str(modules_file.resolve()).encode()).hexdigest()[:10]
     with _user_folder_on_path(folder):
@@ -130,19 +145,26 @@ def _exec_file(file: Path, name: str) -> ModuleType:
 
 @contextmanager
 def _user_folder_on_path(folder: Path):
-    """The user's folder first on sys.path; sibling modules it imports are forgotten afterwards."""
+    """The user's folder first on sys.path, its own files shadowing modules of the same name imported
+    before; the sibling modules it imports are forgotten afterwards and the others put back."""
+    siblings = {p.stem if p.suffix == ".py" else p.name for p in folder.iterdir()
+                if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    set_aside = {n: sys.modules.pop(n) for n in siblings if n in sys.modules}
     before = set(sys.modules)
-    entry = str(folder)
+    entry, bytecode = str(folder), sys.dont_write_bytecode
     sys.path.insert(0, entry)
+    sys.dont_write_bytecode = True  # no __pycache__ left in the user's folder
     try:
         yield
     finally:
+        sys.dont_write_bytecode = bytecode
         if entry in sys.path:
             sys.path.remove(entry)
         for name in set(sys.modules) - before:
             file = getattr(sys.modules[name], "__file__", None)
             if not name.startswith("_course_") and file and Path(file).resolve().parent == folder:
                 del sys.modules[name]
+        sys.modules.update(set_aside)
 
 
 @contextmanager
@@ -163,16 +185,22 @@ def _alias(name: str, module: ModuleType):
 # ---------------------------------------------------------------- by name
 
 
-def _is_importable_package(target: str) -> bool:
-    """A bare dotted name for a regular package or module importable as such (``impl_numpy``)."""
+def _is_package_named(target: str, path: Path) -> bool:
+    """Whether ``target`` is to be imported by name: a bare dotted name that is no path here, or a
+    package folder here that importing the name gives (``impl_numpy`` from the repository root).
+    ``code`` or ``test`` naming a folder of course files loads the folder, not the standard library."""
     if not _DOTTED.match(target) or target.endswith(".py"):
+        return False
+    if path.exists() and not (path / "__init__.py").is_file():
         return False
     try:
         spec = importlib.util.find_spec(target)
     except Exception:  # noqa: BLE001 - finding a submodule imports (runs) its parent
         return False
     # a folder without __init__.py is a namespace package (origin None): load it as files
-    return spec is not None and spec.origin not in (None, "namespace")
+    if spec is None or spec.origin in (None, "namespace"):
+        return False
+    return not path.exists() or Path(spec.origin).resolve() == (path / "__init__.py").resolve()
 
 
 def _load_by_name(name: str) -> CourseImpl:
@@ -214,12 +242,16 @@ def _import(name: str, optional: bool = False) -> ModuleType | None:
 # ---------------------------------------------------------------- the interface
 
 
-def _find_classes(module: ModuleType, shown: str) -> tuple[type, ...]:
-    found = [getattr(module, c, None) for c in CLASSES]
-    missing = [c for c, v in zip(CLASSES, found) if not isinstance(v, type)]
+def _find_classes(module: ModuleType, shown: str) -> tuple[type | None, ...]:
+    """The three classes, then ELUModule and ReLUModule (None when absent; one of them is needed)."""
+    found = [getattr(module, c, None) for c in (*CLASSES, *ACTIVATIONS)]
+    found = [v if isinstance(v, type) else None for v in found]
+    missing = [c for c, v in zip(CLASSES, found) if v is None]
+    if not any(found[len(CLASSES):]):
+        missing.append(" or ".join(ACTIVATIONS))
     if missing:
         raise UserError(f"no {', '.join(missing)} in {shown}; {INTERFACE}")
-    for cls in found:
+    for cls in filter(None, found):
         lacking = [m for m in ("forward", "backward") if not callable(getattr(cls, m, None))]
         if lacking:
             raise UserError(f"{cls.__name__} in {shown} has no {' or '.join(lacking)} method; {INTERFACE}")
@@ -241,16 +273,17 @@ def _load_error(exc: BaseException, file: Path | None) -> str:
         where = f"{_shown(Path(exc.filename))}, line {exc.lineno}"
         return f"{where}: {type(exc).__name__}: {_one_line(exc.msg)}"
     frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if file is None or Path(f.filename).resolve().parent == file.resolve().parent]
-    user = [f for f in user if "importlib" not in f.filename] or frames
+    user = [f for f in frames if not f.filename.startswith("<") and "importlib" not in f.filename
+            and (file is None or Path(f.filename).resolve().parent == file.resolve().parent)]
     if user:
         last = user[-1]
         return f"{_shown(Path(last.filename))}, line {last.lineno}: {what}"
+    # not one line of the user's code ran: the file itself is not Python (random bytes, say)
     return f"{_shown(file) if file else 'import'}: {what}"
 
 
 def _one_line(value: object) -> str:
-    text = " ".join(str(value).split())
+    text = " ".join("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(value)).split())
     return text if len(text) <= 200 else text[:197] + "..."
 
 

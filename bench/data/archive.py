@@ -5,37 +5,103 @@ straight out of the ``.tar.gz`` into memory, after every member of the archive
 has passed :func:`check_member` (no absolute path, no ``..`` component, no
 symbolic or hard link, no device or FIFO). So an archive cannot write outside
 its folder, and a read-only data directory stays untouched.
+
+Before ``tarfile`` parses anything, :func:`check_headers` reads the
+decompressed stream's raw 512-byte headers itself: an extended header (pax,
+GNU long name or link) larger than ``HEADER_BYTES``, more than ``MAX_MEMBERS``
+members or more than ``RAW_BYTES`` of decompressed data (a decompression bomb)
+is refused, so neither the parser nor the decompressor can be made to run for
+minutes or fill the memory. Every file is opened by the one bounded reader,
+:func:`bench.io.open_regular`.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import os
-import stat
 import sys
 import tarfile
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+from bench.data.formats import ARCHIVE_BYTES
 from bench.errors import UserError
+from bench.io import open_regular, refuse_link
 
 CHUNK = 1 << 20  # bytes read at a time when hashing or downloading
+BLOCK = 512      # a tar header, and the unit of its data
+HEADER_BYTES = 64 * 1024  # the largest pax or GNU extended header accepted (names, not data)
+MAX_MEMBERS = 256         # the official archives hold 8 members
+RAW_BYTES = 400 * 2**20   # decompressed bytes at most (the official archives: about 178 MiB)
+EXTENDED = {b"x", b"g", b"X", b"L", b"K"}  # pax (per file, global, Solaris), GNU long name and link
 
 
-def file_digests(path: Path) -> dict[str, str]:
-    """{"md5": hex, "sha256": hex} of a file, read once."""
+def file_digests(path: Path, limit: int) -> dict[str, str]:
+    """{"md5": hex, "sha256": hex} of a regular file of at most ``limit`` bytes, read once."""
     md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     try:
-        with path.open("rb") as fh:
+        with open_regular(path, limit, "a CIFAR-10 file of its kind") as fh:
             while chunk := fh.read(CHUNK):
                 md5.update(chunk)
                 sha256.update(chunk)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+
+def _number(field: bytes) -> int:
+    """A tar header's numeric field: octal text, or base-256 when its first byte has the high bit."""
+    if field[:1] and field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        return -value if field[0] == 0xFF else value
+    text = field.replace(b"\0", b" ").strip()
+    return int(text, 8) if text else 0
+
+
+def _skip(fh: BinaryIO, n: int) -> int:
+    """Read and drop ``n`` bytes; how many there were."""
+    left = n
+    while left > 0:
+        chunk = fh.read(min(CHUNK, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+    return n - left
+
+
+def check_headers(fh: BinaryIO, archive: Path) -> None:
+    """Walk the raw headers of a decompressed tar stream; a UserError for an extended header over
+    ``HEADER_BYTES``, more than ``MAX_MEMBERS`` members or more than ``RAW_BYTES`` in all."""
+    seen = members = 0
+    while True:
+        header = fh.read(BLOCK)
+        if len(header) < BLOCK or header == bytes(BLOCK):
+            return  # the end (or a truncated archive: tarfile says which)
+        try:
+            size = _number(header[124:136])
+        except ValueError:
+            return  # not a tar header: tarfile says so
+        kind = header[156:157]
+        if kind in EXTENDED and size > HEADER_BYTES:
+            raise UserError(f"{archive}: refusing an archive whose extended header (type "
+                            f"{kind.decode('latin-1')!r}) is {size} bytes (allowed: at most "
+                            f"{HEADER_BYTES}; CIFAR-10 member names are short)")
+        members += kind not in EXTENDED
+        if members > MAX_MEMBERS:
+            raise UserError(f"{archive}: more than {MAX_MEMBERS} members (a CIFAR-10 archive holds 8); "
+                            "refusing to read it")
+        data = -(-max(size, 0) // BLOCK) * BLOCK
+        seen += BLOCK + data
+        if seen > RAW_BYTES:
+            raise UserError(f"{archive}: more than {RAW_BYTES} bytes once decompressed (a CIFAR-10 "
+                            "archive holds about 180 MB); refusing to read it")
+        if _skip(fh, data) < data:
+            return
 
 
 def check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -69,42 +135,44 @@ def read_tar_members(archive: Path, wanted: Iterable[str],
     wanted = set(wanted)
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:  # in archive order, so the gzip stream is read forward only
-                check_member(member, archive)
-                name = member.name[2:] if member.name.startswith("./") else member.name
-                if name in wanted and member.isfile():
-                    if limit is not None and member.size > limit(name):
-                        raise UserError(f"{archive}: member {name} is {member.size} bytes, more than "
-                                        f"the {limit(name)} a CIFAR-10 file of its kind can be; "
-                                        "refusing to read it")
-                    fh = tar.extractfile(member)
-                    assert fh is not None  # a regular file always has one
-                    found[name] = fh.read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        with open_regular(archive, ARCHIVE_BYTES, "a CIFAR-10 archive") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                check_headers(stream, archive)  # before tarfile parses a single header
+            raw.seek(0)
+            found = _read_members(raw, archive, wanted, limit)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise UserError(f"{archive}: not a readable .tar.gz archive (truncated or corrupt: "
                         f"{' '.join(str(exc).split()) or type(exc).__name__})") from None
     return found
 
 
-def check_regular(path: Path, limit: int) -> int:
-    """The size of ``path``; a UserError unless it is a regular file of at most ``limit`` bytes.
+def _read_members(raw: BinaryIO, archive: Path, wanted: set[str],
+                  limit: Callable[[str], int] | None) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=raw, mode="r:gz") as tar:
+        for member in tar:  # in archive order, so the gzip stream is read forward only
+            check_member(member, archive)
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            if name in wanted and member.isfile():
+                if limit is not None and member.size > limit(name):
+                    raise UserError(f"{archive}: member {name} is {member.size} bytes, more than "
+                                    f"the {limit(name)} a CIFAR-10 file of its kind can be; "
+                                    "refusing to read it")
+                fh = tar.extractfile(member)
+                assert fh is not None  # a regular file always has one
+                found[name] = fh.read()
+    return found
 
-    Checked before anything opens the file: a device (``/dev/zero``) or a FIFO
-    would otherwise be read forever or block.
-    """
+
+def check_regular(path: Path, limit: int) -> None:
+    """A UserError unless ``path`` is a regular file of at most ``limit`` bytes (FileNotFoundError when
+    it is missing). Opens it without blocking and reads nothing (:func:`bench.io.open_regular`)."""
     try:
-        st = path.stat()  # follows a link: its target is what would be read
+        open_regular(path, limit, "a CIFAR-10 file of its kind").close()
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path}: not a regular file (a device, FIFO or folder); refusing to read it")
-    if st.st_size > limit:
-        raise UserError(f"{path}: {st.st_size} bytes, more than the {limit} a CIFAR-10 file of its "
-                        "kind can be; refusing to read it")
-    return st.st_size
 
 
 def download(url: str, dest: Path, *, expected_md5: str, progress: bool = True) -> None:
@@ -120,8 +188,11 @@ def download(url: str, dest: Path, *, expected_md5: str, progress: bool = True) 
 
     part = dest.with_name(dest.name + ".part")
     md5 = hashlib.md5(usedforsecurity=False)
+    refuse_link(dest)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW  # never through a planted link
+        with urllib.request.urlopen(url, timeout=60) as response, \
+                os.fdopen(os.open(part, flags, 0o666), "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                       desc=f"downloading {dest.name}", disable=not progress) as bar:

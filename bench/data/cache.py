@@ -28,13 +28,17 @@ Checks, and when they run:
 
 Every file is written to a temporary name and moved into place with
 ``os.replace``; the old manifest is removed first and the new one written last,
-so a reader never pairs a manifest with arrays it does not describe.
+so a reader never pairs a manifest with arrays it does not describe. Every
+file is read through the one bounded reader (``bench.io``): a manifest or an
+array that is not a regular file of a plausible size (a link to ``/dev/zero``,
+a FIFO) is a corrupt entry, rebuilt, never read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.formats import Decoded
-from bench.io import atomic_write, sweep_temporaries
+from bench.data.formats import ARCHIVE_BYTES, BATCH_RECORDS, N_PIXELS, Decoded
+from bench.errors import UserError
+from bench.io import atomic_write, open_regular, read_json, sweep_temporaries
 
 CACHE_VERSION = 2
 MANIFEST = "manifest.json"
+MANIFEST_BYTES = 1 << 20  # a manifest is about 2 KiB
+ARRAY_BYTES = 6 * BATCH_RECORDS * N_PIXELS + 4096  # the largest .npy of an entry: every image, a header
 PROBE_BYTES = 64 * 1024  # hashed at each end of every source file for the staleness check
 
 
@@ -76,9 +83,13 @@ def source_stamp(files: list[Path]) -> list[dict[str, Any]]:
     """Size, mtime and a probe hash of each source file (raises OSError if one is missing)."""
     stamp = []
     for path in files:
-        st = path.stat()
         probe = hashlib.blake2b(digest_size=16)
-        with path.open("rb") as fh:
+        try:
+            fh = open_regular(path, ARCHIVE_BYTES)
+        except UserError as exc:  # not a regular file: decoding refuses it with the same line
+            raise OSError(str(exc)) from None
+        with fh:
+            st = os.fstat(fh.fileno())
             probe.update(fh.read(PROBE_BYTES))
             if st.st_size > PROBE_BYTES:
                 fh.seek(max(PROBE_BYTES, st.st_size - PROBE_BYTES))
@@ -102,11 +113,11 @@ def crc32(a: np.ndarray) -> int:
 def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
     """The entry's arrays and info, or :class:`CacheMiss` saying why not."""
     try:
-        manifest = json.loads((entry / MANIFEST).read_text())
+        manifest = read_json(entry / MANIFEST, MANIFEST_BYTES, "a cache manifest")
     except OSError as exc:  # absent (or the cache folder unreadable): nothing to reuse
         raise CacheMiss(f"no usable cache ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise CacheMiss(f"manifest.json is not valid JSON ({exc})", corrupt=True) from None
+    except UserError as exc:  # not JSON, not a regular file, too large
+        raise CacheMiss(str(exc), corrupt=True) from None
     if not isinstance(manifest, dict) or manifest.get("version") != CACHE_VERSION:
         raise CacheMiss("written by another version")
     if manifest.get("seal") != seal(manifest):
@@ -118,9 +129,10 @@ def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
         for name in Decoded.ARRAYS:
             spec = manifest["arrays"][name]
             path = entry / f"{name}.npy"
-            if path.stat().st_size != spec["bytes"]:
-                raise CacheMiss(f"{path.name} is {path.stat().st_size} bytes, expected {spec['bytes']}",
-                                corrupt=True)
+            with open_regular(path, ARRAY_BYTES, "a cached array") as fh:  # checked, then mapped
+                size = os.fstat(fh.fileno()).st_size
+            if size != spec["bytes"]:
+                raise CacheMiss(f"{path.name} is {size} bytes, expected {spec['bytes']}", corrupt=True)
             a = np.load(path, mmap_mode="r", allow_pickle=False)  # read once by the CRC below
             if list(a.shape) != spec["shape"] or str(a.dtype) != spec["dtype"]:
                 raise CacheMiss(f"{path.name} holds {a.dtype} {a.shape}, expected "
@@ -135,6 +147,8 @@ def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
         return Entry(Decoded(**arrays, classes=tuple(info["classes"])), info)
     except CacheMiss:
         raise
+    except UserError as exc:
+        raise CacheMiss(str(exc), corrupt=True) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CacheMiss(f"unreadable ({type(exc).__name__}: {exc})", corrupt=True) from None
 
@@ -144,6 +158,9 @@ def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[
     entry.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(entry)
     (entry / MANIFEST).unlink(missing_ok=True)
+    for name in Decoded.ARRAYS:  # a link planted in the cache is removed, never written through
+        if (entry / f"{name}.npy").is_symlink():
+            (entry / f"{name}.npy").unlink()
     specs = {}
     for name, a in decoded.arrays().items():
         a = np.ascontiguousarray(a)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import math
 import pickle
+import pickletools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -88,6 +90,7 @@ BINARY_BATCH_BYTES = BATCH_RECORDS * RECORD_BYTES   # 30 730 000
 PYTHON_BATCH_BYTES = 32 * 2**20               # the official pickles are 31 035 704 bytes or fewer
 META_BYTES = 4096                             # the official class-name files are 61 and 158 bytes
 ARCHIVE_BYTES = 512 * 2**20                   # the official archives are about 163 MiB
+MAX_OPCODES = 250_000  # opcodes of one pickled batch: 10 000 labels and file names take under 100 000
 
 
 def max_bytes(layout: Layout, name: str) -> int:
@@ -152,39 +155,97 @@ def parse_binary_meta(buf: bytes, where: str) -> tuple[str, ...]:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can rebuild NumPy arrays and nothing else.
+    """An unpickler that can rebuild NumPy arrays of bounded size and nothing else.
 
     ``find_class`` is the only way a pickle reaches code; it answers from a
-    fixed table and raises :class:`UserError` (naming the file and the global)
-    for anything else, such as ``os.system``.
+    fixed table of checked builders and raises :class:`UserError` (naming the
+    file and the global) for anything else, such as ``os.system``. Each builder
+    checks what it is asked for before anything is allocated: an array's shape
+    and dtype (at most ``max_bytes``, no Python objects), a dtype's item size,
+    and text encoded to bytes (latin-1 only, as Python 2's pickles need), so a
+    small file cannot build a huge or uninitialised array.
     """
 
-    ALLOWED: dict[tuple[str, str], object] = {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,   # written by NumPy < 2
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # written by NumPy >= 2
-        ("numpy.core.numeric", "_frombuffer"): _frombuffer,        # pickle protocol 5
-        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,                      # bytes in protocol 2 from Python 3
+    BUILDERS: dict[tuple[str, str], str] = {
+        ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",   # written by NumPy < 2
+        ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",  # written by NumPy >= 2
+        ("numpy.core.numeric", "_frombuffer"): "_frombuffer",        # pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"): "_frombuffer",
+        ("numpy", "ndarray"): "_ndarray",
+        ("numpy", "dtype"): "_dtype",
+        ("_codecs", "encode"): "_encode",                             # bytes in protocol 2 from Python 3
     }
 
-    def __init__(self, file: io.BufferedIOBase, where: str):
+    def __init__(self, file: io.BufferedIOBase, where: str, max_bytes: int):
         super().__init__(file, encoding="bytes")
-        self.where = where
+        self.where, self.max_bytes = where, max_bytes
 
     def find_class(self, module: str, name: str) -> object:
         try:
-            return self.ALLOWED[(module, name)]
+            return getattr(self, self.BUILDERS[(module, name)])
         except KeyError:
             raise UserError(f"{self.where}: refusing to unpickle {module}.{name} (a CIFAR-10 "
                             "python batch holds only NumPy arrays, lists and strings)") from None
 
+    def _refuse(self, what: str) -> UserError:
+        return UserError(f"{self.where}: refusing to build {what}")
 
-def restricted_loads(buf: bytes, where: str) -> object:
-    """Unpickle ``buf`` with :class:`RestrictedUnpickler`; any failure is one UserError."""
+    def _checked_dtype(self, dtype: object) -> np.dtype:
+        try:
+            dt = np.dtype(dtype)
+        except Exception:  # noqa: BLE001 - whatever np.dtype refuses
+            raise self._refuse(f"an array of dtype {_short(dtype)}") from None
+        if dt.hasobject or dt.itemsize > self.max_bytes:
+            raise self._refuse(f"an array of dtype {_short(dt)} (allowed: plain numbers)")
+        return dt
+
+    def _check(self, shape: object, dtype: object) -> np.dtype:
+        """The dtype, once an array of ``shape`` and ``dtype`` is known to be at most max_bytes."""
+        dims = (shape,) if isinstance(shape, int) else shape
+        if not (isinstance(dims, tuple) and len(dims) <= 32
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in dims)):
+            raise self._refuse(f"an array of shape {_short(shape)}")
+        dt = self._checked_dtype(dtype)
+        nbytes = math.prod(dims) * dt.itemsize
+        if nbytes > self.max_bytes:
+            raise self._refuse(f"an array of shape {_short(dims)} and dtype {dt} ({nbytes} bytes; a "
+                               f"CIFAR-10 batch holds at most {self.max_bytes})")
+        return dt
+
+    def _reconstruct(self, cls: object, shape: object, dtype: object) -> np.ndarray:
+        if cls != self._ndarray:  # what find_class gave for numpy.ndarray
+            raise self._refuse(f"an array of class {_short(cls)}")
+        return _reconstruct(np.ndarray, shape, self._check(shape, dtype))
+
+    def _frombuffer(self, buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+        return _frombuffer(buf, self._check(shape, dtype), shape, order)
+
+    def _ndarray(self, shape: object, dtype: object = float) -> np.ndarray:
+        return np.ndarray(shape, self._check(shape, dtype))
+
+    def _dtype(self, obj: object, align: bool = False, copy: bool = False) -> np.dtype:
+        return self._checked_dtype(obj)
+
+    def _encode(self, obj: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        if not (isinstance(obj, str) and encoding in ("latin1", "latin-1") and errors == "strict"):
+            raise self._refuse(f"bytes by _codecs.encode({_short(obj)}, {encoding!r})")
+        return codecs.encode(obj, encoding)
+
+
+def restricted_loads(buf: bytes, where: str, max_bytes: int = BATCH_RECORDS * N_PIXELS) -> object:
+    """Unpickle ``buf`` with :class:`RestrictedUnpickler` (arrays of at most ``max_bytes``); any
+    failure is one UserError.
+
+    The opcodes are counted first (``pickletools.genops``, which builds nothing): more than
+    ``MAX_OPCODES`` is refused, so a few bytes per opcode (``DUP``, ``APPEND``) cannot build
+    lists of tens of millions of items.
+    """
     try:
-        return RestrictedUnpickler(io.BytesIO(buf), where).load()
+        for count, _op in enumerate(pickletools.genops(buf), 1):
+            if count > MAX_OPCODES:
+                raise UserError(f"{where}: more than {MAX_OPCODES} pickle opcodes (a CIFAR-10 python "
+                                "batch has fewer than 100 000); refusing to unpickle it")
+        return RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load()
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise almost anything
@@ -200,10 +261,11 @@ def parse_python_batch(buf: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
             raise UserError(f"{where}: no {key!r} entry (not a CIFAR-10 python batch)")
     data = d["data"]
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[0] > 0 and data.shape[1] == N_PIXELS):
+            and 0 < data.shape[0] <= BATCH_RECORDS and data.shape[1] == N_PIXELS):
         shape = getattr(data, "shape", None)
         raise UserError(f"{where}: 'data' is {type(data).__name__} {getattr(data, 'dtype', '')} "
-                        f"of shape {shape}, expected uint8 of shape (N, {N_PIXELS}) with N > 0")
+                        f"of shape {_short(shape)}, expected uint8 of shape (N, {N_PIXELS}) with N from "
+                        f"1 to {BATCH_RECORDS}")
     raw = d["labels"]
     if isinstance(raw, np.ndarray):
         raw = raw.tolist() if raw.ndim == 1 else [raw]
@@ -220,7 +282,7 @@ def parse_python_batch(buf: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def parse_python_meta(buf: bytes, where: str) -> tuple[str, ...]:
     """batches.meta: a pickled dict whose 'label_names' lists the class names."""
-    d = _str_keys(restricted_loads(buf, where), where)
+    d = _str_keys(restricted_loads(buf, where, META_BYTES), where)
     names = d.get("label_names")
     if not isinstance(names, list):
         raise UserError(f"{where}: no 'label_names' list (not a CIFAR-10 batches.meta)")

@@ -30,13 +30,14 @@ from bench.data.dataset import Dataset
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
-from bench.io import make_dirs, remove_empty, sweep_temporaries
+from bench.io import make_dirs, read_bounded, remove_empty, sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
 ENV_CACHE_DIR = "MLPBENCH_CACHE_DIR"
 NORMALISE_ROWS = 512  # NOTE: rows normalised at a time; blocks that stay in cache measured ~10% faster
 DEFAULTS = Config()   # the one definition of the defaults (bench.config)
+DEFAULT_ORIGIN = "the default data dir"  # resolve_data_dir: neither --data-dir nor $MLPBENCH_DATA_DIR
 
 
 # ---------------------------------------------------------------- where things live
@@ -68,7 +69,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
         return Path(data_dir).expanduser(), "the data dir given explicitly"
     if os.environ.get(ENV_DATA_DIR):
         return default_data_dir(), f"the data dir from ${ENV_DATA_DIR}"
-    return default_data_dir(), "the default data dir"
+    return default_data_dir(), DEFAULT_ORIGIN
 
 
 # ---------------------------------------------------------------- sources
@@ -156,7 +157,7 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
     """Parse a source from scratch: (decoded arrays, manifest info without classes)."""
     layout = src.layout
     if src.kind == "archive":
-        digests = archive.file_digests(src.path)
+        digests = archive.file_digests(src.path, formats.ARCHIVE_BYTES)
         members = archive.read_tar_members(
             src.path, [f"{layout.folder}/{f}" for f in layout.files()],
             limit=lambda name: formats.max_bytes(layout, name.rsplit("/", 1)[-1]))
@@ -178,8 +179,8 @@ def decode_source(src: Source) -> tuple[Decoded, dict]:
 
         def read(name: str) -> bytes:
             try:
-                archive.check_regular(src.path / name, formats.max_bytes(layout, name))
-                return (src.path / name).read_bytes()
+                return read_bounded(src.path / name, formats.max_bytes(layout, name),
+                                    "a CIFAR-10 file of its kind")
             except FileNotFoundError:
                 raise UserError(f"{src.path / name}: missing (the CIFAR-10 {layout.name} layout "
                                 f"needs {', '.join(layout.files())})") from None
@@ -200,6 +201,9 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
     and when a corrupt cache entry is being rebuilt.
     """
     data_dir, origin = resolve_data_dir(data_dir)
+    if origin != DEFAULT_ORIGIN and not data_dir.exists():  # a typo: no download into a new folder
+        raise UserError(f"data dir {data_dir} does not exist ({origin}); allowed: an existing folder "
+                        f"holding {accepted_names()}, or an empty one to download CIFAR-10 into")
     src = find_source(data_dir)
     if src is None:
         _refuse_one_level_up(data_dir)
@@ -269,10 +273,14 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     """Download the official binary archive into ``data_dir``, or explain why not."""
     looked = ", ".join(str(s.path) + ("/" if s.kind == "folder" else "") for s in candidates(data_dir))
     supply = (f"supply a copy with --data-dir DIR or {ENV_DATA_DIR}=DIR, where DIR holds "
-              f"{accepted_names()}")
+              f"{accepted_names()}" if origin == DEFAULT_ORIGIN else
+              f"put one of {accepted_names()} into {data_dir}")
     if not download:
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder (allowed: a folder holding "
+                        f"{accepted_names()}, or a new one to download into)")
     dest = data_dir / BINARY.archive
     # NOTE: the folders made for the download are removed again if it fails: a mistyped
     # --data-dir a/b/c must not be left behind

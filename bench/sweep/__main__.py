@@ -51,14 +51,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import parse_name, resolve
-from bench.config import FIELDS, Config, add_config_arguments, config_from_args
-from bench.errors import EXIT_FAILED, ConfigError, OneLineArgumentParser, UserError, interrupted_code, run_cli
-from bench.sweep.grid import Grid, canonical, check_no_overlap, first_values, parse_grid, point_configs
+from bench.config import COMMAND_FIELDS, FIELDS, Config, add_config_arguments, config_from_args
+from bench.errors import EXIT_FAILED, ConfigError, OneLineArgumentParser, UserError, run_cli
+from bench.memory import check_memory
+from bench.sweep.grid import (Grid, canonical, check_no_overlap, check_size, describe_point, first_values,
+                              parse_grid, point_configs)
 
 # NOTE: the modules that pull in pandas, matplotlib, scipy and the harness are imported in main()
 # after the arguments are checked, so a mistake on the command line is reported at once
 
 PROG = "python -m bench.sweep"
+SETTINGS = tuple(f for f in COMMAND_FIELDS["sweep"] if f not in ("backends", "seeds"))  # sweep.json's
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -145,35 +148,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if base.lockstep:
         raise UserError("--lockstep is not supported by sweeps (each task runs one backend); "
                         "use python -m bench.compare --lockstep")
-    points = point_configs(base, grid)  # every point validated before any work
     distributed = args.scheduler is not None or args.local_cluster is not None
-    from bench.sweep.executors import DaskExecutor, LocalExecutor, _import_distributed
-    from bench.sweep.store import SweepStore
-
     if distributed:
+        from bench.sweep.executors import _import_distributed
+
         _import_distributed()  # a missing extra is one line, before anything is created
     backends = choose_backends(base, distributed)
+    check_size(grid, len(backends) * len(base.seeds))
+    points = point_configs(base, grid)  # every point validated before any work
+    for point, cfg in points:  # data that cannot fit on this machine: refused, not a row per task
+        try:
+            check_memory(cfg, 0)
+        except UserError as exc:
+            raise UserError(f"grid point {describe_point(point)}: {exc}") from None
     tasks = make_tasks(points, backends, base.seeds, grid)
+    from bench.sweep.executors import DaskExecutor, LocalExecutor
+    from bench.sweep.point import dataset_for
+    from bench.sweep.store import SweepStore
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    executor = (DaskExecutor(args.scheduler, args.local_cluster) if distributed else LocalExecutor())
-    config_dict = {k: v for k, v in base.to_dict().items() if k not in ("backends", "seeds")}
+    config_dict = {k: v for k, v in base.to_dict().items() if k in SETTINGS}
     spec = {"grid": grid.canonical(), "config": config_dict, "backends": backends,
             "seeds": list(base.seeds)}
     out = Path(args.out) if args.out else default_out()
-    store = SweepStore.open(out, spec)
+    executor = DaskExecutor(args.scheduler, args.local_cluster) if distributed else LocalExecutor()
     try:
-        return _run(args, store, tasks, executor, run_id,
-                    list(sys.argv[1:] if argv is None else argv))
+        # every setting is checked before the folder is claimed: the scheduler reached, and (here)
+        # the first point's data loaded; a refused sweep leaves nothing behind
+        executor.start()
+        if not distributed:
+            dataset_for(tasks[0].config, tasks[0].seed, progress=not args.quiet, quiet=False)
+        store = SweepStore.open(out, spec)
+        try:
+            return _run(args, store, tasks, executor, run_id,
+                        list(sys.argv[1:] if argv is None else argv))
+        finally:
+            store.close()
     finally:
-        store.close()
+        executor.close()
 
 
 def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, argv: list[str]) -> int:
     from bench.io import write_json
     from bench.report import md_table
-    from bench.sweep.executors import LocalExecutor
-    from bench.sweep.point import TaskResult, dataset_for
+    from bench.sweep.point import TaskResult
     from bench.sweep.report import ratio_tables, write_outputs
     from bench.sweep.store import SPEC_FILE
 
@@ -198,22 +216,19 @@ def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, ar
         if r["status"] != "ok":
             finished["failed"] += 1
         point = " ".join(f"{k}={v}" for k, v in zip(store.fields, (r[f] for f in store.fields)))
-        what = (f"test_acc {r['test_acc']:.4f}, {r['median_epoch_seconds']:.3f} s/epoch"
-                if r["status"] == "ok" else r.get("error", ""))
+        what = r.get("error", "")
+        if r["status"] == "ok":
+            what = f"test_acc {r['test_acc']:.4f}, " + (
+                f"{r['median_epoch_seconds_trusted']:.3f} s/epoch over {r['n_epochs_trusted']} trusted "
+                "epochs" if r["n_epochs_trusted"] else
+                f"no trusted epoch ({r['median_epoch_seconds_all']:.3f} s/epoch over all, not a finding)")
         say(f"[{finished['n']}/{len(todo)}] {point} {r['backend']} seed {r['seed']}: {r['status']}, "
             f"{what} (host {r.get('hostname') or r.get('worker') or 'unknown'})")
 
-    interrupted = False
-    try:
-        if todo and isinstance(executor, LocalExecutor):
-            # the first data load up front: a missing or broken data folder is one line, exit 2
-            dataset_for(todo[0].config, todo[0].seed, progress=not args.quiet, quiet=False)
+    with store.folder.measuring():
         if todo:
             executor.run(todo, on_result)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        executor.close()
+    interrupted = store.folder.interrupted
     if len(store.frame()):
         outputs = write_outputs(store.out)
         if not args.quiet:
@@ -230,7 +245,7 @@ def _run(args: argparse.Namespace, store, tasks: list, executor, run_id: str, ar
               file=sys.stderr)
     print(f"results: {store.out}")
     if interrupted:
-        return interrupted_code()
+        return store.folder.exit_code()
     rows = store.frame()
     if len(rows) and not rows["status"].eq("ok").any():
         print("no task finished ok", file=sys.stderr)

@@ -25,7 +25,8 @@ def split_backend(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def ratio_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
-    """Per grid point and device: the median over seeds of NumPy's and PyTorch's median epoch time.
+    """Per grid point and device: the median over seeds of NumPy's and PyTorch's median epoch time
+    over the trusted epochs (``median_epoch_seconds_trusted``; a seed with none counts as missing).
 
     Columns: the grid fields, ``device``, ``numpy_seconds``, ``torch_seconds``,
     ``ratio`` (NumPy / PyTorch: above 1 PyTorch is faster), ``n_numpy``,
@@ -39,7 +40,7 @@ def ratio_frame(rows: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
     cols = [*fields, "device", "numpy_seconds", "torch_seconds", "ratio", "n_numpy", "n_torch", "flag"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
-    g = ok.groupby([*fields, "device", "impl"])["median_epoch_seconds"]
+    g = ok.groupby([*fields, "device", "impl"])["median_epoch_seconds_trusted"]
     med = g.median().unstack("impl")
     n = g.count().unstack("impl")
     if NUMPY not in med or TORCH not in med:

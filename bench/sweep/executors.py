@@ -21,6 +21,7 @@ order; a task whose worker died (after Dask's own retries) comes back as a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 from bench.errors import UserError
@@ -40,6 +41,9 @@ class LocalExecutor:
 
     name = "local"
 
+    def start(self) -> None:
+        pass
+
     def run(self, tasks: Sequence[Task], on_result: OnResult) -> None:
         for task in tasks:
             result = run_task(task)
@@ -56,8 +60,10 @@ class DaskExecutor:
     def __init__(self, scheduler: str | None = None, local_workers: int | None = None):
         if (scheduler is None) == (local_workers is None):
             raise ValueError("give exactly one of scheduler and local_workers")
-        if local_workers is not None and local_workers < 1:
-            raise UserError(f"invalid --local-cluster: {local_workers} (allowed: an integer >= 1)")
+        cores = os.cpu_count() or 1
+        if local_workers is not None and not 1 <= local_workers <= cores:
+            raise UserError(f"invalid --local-cluster: {local_workers} (allowed: an integer from 1 to the "
+                            f"{cores} cores of this machine)")
         self.scheduler = scheduler
         self.local_workers = local_workers
         self.name = "dask-local" if scheduler is None else f"dask {scheduler}"

@@ -12,12 +12,18 @@ Syntax of one ``--grid`` item::
 Every value is also held in a canonical text form (``512x256``, ``none``,
 ``true``, ``0.1``); the point's key in ``sweep.csv`` is made of these, so a
 resumed sweep recognises the points it has already run.
+
+The size of a grid is checked before anything is expanded: at most
+``MAX_VALUES`` values per field, ``MAX_POINTS`` points, and ``MAX_MAPS``
+combinations of the third and later fields (each is a map of its own); the
+sweep also refuses more than ``MAX_POINTS`` tasks (points × backends × seeds).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +40,9 @@ NOT_IN_GRID = {
 }
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 LAYER_SEP = re.compile(r"[x\s]+")
+MAX_VALUES = 64      # values of one field (a map's rows or columns)
+MAX_POINTS = 10_000  # grid points, and tasks of a sweep
+MAX_MAPS = 64        # combinations of the fields after the first two: one map each
 
 
 @dataclass(frozen=True)
@@ -87,14 +96,37 @@ def parse_grid(items: Sequence[str]) -> Grid:
             raise UserError(f"--grid: {name} cannot be swept ({NOT_IN_GRID[name]})")
         if name in fields:
             raise UserError(f"--grid: {name} is given twice")
-        parsed = tuple(_parse_value(name, v) for v in text.split(","))
+        items = text.split(",")
+        if len(items) > MAX_VALUES:  # before any is parsed
+            raise UserError(f"--grid: {name} has {len(items)} values (allowed: at most {MAX_VALUES} "
+                            "per field)")
+        parsed = tuple(_parse_value(name, v) for v in items)
         texts = [canonical(v) for v in parsed]
         dup = next((t for t in texts if texts.count(t) > 1), None)
         if dup is not None:
             raise UserError(f"--grid: {name} lists the value {dup} twice")
         fields.append(name)
         values.append(parsed)
+    check_size(Grid(tuple(fields), tuple(values)))
     return Grid(tuple(fields), tuple(values))
+
+
+def check_size(grid: Grid, tasks_per_point: int = 1) -> None:
+    """A UserError when the grid (times ``tasks_per_point``: backends × seeds) is too large to run
+    or to draw; computed from the value counts alone, before any point is made."""
+    counts = [len(v) for v in grid.values]
+    big = next((f for f, n in zip(grid.fields, counts) if n > MAX_VALUES), None)
+    if big is not None:
+        raise UserError(f"--grid: {big} has {counts[grid.fields.index(big)]} values (allowed: at most "
+                        f"{MAX_VALUES} per field)")
+    maps = math.prod(counts[2:])
+    if maps > MAX_MAPS:
+        raise UserError(f"--grid: the fields after the first two make {maps} maps (allowed: at most "
+                        f"{MAX_MAPS}; sweep fewer fields or values)")
+    tasks = math.prod(counts) * tasks_per_point
+    if tasks > MAX_POINTS:
+        raise UserError(f"--grid: {math.prod(counts)} points x {tasks_per_point} backend-seed "
+                        f"run(s) = {tasks} tasks (allowed: at most {MAX_POINTS})")
 
 
 def _parse_value(name: str, text: str) -> Any:

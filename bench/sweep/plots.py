@@ -3,7 +3,9 @@
 Both are heatmaps over the first two grid fields (x: the first, y: the
 second); a grid with more fields gets one PNG per combination of the others.
 Cells are equally spaced whatever the values, so a log-spaced grid
-(32, 128, 512, ...) is drawn on a log scale.
+(32, 128, 512, ...) is drawn on a log scale. A figure is at most
+``MAX_INCHES`` wide and high whatever the grid (cells shrink instead), and
+cells are annotated only while there is room for the text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import pandas as pd  # noqa: E402
 
 from bench.io import save_figure  # noqa: E402
 from bench.sweep.analysis import flag_matrix, matrix  # noqa: E402
+
+MAX_INCHES = 30.0   # the largest width or height of a figure
+MAX_ANNOTATED = 400  # cells with a number written in them, at most
+
+
+def _size(width: float, height: float) -> tuple[float, float]:
+    return min(width, MAX_INCHES), min(height, MAX_INCHES)
 
 
 def _axes_labels(ax, grid: dict[str, list[str]], ylabel: bool = True) -> None:
@@ -49,30 +58,33 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     """Heatmap of NumPy / PyTorch median epoch time on ``device``, annotated, with the ratio-1 contour.
 
     Colour is log2 of the ratio, centred on 1 (white): blue where PyTorch is
-    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair;
-    a "?" marks a cell whose timing is flagged (not a finding).
+    faster (ratio > 1), red where NumPy is. Grey cells have no finished pair
+    with trusted epochs; a "?" marks a cell whose timing is flagged (not a
+    finding), and the contour never passes through one.
     """
     sel = ratios[ratios["device"] == device]
     z = matrix(sel, grid, "ratio", fixed)
     flags = flag_matrix(sel, grid, fixed)
     nx, ny = z.shape[1], z.shape[0]
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
+    fig, ax = plt.subplots(figsize=_size(max(6.4, 1.3 * nx + 2.8), 1.0 * ny + 2.4))
     logz = np.log2(z)
     span = max(1.0, float(np.nanmax(np.abs(logz)))) if np.isfinite(logz).any() else 1.0
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.85")
     im = ax.imshow(np.ma.masked_invalid(logz), cmap=cmap, vmin=-span, vmax=span, origin="lower",
                    aspect="auto")
-    for i in range(ny):
+    for i in range(ny if nx * ny <= MAX_ANNOTATED else 0):
         for j in range(nx):
-            text = (f"{z[i, j]:.3g}×" + ("?" if flags[i][j] else "")) if np.isfinite(z[i, j]) else "—"
+            text = (f"{z[i, j]:.3g}×" if np.isfinite(z[i, j]) else "" if flags[i][j] else "—") \
+                + ("?" if flags[i][j] else "")
             dark = np.isfinite(logz[i, j]) and abs(logz[i, j]) > 0.6 * span
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     contour = False
-    if crosses_one(z):
+    clean = np.where([[bool(f) for f in row] for row in flags], np.nan, z)  # no line through a "?"
+    if crosses_one(clean):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # masked cells may leave no segment in a corner
-            cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(logz), levels=[0.0],
-                            colors="black", linewidths=2.0)
+            cs = ax.contour(np.arange(nx), np.arange(ny), np.ma.masked_invalid(np.log2(clean)),
+                            levels=[0.0], colors="black", linewidths=2.0)
         contour = bool(cs.allsegs and any(len(seg) for seg in cs.allsegs[0]))
     step = max(1.0, np.ceil(span / 4))  # at most nine ticks, at powers of two
     ticks = np.arange(-np.floor(span / step), np.floor(span / step) + 1) * step
@@ -81,7 +93,7 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
     cbar.set_label("NumPy / PyTorch (>1: PyTorch faster)")
     _axes_labels(ax, grid)
     finite = z[np.isfinite(z)]
-    note = ("black line: ratio = 1 (a crossover only between unflagged cells, see report.md)" if contour
+    note = ("black line: ratio = 1, drawn between unflagged cells only (see report.md)" if contour
             else "the ratio crosses 1 (see report.md)" if (finite < 1).any() and (finite > 1).any()
             else "the ratio does not cross 1")
     if any(f for row in flags for f in row):
@@ -99,8 +111,8 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
     fields = list(grid)
     nx = len(grid[fields[0]])
     ny = len(grid[fields[1]]) if len(fields) > 1 else 1
-    fig, axes = plt.subplots(1, len(backends), figsize=(len(backends) * (1.1 * nx + 1.6) + 1.2,
-                                                        0.9 * ny + 2.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(backends), figsize=_size(len(backends) * (1.1 * nx + 1.6) + 1.2,
+                                                             0.9 * ny + 2.0), squeeze=False)
     values = acc["test_acc_mean"].astype(float)
     vmin = float(np.nanmin(values)) * 100 if values.notna().any() else 0.0
     vmax = float(np.nanmax(values)) * 100 if values.notna().any() else 100.0
@@ -115,7 +127,7 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
         im = ax.imshow(np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1e-9),
                        origin="lower", aspect="auto")
         ys = grid[fields[1]] if len(fields) > 1 else [""]
-        for i, yv in enumerate(ys):
+        for i, yv in enumerate(ys if nx * len(ys) <= MAX_ANNOTATED else []):
             for j, xv in enumerate(grid[fields[0]]):
                 if np.isfinite(z[i, j]):
                     text = f"{z[i, j]:.1f}" + ("*" if failed[i, j] == 1 else "")

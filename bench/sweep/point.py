@@ -78,7 +78,7 @@ def run_task(task: Task) -> TaskResult:
         row.update(measured)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure of a point is recorded, none stops the sweep
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure of a point is recorded
         row.update(status=failure_status(exc), error=one_line(exc))
     finally:
         gc.collect()
@@ -89,6 +89,12 @@ def run_task(task: Task) -> TaskResult:
                wall_seconds=time.time() - started)
     epochs = [{**task.point, **e} for e in epochs]
     return TaskResult(row, epochs, env)
+
+
+TIMING_COLUMNS = ("n_epochs_all", "median_epoch_seconds_all", "n_epochs_trusted",
+                  "median_epoch_seconds_trusted", "epoch_seconds_min_trusted", "epoch_seconds_q25_trusted",
+                  "epoch_seconds_q75_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted",
+                  "ratio_floor")
 
 
 def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -109,13 +115,10 @@ def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any
         s = summarise(pd.DataFrame([run]), pd.DataFrame(epochs)).iloc[0].to_dict()
         flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
                           len(data.y_train))
-        median, gemm = s["median_epoch_seconds"], s.get("gemm_seconds", float("nan"))
+        median, gemm = s["median_epoch_seconds_trusted"], s.get("gemm_seconds_trusted", float("nan"))
         measured.update({
-            # the same definitions as bench.compare's summary.csv
-            "median_epoch_seconds": median, "epoch_seconds_min": s["epoch_seconds_min"],
-            "epoch_seconds_iqr": s["epoch_seconds_iqr"], "n_epochs_used": s["n_epochs_used"],
-            "gemm_seconds": gemm, "epoch_to_gemm": s.get("epoch_to_gemm", float("nan")),
-            "ratio_floor": s.get("ratio_floor", float("nan")),
+            # the same definitions and names as bench.compare's summary.csv
+            **{k: s.get(k, float("nan")) for k in TIMING_COLUMNS},
             **gflops_columns(median, gemm, flop), "timing_quality": s["timing_quality"]})
     measured.update({
         "test_acc": run["test_acc"], "test_loss": run["test_loss"], "best_val_acc": run["best_val_acc"],

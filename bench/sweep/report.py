@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,19 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.io import write_text
+from bench.config import COMMAND_FIELDS
+from bench.errors import UserError
+from bench.io import JSON_BYTES, read_json, write_text
 from bench.loop import WARMUP_STEPS
 from bench.report import md_table
 from bench.sweep import plots
 from bench.sweep.analysis import flag_matrix, accuracy_frame, crossover_sentences, matrix, \
     paired_devices, ratio_frame, slices
-from bench.sweep.store import SPEC_FILE, read_rows
+from bench.sweep.store import SPEC_FILE, TABLE_BYTES, read_rows
 
 
 def write_outputs(out: Path) -> dict[str, Any]:
     """Draw every PNG and write report.md from sweep.csv; returns the ratios and the crossover sentences."""
     out = Path(out)
-    spec = json.loads((out / SPEC_FILE).read_text())
+    spec = read_json(out / SPEC_FILE, TABLE_BYTES, "a sweep's spec")
     grid = spec["grid"]
     rows = read_rows(out)
     envs = _host_envs(out)
@@ -35,19 +36,30 @@ def write_outputs(out: Path) -> dict[str, Any]:
     for device in paired_devices(rows):
         for fixed, suffix in slices(grid):
             name = f"ratio_{_safe(device)}{suffix}.png"
-            plots.plot_ratio(ratios, grid, device, fixed, out / name, subtitle=subtitle)
             label = f"{device}{_fixed_text(fixed)}"
-            ratio_figs[label] = name
             crossings[label] = crossover_sentences(ratios, grid, device, fixed)
+            if _drawn(lambda: plots.plot_ratio(ratios, grid, device, fixed, out / name,
+                                               subtitle=subtitle)):
+                ratio_figs[label] = name
     if len(acc):
         for fixed, suffix in slices(grid):
             name = f"accuracy{suffix}.png"
-            plots.plot_accuracy(acc, grid, fixed, out / name)
-            acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
+            if _drawn(lambda: plots.plot_accuracy(acc, grid, fixed, out / name)):
+                acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
     write_text(build_report(spec, rows, envs, ratios, acc, ratio_figs, acc_figs, crossings),
                out / "report.md")
     return {"ratios": ratios, "crossings": crossings,
             "figures": [*ratio_figs.values(), *(n for _, n in acc_figs)]}
+
+
+def _drawn(draw) -> bool:
+    """Whether ``draw()`` wrote its PNG; a full disk costs the plot (one warning), not the report."""
+    try:
+        draw()
+    except OSError as exc:
+        print(f"warning: could not write {exc.filename or 'a plot'}: {exc.strerror or exc}", flush=True)
+        return False
+    return True
 
 
 def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
@@ -62,7 +74,7 @@ def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, 
             flags = flag_matrix(sel, grid, fixed)
             ys = grid[fields[1]] if len(fields) > 1 else ["NumPy / PyTorch"]
             head = f"{fields[1]} \\ {fields[0]}" if len(fields) > 1 else fields[0]
-            cells = [[(f"{v:.2f}" + ("?" if flags[i][j] else "")) if np.isfinite(v) else ""
+            cells = [[(f"{v:.2f}" if np.isfinite(v) else "") + ("?" if flags[i][j] else "")
                       for j, v in enumerate(row)] for i, row in enumerate(z)]
             table = pd.DataFrame(cells, columns=grid[fields[0]])
             table.insert(0, head, ys)
@@ -83,7 +95,8 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
               f"- Tasks: {len(rows)} of {total} recorded — "
               + ", ".join(f"{s} {n}" for s, n in counts.items()),
               "- Base settings (every point; the grid overrides its own fields): "
-              + ", ".join(f"{k}={v}" for k, v in spec["config"].items() if k not in grid),
+              + ", ".join(f"{k}={v}" for k, v in spec["config"].items()
+                          if k in COMMAND_FIELDS["sweep"] and k not in grid),
               ]
     for i, run in enumerate(spec.get("runs", []), 1):
         lines.append(f"- Run {i} (`{run['run_id']}`, {run['executor']}, {run['started']}): "
@@ -94,13 +107,14 @@ def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[
     executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
     lines += ["",
               "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
-              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds` is the "
-              "median over the run's epochs after the first (the only epoch when there is one), at "
-              "nominal machine speed and unflagged, of the training steps between two device "
+              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds_trusted` "
+              "is the median over the run's trusted epochs (after the first, at nominal machine speed "
+              "and unflagged; empty when none is) of the training steps between two device "
               "synchronisations; excluded are data loading, evaluation and "
-              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone. The map's "
-              "ratio is the median over seeds of NumPy's time divided by that of PyTorch on the same "
-              "device (above 1: PyTorch is faster).",
+              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone; "
+              "`median_epoch_seconds_all` is the median over every epoch, trusted or not. The map's "
+              "ratio is the median over seeds of NumPy's trusted median divided by that of PyTorch on "
+              "the same device (above 1: PyTorch is faster).",
               ""]
     if "gemm_seconds" not in rows or rows["gemm_seconds"].isna().all():
         lines += ["The reference timing was off (`--no-reference-timing`): `gemm_seconds` and "
@@ -177,8 +191,12 @@ def _machine_line(host: str, env: dict[str, Any]) -> str:
 def _host_envs(out: Path) -> dict[str, dict[str, Any]]:
     envs = {}
     for path in sorted(out.glob("env_*.json")):
-        env = json.loads(path.read_text())
-        envs[env.get("hostname", path.stem[4:])] = env
+        try:
+            env = read_json(path, JSON_BYTES, "a machine record")
+        except (OSError, UserError):
+            continue  # not this sweep's (damaged, a link to a device, ...): the machine goes unnamed
+        if isinstance(env, dict):
+            envs[str(env.get("hostname", path.stem[4:]))] = env
     return envs
 
 

@@ -9,6 +9,12 @@ whose status is final (``ok``, ``diverged``) and runs the rest again (the
 missing ones, and the failed ones: ``failed``, ``oom``, ``worker_lost``),
 replacing their rows.
 
+Every stored row is checked against :data:`NUMBERS` when a sweep resumes: a
+row cut short or holding garbage (``test_acc=abc``, a negative time, a missing
+figure of an ``ok`` row, a key outside the grid) is not done: it is dropped
+and its task run again, with one note line. Every file is read through the
+one bounded reader (``bench.io``).
+
 The folder is a ``bench.results.ResultsFolder`` opened for resuming: one
 sweep at a time may write it (a second one fails with one line), and a folder
 that holds anything but a sweep is refused.
@@ -16,15 +22,17 @@ that holds anything but a sweep is refused.
 
 from __future__ import annotations
 
-import json
+import io
+import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.errors import UserError
-from bench.io import write_csv, write_json
+from bench.errors import UserError, shorten
+from bench.io import read_bounded, read_json, refuse_link, write_csv, write_json
 from bench.results import ResultsFolder
 from bench.sweep.point import TaskResult
 
@@ -32,9 +40,24 @@ SPEC_FILE = "sweep.json"
 ROWS_FILE = "sweep.csv"
 EPOCHS_FILE = "epochs.csv"
 FINAL = ("ok", "diverged")  # statuses a re-run keeps; the others are run again
-MEASURED = ("test_acc", "median_epoch_seconds")  # what a finished ok row always holds
-FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds",
-                 "epoch_seconds_iqr", "gemm_seconds", "epoch_to_gemm", "timing_quality", "hostname")
+STATUSES = (*FINAL, "failed", "oom", "worker_lost")
+TABLE_BYTES = 256 * 2**20  # the largest sweep.csv or epochs.csv read (10 000 tasks are a few MB)
+# the numbers a row may hold: column -> (lowest, highest, required in an ok row); empty or nan is
+# allowed where not required
+NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "test_acc": (0.0, 1.0, True), "best_val_acc": (0.0, 1.0, False), "test_loss": (0.0, math.inf, False),
+    "median_epoch_seconds_all": (0.0, math.inf, True), "n_epochs_all": (0.0, math.inf, False),
+    "median_epoch_seconds_trusted": (0.0, math.inf, False), "n_epochs_trusted": (0.0, math.inf, False),
+    "epoch_seconds_min_trusted": (0.0, math.inf, False), "epoch_seconds_q25_trusted": (0.0, math.inf, False),
+    "epoch_seconds_q75_trusted": (0.0, math.inf, False), "gemm_seconds_trusted": (0.0, math.inf, False),
+    "epoch_to_gemm_trusted": (0.0, math.inf, False), "epoch_to_gemm_min_trusted": (0.0, math.inf, False),
+    "ratio_floor": (0.0, math.inf, False), "total_train_seconds": (0.0, math.inf, False),
+    "wall_seconds": (0.0, math.inf, False), "epochs_done": (0.0, math.inf, False),
+    "seed": (0.0, math.inf, True),
+}
+FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds_trusted",
+                 "n_epochs_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted", "timing_quality",
+                 "median_epoch_seconds_all", "hostname")
 
 
 class SweepStore:
@@ -71,8 +94,8 @@ class SweepStore:
 
     def _resume(self, spec_path: Path) -> None:
         try:
-            old = json.loads(spec_path.read_text())
-        except (OSError, ValueError) as exc:
+            old = read_json(spec_path, TABLE_BYTES, "a sweep's spec")
+        except (OSError, UserError) as exc:
             raise UserError(f"{spec_path}: cannot read the stored sweep ({_short(exc)}); move it away "
                             "or pick a new --out") from None
         if not isinstance(old, dict) or not isinstance(old.get("grid"), dict):
@@ -83,7 +106,7 @@ class SweepStore:
                             f"{_grid_text(old.get('grid', {}))}, not {_grid_text(self.spec['grid'])} "
                             "(repeat the same grid to resume, or pick a new --out)")
         old_cfg, new_cfg = old.get("config", {}), self.spec["config"]
-        for name in sorted(set(old_cfg) | set(new_cfg)):
+        for name in sorted(new_cfg):  # an older sweep.json may hold other commands' fields too
             if old_cfg.get(name) != new_cfg.get(name):
                 raise UserError(f"--out {self.out} holds a sweep with {name} = {old_cfg.get(name)!r}, "
                                 f"not {new_cfg.get(name)!r} (resume with the same settings, or pick a "
@@ -97,35 +120,61 @@ class SweepStore:
         self.resumed = True
 
     def _load(self) -> None:
-        rows_path = self.out / ROWS_FILE
-        if rows_path.exists() and rows_path.stat().st_size > 0:
-            df = _read_table(rows_path)
+        rows_path, epochs_path = self.out / ROWS_FILE, self.out / EPOCHS_FILE
+        for path in (rows_path, epochs_path, self.out / SPEC_FILE):
+            refuse_link(path)  # each is rewritten by this sweep: refused now, not after a task ran
+        df = _read_table(rows_path)
+        if df is not None:
             missing = [c for c in self.key_columns if c not in df.columns]
             if missing:
                 raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
-            for row in df.to_dict("records"):
-                self._rows[self._key(row)] = row
-        epochs_path = self.out / EPOCHS_FILE
-        if epochs_path.exists() and epochs_path.stat().st_size > 0:
-            ep = _read_table(epochs_path)
+            bad: list[str] = []
+            for i, row in enumerate(df.to_dict("records"), 2):  # line 1 is the header
+                why = self._invalid(row)
+                if why:
+                    bad.append(f"line {i}: {why}")
+                else:
+                    self._rows[self._key(row)] = row
+            if bad:
+                print(f"note: {rows_path}: {len(bad)} row(s) cut short or damaged (first: "
+                      f"{shorten(bad[0], 160)}); their tasks are run again", file=sys.stderr)
+        ep = _read_table(epochs_path)
+        if ep is not None:
             if all(c in ep.columns for c in self.key_columns):
                 for row in ep.to_dict("records"):
-                    self._epochs.setdefault(self._key(row), []).append(row)
+                    if self._key(row) in self._rows:  # a dropped row's epochs go with it
+                        self._epochs.setdefault(self._key(row), []).append(row)
 
     # ------------------------------------------------------------ rows
 
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in self.key_columns)
 
-    def done(self) -> set[tuple[str, ...]]:
-        """Keys whose stored row is final and whole: a re-run skips them.
+    def _invalid(self, row: dict[str, Any]) -> str:
+        """Why a stored row is not a finished task of this sweep ('' when it is)."""
+        status = str(row.get("status", ""))
+        if status not in STATUSES:
+            return f"status {shorten(repr(status), 40)} (allowed: {', '.join(STATUSES)})"
+        for f in self.fields:
+            if str(row[f]) not in self.spec["grid"][f]:
+                return f"{f} = {shorten(repr(row[f]), 40)} is not a value of the grid"
+        for column, (low, high, required) in NUMBERS.items():
+            text = str(row.get(column, "")).strip()
+            if text.lower() in ("", "nan"):
+                if required and status == "ok":
+                    return f"{column} is empty in an ok row"
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                return f"{column} = {shorten(repr(text), 40)} is not a number"
+            if not low <= value <= high or math.isinf(value):
+                return f"{column} = {text} is outside [{low:g}, {high:g}]"
+        return ""
 
-        An ``ok`` row must hold its measured figures; one cut short (a table
-        damaged outside this program) is run again.
-        """
-        return {k for k, r in self._rows.items() if r.get("status") in FINAL
-                and (r["status"] != "ok" or all(str(r.get(c, "")) not in ("", "nan")
-                                                 for c in MEASURED))}
+    def done(self) -> set[tuple[str, ...]]:
+        """Keys whose stored row is final (and valid: damaged rows were dropped): a re-run skips them."""
+        return {k for k, r in self._rows.items() if r.get("status") in FINAL}
 
     def add(self, result: TaskResult) -> None:
         """Record one finished task (replacing an earlier failed row of the same key) and write it out."""
@@ -135,7 +184,10 @@ class SweepStore:
         self._epochs[key] = [{**e, "run_id": result.row.get("run_id", "")} for e in result.epochs]
         host = str(result.row.get("hostname", ""))
         if result.env and host not in self._env_written:
-            write_json(result.env, self.out / env_file(host))
+            try:
+                write_json(result.env, self.out / env_file(host))
+            except (OSError, UserError) as exc:  # the machine record is worth less than the row
+                print(f"warning: {shorten(str(exc), 200)}", file=sys.stderr)
             self._env_written.add(host)
         epochs = [e for rows in self._epochs.values() for e in rows]
         if epochs:
@@ -163,8 +215,10 @@ def env_file(hostname: str) -> str:
 
 def read_rows(out: Path) -> pd.DataFrame:
     """sweep.csv with the key columns as text and the measured columns as numbers."""
-    spec = json.loads((Path(out) / SPEC_FILE).read_text())
-    df = pd.read_csv(Path(out) / ROWS_FILE, dtype=str, keep_default_na=False)
+    spec = read_json(Path(out) / SPEC_FILE, TABLE_BYTES, "a sweep's spec")
+    df = _read_table(Path(out) / ROWS_FILE)
+    if df is None:
+        df = pd.DataFrame(columns=["backend", "seed", "status"])
     text = {*spec["grid"], "backend", "status", "error", "hostname", "cpu_model", "gpu", "worker",
             "executor", "run_id", "started_at", "finished_at", "data_fingerprint", "timing_quality"}
     for c in df.columns:
@@ -173,10 +227,15 @@ def read_rows(out: Path) -> pd.DataFrame:
     return df
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """A stored CSV as text; an unreadable one is a UserError naming the file."""
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A stored CSV as text (None when it is absent or empty); an unreadable one is a UserError."""
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        data = read_bounded(path, TABLE_BYTES, "a sweep table")
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False) if data else None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{path}: not a readable sweep table ({_short(exc)}); move it away or pick "
                         "a new --out") from None
@@ -189,6 +248,8 @@ def _short(exc: BaseException) -> str:
 
 def _plain(obj: Any) -> Any:
     """``obj`` as JSON would give it back (tuples become lists), so stored and new specs compare equal."""
+    import json
+
     return json.loads(json.dumps(obj, default=str))
 
 

@@ -1,0 +1,122 @@
+"""The one backend loader: whatever a backend's module, ``available()`` or constructor does, it is
+that backend's one row or line, never the end of the run or of ``--list-backends``.
+
+Each case is a plugin module written here and registered as an implementation
+of kind ``plugin`` (as an entry point would register it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from bench import backends, compare
+from bench.backends import IMPLS, PLUGIN, Impl, listing, resolve
+from bench.errors import UserError
+from conftest import REPO
+
+TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
+        "--hidden-dims", "8", "--epochs", "1", "--quiet", "--no-reference-timing"]
+COUNTER = iter(range(10**6))
+
+# module bodies: (what it does, what the backend's row or line must say)
+BROKEN = {
+    "import_raises": ("raise RuntimeError('boom at import')", "RuntimeError: boom at import"),
+    "import_exits": ("import sys\nsys.exit(3)", "SystemExit: 3"),
+    "import_hangs": ("import time\nwhile True:\n    time.sleep(0.05)", "did not return within"),
+    "says_yes": ("def available(device):\n    return 'yes'", "returned 'yes', not (bool, reason)"),
+    "says_no_none": ("def available(device):\n    return ('no', None)",
+                     "returned ('no', None), not (bool, reason)"),
+    "available_raises": ("def available(device):\n    raise ValueError('probe failed')",
+                         "ValueError: probe failed"),
+    "available_exits": ("def available(device):\n    raise SystemExit(4)", "SystemExit: 4"),
+    "available_hangs": ("import time\ndef available(device):\n    while True:\n        time.sleep(0.05)",
+                        "did not return within"),
+    "no_class": ("def available(device):\n    return True, ''\nBackend = 3", "has no class Backend"),
+}
+CLASS = textwrap.dedent("""
+    from bench.backends.numpy_backend import NumpyBackend
+
+    class Backend(NumpyBackend):
+        impl = "{name}"
+
+        def __init__(self, config, device):
+            {init}
+            super().__init__(config, device)
+""")
+
+
+def plugin(tmp_path, monkeypatch, body: str, init: str = "pass") -> str:
+    """Register a plugin whose module is ``body`` (plus a Backend class unless body defines one)."""
+    name = f"plug{next(COUNTER)}"
+    source = body + ("" if "Backend =" in body else CLASS.format(name=name, init=init))
+    (tmp_path / f"{name}_mod.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(IMPLS, name, Impl(f"{name}_mod", "Backend", PLUGIN, False, "a test plugin"))
+    monkeypatch.setattr(backends, "AVAILABLE_TIMEOUT_S", 0.5)
+    return name
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_plugin_is_one_row_of_the_listing(tmp_path, monkeypatch, case):
+    body, needle = BROKEN[case]
+    name = plugin(tmp_path, monkeypatch, body)
+    t0 = time.monotonic()
+    rows = {r["backend"]: r for r in listing()}
+    assert time.monotonic() - t0 < 5  # a hung probe costs its time limit once, not per device
+    for device in ("cpu", "cuda"):
+        row = rows[f"{name}:{device}"]
+        assert row["runs here"] == "no" and needle in row["why / what"], row
+    assert rows["numpy:cpu"]["runs here"] == "yes"
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_plugin_asked_for_is_one_line_and_never_a_traceback(tmp_path, monkeypatch, case):
+    body, needle = BROKEN[case]
+    name = plugin(tmp_path, monkeypatch, body)
+    with pytest.raises(UserError, match="not available here") as err:
+        resolve([f"{name}:cpu", "numpy:cpu"])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    chosen, skipped = resolve([f"{name}:cpu", "numpy:cpu"], skip_unavailable=True)
+    assert [c.name for c in chosen] == ["numpy:cpu"] and skipped[0][0] == f"{name}:cpu"
+
+
+@pytest.mark.parametrize("init", ["raise RuntimeError('constructor exploded')", "raise SystemExit(5)"])
+def test_a_constructor_that_raises_is_that_backends_failed_run(tmp_path, monkeypatch, init):
+    name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'", init)
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
+    assert runs.loc[f"{name}:cpu", "status"] == "failed"
+    assert runs.loc[f"{name}:cpu", "error"] in ("RuntimeError: constructor exploded", "SystemExit: 5")
+    assert runs.loc["numpy:cpu", "status"] == "ok"
+
+
+def test_an_option_the_constructor_refuses_is_still_one_line(tmp_path, monkeypatch):
+    name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'",
+                  "from bench.errors import UserError; raise UserError('no such option here')")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no such option here"):
+        compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_row_says_whether_it_runs_by_default_or_why_it_is_opt_in():
+    for row in listing():
+        why = row["why / what"]
+        assert why.startswith(("runs by default", "opt-in")), row
+        if row["runs here"] == "no":
+            assert "not here: " in why, row
+
+
+def test_listing_imports_no_heavy_package():
+    code = ("import sys; from bench.backends import listing; listing(); "
+            "print(sorted(m for m in ('torch', 'sklearn', 'torchvision', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out

@@ -1,0 +1,203 @@
+"""Partial results on every signal, in every command, and a run shell that survives its streams.
+
+Promise A (no result is lost): Ctrl-C, SIGTERM and SIGHUP end the measuring
+block of every command (``ResultsFolder.measuring``); what was measured
+before is written, the report names the signal, and the exit status is 130
+(Ctrl-C) or 143 (SIGTERM, SIGHUP). The in-process cases raise the interrupt
+where the signal would land; the subprocess cases send real signals and close
+real streams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import errors, gpu_check, gradflow, hessian, op_ratios
+from bench.sweep import point as sweep_point
+from conftest import REPO, start_until_epochs
+
+TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
+        "--hidden-dims", "8", "--epochs", "2", "--quiet"]
+
+
+@pytest.fixture
+def after(monkeypatch):
+    """``after(signum)``: the run shell's record of which signal raised the interrupt."""
+    return lambda signum: monkeypatch.setitem(errors._signal, "last", signum)
+
+
+def interrupt_on_call(monkeypatch, module, name: str, n: int) -> None:
+    """``module.name`` raises KeyboardInterrupt on its n-th call (1-based), as a signal would there."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def test_gradflow_keeps_the_networks_done(tmp_path, monkeypatch, after):
+    after(signal.SIGTERM)
+    interrupt_on_call(monkeypatch, gradflow, "run_network", 2)
+    out = tmp_path / "gf"
+    args = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "64", "--batch-size", "32",
+            "--depth", "3", "--width", "8", "--epochs", "1", "--eval-every", "3", "--batch-examples", "40",
+            "--threads", "1", "--quiet", "--activations", "tanh", "--out", str(out)]
+    assert gradflow.main(args) == 143
+    assert list(pd.read_csv(out / "networks.csv")["arch"]) == ["plain"]
+    report = (out / "report.md").read_text()
+    assert "interrupted (SIGTERM)" in report and "Ctrl-C" not in report
+    assert not (out / ".lock").exists()
+
+
+def test_hessian_keeps_every_stage_done(tmp_path, monkeypatch, after):
+    after(signal.SIGHUP)
+    interrupt_on_call(monkeypatch, hessian, "measure_point", 2)  # the trained point
+    out = tmp_path / "hs"
+    args = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "32",
+            "--hidden-dims", "4", "--epochs", "2", "--batch-examples", "64", "--k", "2",
+            "--check-features", "6", "--check-hidden", "3", "--check-examples", "40", "--threads", "1",
+            "--quiet", "--out", str(out)]
+    assert hessian.main(args) == 143
+    assert {"exact_check.csv", "epochs.csv", "hessian_summary.csv", "report.md"} <= {
+        p.name for p in out.iterdir()}
+    assert set(pd.read_csv(out / "hessian_summary.csv")["stage"]) == {"init"}
+    assert "interrupted (SIGHUP, the terminal closed)" in (out / "report.md").read_text()
+
+
+def test_sweep_keeps_the_tasks_done(tmp_path, monkeypatch, after, capsys):
+    from bench.sweep.__main__ import main as sweep
+
+    after(signal.SIGINT)
+    interrupt_on_call(monkeypatch, sweep_point, "_train", 2)
+    out = tmp_path / "s"
+    args = ["--grid", "lr=0.05,0.1", *TINY, "--backends", "numpy:cpu", "--no-reference-timing",
+            "--out", str(out)]
+    assert sweep(args) == 130
+    assert len(pd.read_csv(out / "sweep.csv")) == 1
+    assert "run the same command to resume" in capsys.readouterr().err
+
+
+def test_gpu_check_keeps_the_runs_done(tmp_path, monkeypatch, after):
+    after(signal.SIGTERM)
+    interrupt_on_call(monkeypatch, gpu_check, "run_one", 2)
+    out = tmp_path / "g"
+    assert gpu_check.main(["--quiet", "--out", str(out)]) == 143
+    rows = pd.read_csv(out / "gpu_check.csv")
+    assert len(rows) == 1 and rows["status"].iloc[0] == "ok"
+    assert "interrupted (SIGTERM)" in (out / "report.md").read_text()
+
+
+def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeypatch, after):
+    """A signal while benchmarks/ runs: pytest gets SIGINT, saves what it timed, and the ratios of
+    those are written."""
+    after(signal.SIGTERM)
+    sent = []
+
+    class Pytest:
+        def __init__(self, cmd):
+            self.json = Path(next(a for a in cmd if a.startswith("--benchmark-json=")).split("=", 1)[1])
+            self.waits = 0
+
+        def wait(self, timeout=None):
+            self.waits += 1
+            if self.waits == 1:
+                raise KeyboardInterrupt
+            bench = [{"name": f"{b}-{op}", "extra_info": {"op": op, "backend": b, "batch": 32},
+                      "stats": {"median": t, "iqr": 0.0}}
+                     for op in ("linear_fwd",) for b, t in (("numpy:cpu", 2e-3), ("torch:cpu", 1e-3))]
+            self.json.write_text(json.dumps({"benchmarks": bench}))
+            return 130
+
+        def send_signal(self, signum):
+            sent.append(signum)
+
+    real = subprocess.Popen
+    monkeypatch.setattr(op_ratios.subprocess, "Popen", lambda cmd, *a, **kw: Pytest(cmd)
+                        if "--benchmark-save=ops" in cmd else real(cmd, *a, **kw))
+    out = tmp_path / "o"
+    assert op_ratios.main(["--run", "--out", str(out)]) == 143
+    assert sent == [signal.SIGINT]
+    assert pd.read_csv(out / "op_ratios.csv")["ratio_cpu"].iloc[0] == pytest.approx(2.0)
+    assert "interrupted (SIGTERM)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("signum, code, words", [(signal.SIGINT, 130, "Ctrl-C"),
+                                                 (signal.SIGTERM, 143, "SIGTERM"),
+                                                 (signal.SIGHUP, 143, "SIGHUP")])
+def test_each_signal_has_its_status_and_its_words(monkeypatch, signum, code, words):
+    monkeypatch.setattr(errors, "_TERMINALS", [])
+    with pytest.raises(KeyboardInterrupt):
+        errors._raise_interrupt(signum, None)
+    assert errors.interrupted_code() == code and words in errors.interruption()
+
+
+def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path):
+    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
+                               "--out", "hup"], tmp_path, tmp_path / "hup" / "epochs.csv")
+    proc.send_signal(signal.SIGHUP)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    out = tmp_path / "hup"
+    assert list(pd.read_csv(out / "runs.csv")["status"]) == ["interrupted"]
+    assert "interrupted (SIGHUP" in (out / "report.md").read_text()
+    assert not (out / ".lock").exists()
+
+
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLPBENCH_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, timeout=300)
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
+def test_closed_standard_streams_still_finish_and_keep_the_results(tmp_path, redirect):
+    tiny = " ".join(TINY).replace("--quiet", "")  # progress bars on, to the closed stream
+    proc = _shell(f"{sys.executable} -m bench.compare {tiny} --backends numpy:cpu --out o {redirect}",
+                  tmp_path)
+    assert proc.returncode == 0, proc
+    assert {"runs.csv", "report.md", "env.json"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    assert set(pd.read_csv(tmp_path / "o" / "runs.csv")["status"]) == {"ok"}
+
+
+def test_an_out_folder_whose_name_is_not_utf8_keeps_its_report(tmp_path):
+    name = os.fsdecode(b"o-\xff\xfe")
+    proc = subprocess.run([sys.executable, "-m", "bench.compare", *TINY, "--backends", "numpy:cpu",
+                           "--out", name], cwd=tmp_path, capture_output=True, timeout=300,
+                          env={**os.environ, "MLPBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / name
+    assert (out / "report.md").read_text(encoding="utf-8")  # written, and valid UTF-8
+    assert b"results: o-" in proc.stdout
+
+
+def test_a_signal_while_the_results_are_written_waits_for_them(tmp_path, monkeypatch, after):
+    """After the measurements, a signal is held until every file is written, then ends the command
+    (a second signal would not wait)."""
+    from bench import compare
+
+    after(signal.SIGTERM)
+    real = compare.build_report
+
+    def report_interrupted(**kwargs):
+        errors._raise_interrupt(signal.SIGTERM, None)  # arrives while the outputs are written
+        return real(**kwargs)
+
+    monkeypatch.setattr(compare, "build_report", report_interrupted)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):  # the run shell turns it into 143
+        compare.main([*TINY, "--backends", "numpy:cpu", "--out", str(out)])
+    assert (out / "report.md").exists() and not (out / ".lock").exists()
+    assert list(pd.read_csv(out / "runs.csv")["status"]) == ["ok"]
+    assert not errors._signal["held"] and not errors._signal["pending"]
