@@ -55,7 +55,7 @@ JAX_VARIANTS: dict[str, dict[str, Any]] = {"jit": {}, "jax_scan": {"jax_scan": T
 # targets set for an H100 by an earlier issue; results/gpu/README.md measures why they are out of reach
 TARGET_MS = {"eager": 50.0, "cuda_graph": 15.0, "reduce-overhead": 15.0}
 ROW_COLUMNS = ["backend", "variant", "status", "error", "device_name", "epochs", "learned", "test_acc",
-               "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
+               "compile_s", "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
                "first_epoch_ms", "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor", "fixed_step_us",
                "timing_quality", "target_ms", "meets_target"]
 CPU_PASS = {"dataset": "synthetic", "train_subset": 2048, "val_size": 256, "epochs": 2,

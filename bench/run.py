@@ -129,7 +129,7 @@ class Run:
                                  clock=self.clock)
         self.options = options_of(self.backend)
         self.training.start()
-        self.options = self.backend.describe()  # again: what the start did (compile_seconds)
+        self.options = options_of(self.backend)  # again: what the start did (compile_seconds)
         return True
 
     def _guard(self, fn) -> bool:

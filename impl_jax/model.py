@@ -147,9 +147,12 @@ def jit_train_step(arch: Arch, opt: SGD, scan: bool = False):
     return jax.jit(partial(train_steps if scan else train_step, arch=arch, opt=opt), donate_argnums=(0, 1))
 
 
-def jit_evaluate(arch: Arch):
-    """(summed cross-entropy, correct) of one batch (x, y) under ``jax.jit``: for evaluation in chunks."""
-    def summed(params, x, y):
+def jit_evaluate(arch: Arch, size: int):
+    """(summed cross-entropy, correct) of rows start .. start + size of (x_all, y_all), under jax.jit:
+    evaluation in chunks, sliced inside the compiled function."""
+    def summed(params, x_all, y_all, start):
+        x = jax.lax.dynamic_slice_in_dim(x_all, start, size)  # (size, n_inputs)
+        y = jax.lax.dynamic_slice_in_dim(y_all, start, size)  # (size,)
         loss, correct = loss_and_correct(params, x, y, arch)
-        return loss * x.shape[0], correct
+        return loss * size, correct
     return jax.jit(summed)
