@@ -212,6 +212,17 @@ def test_gemm_seconds_times_the_listed_products(data):
     assert backend.gemm_seconds([Gemm(8, 4, 2), Gemm(3, 5, 7, ta=True, tb=True)], 2) > 0
 
 
+def test_dispatched_computations_finish_in_order():
+    """What the GEMM-only bracket relies on to wait for its last products only."""
+    a = jax.device_put(np.ones((400, 400), np.float32))
+    big, small = jax.jit(lambda m: m @ m), jax.jit(lambda m: m[:2, :2] + 1)
+    big(a).block_until_ready(), small(a).block_until_ready()  # compiled
+    for _ in range(3):
+        products = [big(a) for _ in range(20)]
+        small(a).block_until_ready()  # dispatched last, cheap: done first if run out of order
+        assert all(p.is_ready() for p in products)
+
+
 def test_fewer_threads_than_cores_is_refused():
     if default_threads() == 1:
         pytest.skip("one core: any thread count JAX can use is allowed")

@@ -271,8 +271,8 @@ class JaxBackend:
             last[c] = _dot(ta, tb)(a, b)
 
         def synchronize():
-            # NOTE: XLA's CPU and GPU clients run dispatched computations in order (measured:
-            # every earlier product is ready once a later one is), so the last ones suffice
+            # NOTE: JAX runs dispatched computations in order (tested on the CPU: every earlier
+            # product is ready once a later computation is), so waiting for the last ones suffices
             jax.block_until_ready(list(last.values()))
 
         with impl_jax.precision(self.dtype):
