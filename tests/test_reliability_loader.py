@@ -90,7 +90,7 @@ def test_a_broken_plugin_asked_for_is_one_line_and_never_a_traceback(tmp_path, m
 def test_a_constructor_that_raises_is_that_backends_failed_run(tmp_path, monkeypatch, init):
     name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'", init)
     monkeypatch.chdir(tmp_path)
-    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--seeds", "42", "--out", "o"]) == 0
+    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
     runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
     assert runs.loc[f"{name}:cpu", "status"] == "failed"
     assert runs.loc[f"{name}:cpu", "error"] in ("RuntimeError: constructor exploded", "SystemExit: 5")
