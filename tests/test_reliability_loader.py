@@ -21,7 +21,7 @@ from bench.errors import UserError
 from conftest import REPO
 
 TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
-        "--hidden-dims", "8", "--epochs", "1", "--quiet", "--no-reference-timing"]
+        "--hidden-dims", "8", "--epochs", "1", "--quiet", "--no-reference-timing", "--seeds", "42"]
 COUNTER = iter(range(10**6))
 
 # module bodies: (what it does, what the backend's row or line must say)

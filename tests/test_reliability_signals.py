@@ -22,10 +22,10 @@ import pytest
 
 from bench import errors, gpu_check, gradflow, hessian, op_ratios
 from bench.sweep import point as sweep_point
-from conftest import REPO, start_until_epochs
+from conftest import REPO, started_until_epochs
 
 TINY = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "64",
-        "--hidden-dims", "8", "--epochs", "2", "--quiet"]
+        "--hidden-dims", "8", "--epochs", "2", "--quiet", "--seeds", "42"]
 
 
 @pytest.fixture
@@ -144,10 +144,10 @@ def test_each_signal_has_its_status_and_its_words(monkeypatch, signum, code, wor
 
 
 def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path):
-    proc = start_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
-                               "--out", "hup"], tmp_path, tmp_path / "hup" / "epochs.csv")
-    proc.send_signal(signal.SIGHUP)
-    _out, err = proc.communicate(timeout=120)
+    with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
+                               "--out", "hup"], tmp_path, tmp_path / "hup" / "epochs.csv") as proc:
+        proc.send_signal(signal.SIGHUP)
+        _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     out = tmp_path / "hup"

@@ -198,7 +198,7 @@ def _import(impl: str, spec: Impl):
             return importlib.import_module(spec.module)
         except ImportError as exc:
             hint = f"; install the '{spec.extra}' extra: pip install '.[{spec.extra}]'" if spec.extra else ""
-            raise Unavailable(f"cannot be imported ({shorten(str(exc), 200)}){hint}") from None
+            raise Unavailable(f"cannot be imported ({shorten(str(exc), 400)}){hint}") from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             raise Unavailable(f"import {spec.module} raised {shorten(f'{type(exc).__name__}: {exc}', 300)}"
                               ) from None
