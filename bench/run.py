@@ -4,9 +4,10 @@ Every command that trains calls this (``compare``, ``sweep``,
 ``epoch_ratio``, ``gpu_check``, ``gradflow``, ``hessian``): build the backend
 (or take the one given), load the data onto its device, measure the fixed
 cost of a step, then train through ``bench.loop`` with the GEMM-only brackets
-of ``bench.timing`` around every epoch (unless ``Config.reference_timing`` is
-off). :class:`Run` takes one epoch per :meth:`Run.step`, so several runs can
-take turns; :func:`run_one` runs one to the end.
+and the gather-only time of ``bench.timing`` around every epoch (unless
+``Config.reference_timing`` is off). :class:`Run` takes one epoch per
+:meth:`Run.step`, so several runs can take turns; :func:`run_one` runs one to
+the end.
 
 A run that fails (an exception in the backend, out of memory) comes back as a
 record with status ``failed`` or ``oom`` and a one-line message, holding what
@@ -30,7 +31,7 @@ from bench.data.dataset import Dataset
 from bench.loop import Clock, LoopHooks, Training
 from bench.memory import check_memory
 from bench.roofline import step_gemms
-from bench.timing import GemmBrackets, fixed_step_seconds
+from bench.timing import GatherTime, GemmBrackets, fixed_step_seconds
 
 MAX_MESSAGE = 400  # characters of an error message kept in the records
 CONTROL_SUFFIX = "+1ulp"  # names a float32 control: a backend started from weights one rounding step apart
@@ -123,7 +124,8 @@ class Run:
             except Exception:  # noqa: BLE001 - e.g. a backend that needs CIFAR-shaped images
                 fixed = math.nan
             shapes = step_gemms(data.n_features, c.hidden_dims, data.n_classes, c.batch_size)
-            hooks.append(GemmBrackets(shapes, n_train // c.batch_size, fixed))
+            hooks += [GemmBrackets(shapes, n_train // c.batch_size, fixed),
+                      GatherTime(n_train, c.batch_size, self.clock)]
         self.training = Training(self.backend, data, c, self.seed, initial_state=self.initial_state,
                                  record_steps=self.record_steps, hooks=hooks + self.hooks,
                                  clock=self.clock)
