@@ -15,11 +15,12 @@ from impl_jax.model import (
     linear,
     loss_and_correct,
     precision,
+    take_rows,
     train_step,
     train_steps,
     zero_velocity,
 )
 
 __all__ = ["ACTIVATIONS", "SGD", "cross_entropy", "forward", "init_params", "jit_evaluate",
-           "jit_train_step", "linear", "loss_and_correct", "precision", "train_step", "train_steps",
-           "zero_velocity"]
+           "jit_train_step", "linear", "loss_and_correct", "precision", "take_rows", "train_step",
+           "train_steps", "zero_velocity"]

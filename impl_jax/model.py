@@ -118,33 +118,39 @@ def sgd(params: Params, velocity: Params, grads: Params, opt: SGD) -> tuple[Para
     return new_params, new_velocity
 
 
-def train_step(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.Array, rows: jax.Array,
-               arch: Arch, opt: SGD) -> tuple[Params, Params, jax.Array, jax.Array]:
-    """Gather rows (S,) of (x_all, y_all), take the gradient of the loss and one SGD step.
+def take_rows(data: tuple[jax.Array, jax.Array], rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The batch (x_all[rows], y_all[rows]) of ``data`` = (x_all, y_all): (S, n_inputs), (S,)."""
+    x_all, y_all = data
+    return x_all[rows], y_all[rows]
 
-    Returns (params, velocity, loss, correct)."""
-    x, y = x_all[rows], y_all[rows]                                      # (S, n_inputs), (S,)
+
+def train_step(params: Params, velocity: Params, data: Any, rows: jax.Array, arch: Arch, opt: SGD,
+               gather: Callable = take_rows) -> tuple[Params, Params, jax.Array, jax.Array]:
+    """Gather the batch ``gather(data, rows)`` (rows (S,)), take the gradient of the loss and one
+    SGD step. Returns (params, velocity, loss, correct)."""
+    x, y = gather(data, rows)                                            # (S, n_inputs), (S,)
     (loss, correct), grads = jax.value_and_grad(loss_and_correct, has_aux=True)(params, x, y, arch)
     params, velocity = sgd(params, velocity, grads, opt)
     return params, velocity, loss, correct
 
 
-def train_steps(params: Params, velocity: Params, x_all: jax.Array, y_all: jax.Array, rows: jax.Array,
-                arch: Arch, opt: SGD) -> tuple[Params, Params, jax.Array, jax.Array]:
+def train_steps(params: Params, velocity: Params, data: Any, rows: jax.Array, arch: Arch, opt: SGD,
+                gather: Callable = take_rows) -> tuple[Params, Params, jax.Array, jax.Array]:
     """:func:`train_step` on every row of ``rows`` (K, S) in turn, as one ``lax.scan``.
 
     Returns (params, velocity, losses (K,), correct (K,))."""
     def body(carry, batch_rows):
-        p, v, loss, correct = train_step(*carry, x_all, y_all, batch_rows, arch, opt)
+        p, v, loss, correct = train_step(*carry, data, batch_rows, arch, opt, gather)
         return (p, v), (loss, correct)
 
     (params, velocity), (losses, correct) = jax.lax.scan(body, (params, velocity), rows)
     return params, velocity, losses, correct
 
 
-def jit_train_step(arch: Arch, opt: SGD, scan: bool = False):
+def jit_train_step(arch: Arch, opt: SGD, scan: bool = False, gather: Callable = take_rows):
     """:func:`train_step` (with ``scan``: :func:`train_steps`) under jax.jit, params and velocity donated."""
-    return jax.jit(partial(train_steps if scan else train_step, arch=arch, opt=opt), donate_argnums=(0, 1))
+    return jax.jit(partial(train_steps if scan else train_step, arch=arch, opt=opt, gather=gather),
+                   donate_argnums=(0, 1))
 
 
 def jit_evaluate(arch: Arch, size: int):

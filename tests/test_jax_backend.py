@@ -33,8 +33,14 @@ from bench.data import make_synthetic  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.loop import LoopHooks, epoch_order, train_run  # noqa: E402
 from bench.roofline import Gemm, step_gemms  # noqa: E402
+from bench.run import run_one  # noqa: E402
 from bench.threads import default_threads  # noqa: E402
+from bench.backends.jax_backend import normalised_rows  # noqa: E402
+from bench.data.dataset import normaliser  # noqa: E402
 from conftest import assert_one_line_error  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from test_gather import batches, dataset  # noqa: E402
+import impl_jax  # noqa: E402
 
 N_FEATURES, N_CLASSES = 48, 10
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -159,6 +165,40 @@ def test_no_compilation_after_the_start(data):
         watching[0] = False
         assert result.status == "ok" and math.isfinite(result.run["test_acc"])
     assert compiles == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(batches())
+def test_a_batch_gathered_from_uint8_is_the_normalised_split_bit_for_bit(case):
+    raw, mean, std, dtype, rows = case
+    data = dataset(raw, mean, std, dtype)
+    shift, scale = normaliser(data.mean, data.std, data.n_features, dtype)
+    with impl_jax.precision(dtype):
+        x, y = jax.jit(normalised_rows)((raw, data.y_train.astype(np.int32), shift, scale),
+                                        rows.astype(np.int32))
+        assert x.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(x), data.x_train[rows])
+    np.testing.assert_array_equal(np.asarray(y), data.y_train[rows])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_on_the_uint8_path_equals_the_float_path(dtype):
+    data = make_synthetic(512, 64, 64, seed=5, dtype=dtype)
+    losses = []
+    for source in ("normalised", "uint8"):
+        backend = JaxBackend(config(dtype=dtype, gather_from=source, eval_batch_size=64))
+        backend.load_data(data)
+        assert backend._train[0].dtype == (np.uint8 if source == "uint8" else np.dtype(dtype))
+        result = train_run(backend, data, backend.config, 3, record_steps=True)
+        losses.append([s["loss"] for s in result.steps] + [result.run["test_loss"]])
+    np.testing.assert_array_equal(losses[0], losses[1])
+
+
+def test_the_gather_alone_is_timed_after_every_epoch(data):
+    chosen, _ = resolve(["jax:cpu"])
+    record = run_one(chosen[0], config(reference_timing=True), data, 0)
+    assert record.status == "ok"
+    assert all(e["gather_seconds"] > 0 for e in record.epochs)
 
 
 def test_float64_does_not_leak_into_float32_runs_or_other_backends(data, data64):

@@ -92,7 +92,7 @@ def test_jitted_sgd_steps_match_numpy_sgd_in_float64(momentum, weight_decay):
             model.backward(loss_fn.backward(logits, y_all[rows]), input_grad=False)
             opt.step()
             old = params["linears.0.weight"]
-            params, velocity, j_loss, _ = step(params, velocity, xj, yj, jnp.asarray(rows, jnp.int32))
+            params, velocity, j_loss, _ = step(params, velocity, (xj, yj), jnp.asarray(rows, jnp.int32))
             assert old.is_deleted()  # donated: XLA reused the buffer
             np.testing.assert_allclose(float(j_loss), loss, rtol=1e-10, err_msg=f"step {k}")
     for name, value in model.state_dict().items():
@@ -109,12 +109,12 @@ def test_scan_of_steps_equals_the_steps_one_by_one():
         x_all, y_all = jnp.asarray(x_all, jnp.float64), jnp.asarray(y_all, jnp.int32)
         p = {k: jnp.asarray(v) for k, v in state.items()}
         p, v, losses, correct = impl_jax.jit_train_step(arch, opt, scan=True)(
-            p, impl_jax.zero_velocity(p, opt), x_all, y_all, jnp.asarray(rows, jnp.int32))
+            p, impl_jax.zero_velocity(p, opt), (x_all, y_all), jnp.asarray(rows, jnp.int32))
         q = {k: jnp.asarray(v) for k, v in state.items()}
         w, one_by_one = impl_jax.zero_velocity(q, opt), []
         step = impl_jax.jit_train_step(arch, opt)
         for r in rows:
-            q, w, loss, _ = step(q, w, x_all, y_all, jnp.asarray(r, jnp.int32))
+            q, w, loss, _ = step(q, w, (x_all, y_all), jnp.asarray(r, jnp.int32))
             one_by_one.append(float(loss))
     assert losses.shape == (8,) and correct.shape == (8,)
     np.testing.assert_allclose(np.asarray(losses), one_by_one, rtol=1e-12)

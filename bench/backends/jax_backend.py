@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.backends.api import StepRecords
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from bench.threads import default_threads
@@ -99,7 +99,9 @@ class JaxBackend:
                             "or none)")
         self.dtype = np.dtype(config.dtype)
         self.opt = impl_jax.SGD(config.lr, config.momentum, config.weight_decay)
-        self._splits: dict[str, tuple[Any, Any]] = {}
+        self._train: tuple[Any, ...] = ()  # (images, labels[, shift, scale]): what a step gathers from
+        self._splits: dict[str, tuple[Any, Any]] = {}  # the evaluated splits
+        self._last: Any = None  # the output of the latest dispatch: what synchronize waits for
         self.compile_seconds = 0.0  # spent compiling for the current model (0: all was compiled before)
         self.params = self.velocity = None
         self._pending: list[np.ndarray] = []  # jax_scan: the rows of the steps not yet run
@@ -110,18 +112,25 @@ class JaxBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """Every split to the device once: x in the config dtype, y as int32."""
+        """To the device once: what training batches are gathered from (``Config.gather_from``: the
+        normalised split, or the uint8 images and their normalisation rows), the val and test splits
+        in the config dtype; every y as int32."""
+        images, norm = data.train_source(self.dtype, self.config.gather_from == "uint8")
         with impl_jax.precision(self.dtype):
-            self._splits = {name: (jax.device_put(np.asarray(x, dtype=self.dtype), self.dev),
-                                   jax.device_put(np.asarray(y, dtype=np.int32), self.dev))
-                            for name, (x, y) in ((n, data.split(n)) for n in SPLITS)}
+            def put(a, dtype):
+                return jax.device_put(np.asarray(a, dtype=dtype), self.dev)
+            self._train = (put(images, np.uint8 if norm else self.dtype), put(data.y_train, np.int32),
+                           *(put(r, self.dtype) for r in norm or ()))
+            self._splits = {name: (put(data.split(name)[0], self.dtype), put(data.split(name)[1], np.int32))
+                            for name in EVALUATED}
+        self._rows = impl_jax.take_rows if norm is None else normalised_rows
         self.arch = Arch(data.n_features, tuple(self.config.hidden_dims), data.n_classes,
                          self.config.activation, self.config.alpha, self.config.residual)
 
     def init_model(self, seed: int) -> None:
         """Weights from ``jax.random.key(seed)``, zero momentum; every function compiled (timed) that
         this process has not compiled yet."""
-        if not self._splits:
+        if not self._train:
             raise RuntimeError("JaxBackend.init_model: call load_data first")
         with impl_jax.precision(self.dtype), jax.default_device(self.dev):
             self.params = impl_jax.init_params(self.arch, jax.random.key(seed), self.dtype)
@@ -131,9 +140,11 @@ class JaxBackend:
         self._reset_records()
 
     def _compile_all(self) -> None:
-        """The step (and the epoch's scan) for this batch size, the evaluation for every chunk shape."""
-        batch, n_train = self.config.batch_size, len(self._splits["train"][1])
+        """The step (and the epoch's scan) and the gather for this batch size, the evaluation for
+        every chunk shape."""
+        batch, n_train = self.config.batch_size, len(self._train[1])
         self._train_step = self._executable("step", np.zeros(batch, dtype=np.int32))
+        self._gather = self._executable("gather", np.zeros(batch, dtype=np.int32))
         self._epoch_steps = n_train // batch
         if self.config.jax_scan:
             self._train_scan = self._executable("scan", np.zeros((self._epoch_steps, batch), np.int32))
@@ -145,16 +156,17 @@ class JaxBackend:
     def _executable(self, what: str, *args: Any, size: int = 0):
         """The compiled function ``what`` ("step", "scan", or "eval" of ``size`` rows) for these
         argument shapes, compiled (traced, lowered and compiled by XLA, all timed) the first time."""
-        key = (what, size, self.dev, self.arch, self.opt, self.dtype, self._splits["train"][0].shape,
-               *((np.shape(a), np.dtype(a.dtype)) for a in args))  # everything the function depends on
+        key = (what, size, self.dev, self.arch, self.opt, self.dtype, self._rows,
+               *((np.shape(a), np.dtype(a.dtype)) for a in (*self._train, *args)))  # all it depends on
         if key not in COMPILED:
             t0 = time.perf_counter()
-            x_train, y_train = self._splits["train"]
             if what == "eval":
                 lowered = impl_jax.jit_evaluate(self.arch, size).lower(self.params, *args)
+            elif what == "gather":
+                lowered = jax.jit(self._rows).lower(self._train, *args)
             else:
-                step = impl_jax.jit_train_step(self.arch, self.opt, scan=what == "scan")
-                lowered = step.lower(self.params, self.velocity, x_train, y_train, *args)
+                step = impl_jax.jit_train_step(self.arch, self.opt, scan=what == "scan", gather=self._rows)
+                lowered = step.lower(self.params, self.velocity, self._train, *args)
             COMPILED[key] = lowered.compile()
             self.compile_seconds += time.perf_counter() - t0
         return COMPILED[key]
@@ -195,11 +207,18 @@ class JaxBackend:
             self._step(idx)
         self._seen += len(idx)
 
+    def gather(self, idx: np.ndarray) -> tuple[Any, Any]:
+        """Training rows ``idx`` gathered on the device (uint8 rows normalised as gathered), as the
+        step does inside its compiled function: (S, F), (S,); dispatched, not waited for."""
+        with impl_jax.precision(self.dtype):
+            self._last = self._gather(self._train, idx)
+        return self._last
+
     def _step(self, idx: np.ndarray) -> None:
-        x_train, y_train = self._splits["train"]
         with impl_jax.precision(self.dtype):
             self.params, self.velocity, loss, correct = self._train_step(
-                self.params, self.velocity, x_train, y_train, idx)
+                self.params, self.velocity, self._train, idx)
+        self._last = loss
         self._losses.append(loss)
         self._corrects.append(correct)
 
@@ -212,10 +231,10 @@ class JaxBackend:
             for idx in pending:
                 self._step(idx)
             return
-        x_train, y_train = self._splits["train"]
         with impl_jax.precision(self.dtype):
             self.params, self.velocity, losses, correct = self._train_scan(
-                self.params, self.velocity, x_train, y_train, np.stack(pending))  # rows (K, S)
+                self.params, self.velocity, self._train, np.stack(pending))  # rows (K, S)
+        self._last = losses
         self._losses.append(losses)
         self._corrects.append(correct)
 
@@ -231,9 +250,10 @@ class JaxBackend:
         return rec
 
     def synchronize(self) -> None:
-        """Run what jax_scan recorded, then wait for the device (the last step's outputs)."""
+        """Run what jax_scan recorded, then wait for the device: for the latest dispatch's outputs,
+        which JAX runs after every earlier one (see gemm_seconds)."""
         self._run_pending()
-        jax.block_until_ready((self.params, self._losses[-1:]))
+        jax.block_until_ready(self._last)
 
     def _reset_records(self) -> None:
         self._losses, self._corrects, self._seen = [], [], 0
@@ -243,8 +263,8 @@ class JaxBackend:
     def evaluate(self, split: str) -> tuple[float, float]:
         """(mean loss, accuracy) on ``split`` in chunks of eval_batch_size, each chunk sliced inside
         its compiled function (a slice outside would compile and dispatch one of its own)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        if split not in EVALUATED:
+            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)})")
         self._run_pending()
         x, y = self._splits[split]
         n, chunk = len(y), self.config.eval_batch_size
@@ -294,6 +314,18 @@ class JaxBackend:
         """Peak device memory where the device reports it (CUDA); None on the CPU."""
         stats = self.dev.memory_stats() if self.dev.platform != "cpu" else None
         return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def normalised_rows(data: tuple[Any, ...], rows: Any) -> tuple[Any, Any]:
+    """``gather_from = "uint8"``: rows of the uint8 images normalised as gathered, (x - shift) / scale
+    in the dtype of the normalisation rows (bench.data.dataset.normalise_into's arithmetic, whose
+    numbers are the normalised split's), and their labels: (S, F), (S,)."""
+    images, labels, shift, scale = data
+    x = images[rows].astype(shift.dtype) - shift                          # (S, F), uint8 -> float: exact
+    # NOTE: XLA rewrites a division by a broadcast row as a product with its reciprocal, one
+    # rounding more: 26 % of a batch's numbers then differed from the normalised split by an ulp.
+    # The barrier keeps the division a division (tests/test_jax_backend.py, bit for bit)
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(scale, x.shape)), labels[rows]
 
 
 _DOTS: dict[tuple[bool, bool], Any] = {}
