@@ -146,6 +146,9 @@ def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         if "epoch_to_gemm" not in steady:
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
+        g = steady["gather_seconds"].to_numpy(float) if "gather_seconds" in steady else np.array([np.nan])
+        share = (f", of which the batch gather {np.median(g / steady['gemm_seconds'].to_numpy(float)):.3f} "
+                 f"(gather-only {np.median(g):.3g} s an epoch)" if np.isfinite(g).all() else "")
         trusted = (f"{row['epoch_to_gemm_trusted']:.3f} (min {row['epoch_to_gemm_min_trusted']:.3f}) "
                    f"over the {row['n_epochs_trusted']} trusted (at nominal machine speed and unflagged)"
                    if row["n_epochs_trusted"] else "no trusted epoch (none at nominal machine speed "
@@ -156,7 +159,7 @@ def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
                         f"(gather-only {gather:.3g} s an epoch)")
         lines.append(f"{row['backend']}: median epoch/GEMM ratio {np.median(r):.3f} over all "
                      f"{len(r)} epochs after the first, trusted or not (min {r.min():.3f}, max "
-                     f"{r.max():.3f}); {trusted}; fixed cost of a step "
+                     f"{r.max():.3f}){share}; {trusted}; fixed cost of a step "
                      f"{row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
                      f"{row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines
