@@ -52,7 +52,8 @@ EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", 
                  "samples_per_second", "timing_quality"]
 RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
                "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
-               "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes"]
+               "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes",
+               "compile_seconds"]
 
 
 def build_parser():

@@ -116,6 +116,9 @@ class Config:
                               choices=TORCH_COMPILE_MODES)
     cuda_graph: bool = _opt(False, "capture the whole torch training step as a CUDA graph")
     tf32: bool = _opt(False, "allow TF32 matmuls on CUDA")
+    # --- JAX (off by default, recorded when on)
+    jax_scan: bool = _opt(False, "run each epoch of the jax backends as one lax.scan over its batches "
+                                 "(one dispatch per epoch)")
     # --- peers
     dataloader_workers: int = _opt(0, "num_workers of the torch-dataloader backend")
     # --- bench.gradflow: a deep plain and residual net, NumPy and PyTorch from the same weights
@@ -219,6 +222,8 @@ class Config:
                ", ".join(TORCH_COMPILE_MODES))
         _check(not (self.cuda_graph and self.torch_compile != "none"), "cuda_graph", self.cuda_graph,
                "false when torch_compile is set (a captured graph and torch.compile are alternatives)")
+        _check(not (self.jax_scan and self.eval_every is not None), "jax_scan", self.jax_scan,
+               "false when eval_every is set (a scanned epoch has no step to evaluate between)")
         cores = os.cpu_count() or 1
         _check(0 <= self.dataloader_workers <= 4 * cores, "dataloader_workers", self.dataloader_workers,
                f"an integer from 0 to {4 * cores} (4 worker processes per core)")
@@ -266,7 +271,7 @@ TRAINING = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "seeds", "
 DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir", "gather_from")
 HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every", "lockstep",
            "reference_timing")
-SPEEDUPS = ("torch_compile", "cuda_graph", "tf32")
+SPEEDUPS = ("torch_compile", "cuda_graph", "tf32", "jax_scan")
 PEERS = ("dataloader_workers",)
 GRADFLOW = ("depth", "width", "activations", "batch_examples", "check_steps", "grad_rtol",
             "trajectory_rtol")
@@ -304,7 +309,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
                     "backends": ["numpy:cpu", "torch:cpu"]},
     "gpu_check": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000,
-                  "backends": ["torch:cuda", "numpy:cuda"]},
+                  "backends": ["torch:cuda", "numpy:cuda", "jax:cuda"]},
     # 200 steps of lr 0.01 (0.1 makes the 21-layer plain ELU net diverge), evaluated every 50
     "gradflow": {"lr": 0.01, "epochs": 1, "train_subset": 25_600, "eval_every": 50,
                  "reference_timing": False},

@@ -32,8 +32,8 @@ from bench.config import config_from_args
 from bench.datasource import load_for_config
 from bench.errors import EXIT_FAILED, run_cli
 from bench.memory import check_memory
-from bench.report import CLOCKS, REFERENCE, md_table, model_line, setup_lines, summary_view, \
-    timing_sentences
+from bench.report import CLOCKS, REFERENCE, compile_sentence, md_table, model_line, setup_lines, \
+    summary_view, timing_sentences
 from bench.results import ResultsFolder
 from bench.run import Run
 from bench.stats import summarise
@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = summarise(run_rows, epochs)
             folder.write_csv("epochs.csv", epochs)
             folder.write_csv("summary.csv", summary)
-            lines, sentences = _summary_lines(epochs, summary), timing_sentences(summary)
+            lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
+            sentences = timing_sentences(summary)
         if env:
             report = ["# Epoch time against GEMM-only time", "", *folder.interrupted_note(), "## Setup", "",
                       *setup_lines(env, [model_line(config.to_dict())]), "", CLOCKS, "", REFERENCE, "",

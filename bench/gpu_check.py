@@ -1,4 +1,4 @@
-"""The GPU check: every torch speed-up and the NumPy-on-CuPy backend timed on CUDA by the one run path.
+"""The GPU check: every torch speed-up, NumPy on CuPy and JAX timed on CUDA by the one run path.
 
 Run it as ``bash scripts/gpu_check.sh`` (which first runs ``pytest tests -m
 cuda``), or::
@@ -7,13 +7,14 @@ cuda``), or::
 
 Its preset (``bench.config.PRESETS["gpu_check"]``): 5 epochs of synthetic
 data of the real CIFAR-10 shapes (no download needed), backends
-``torch:cuda`` and ``numpy:cuda``. Every torch backend runs once per variant
-of ``--gpu-variants`` (eager, ``--cuda-graph``, ``--torch-compile
-reduce-overhead``), every other backend once, each through
+``torch:cuda``, ``numpy:cuda`` and ``jax:cuda``. Every torch backend runs once
+per variant of ``--gpu-variants`` (eager, ``--cuda-graph``, ``--torch-compile
+reduce-overhead``), every JAX backend step by step and with ``--jax-scan``,
+every other backend once, each through
 ``bench.run.run_one``: the GEMM-only brackets, the fixed-cost floor and the
 quality flags of ``bench.timing``. Backends that cannot run here are skipped
 with the reason; with none left (no GPU), it runs a tiny CPU pass of the same
-code (``torch:cpu`` and ``numpy:cpu``, the eager variant) for the code path
+code (``torch:cpu``, ``numpy:cpu`` and, where installed, ``jax:cpu``) for the code path
 only, and exits 0. ``--out`` (default ``$OUT`` when set, else
 ``results/<timestamp>_gpu_check/``) gets ``gpu_check.csv`` (one row per
 backend and variant), ``epochs.csv``, ``env.json`` and ``report.md``. Exit 1
@@ -50,14 +51,15 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch
     "cuda_graph": {"cuda_graph": True},
     "reduce-overhead": {"torch_compile": "reduce-overhead"},
 }
+JAX_VARIANTS: dict[str, dict[str, Any]] = {"jit": {}, "jax_scan": {"jax_scan": True}}
 # targets set for an H100 by an earlier issue; results/gpu/README.md measures why they are out of reach
 TARGET_MS = {"eager": 50.0, "cuda_graph": 15.0, "reduce-overhead": 15.0}
 ROW_COLUMNS = ["backend", "variant", "status", "error", "device_name", "epochs", "learned", "test_acc",
-               "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
+               "compile_s", "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
                "first_epoch_ms", "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor", "fixed_step_us",
                "timing_quality", "target_ms", "meets_target"]
 CPU_PASS = {"dataset": "synthetic", "train_subset": 2048, "val_size": 256, "epochs": 2,
-            "backends": ["torch:cpu", "numpy:cpu"], "gpu_variants": ["eager"]}
+            "backends": ["torch:cpu", "numpy:cpu", "jax:cpu"], "gpu_variants": ["eager"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,9 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("no CUDA backend can run here: a tiny CPU pass of the same code, for the code path only "
             "(no GPU figures)")
         config = dataclasses.replace(config, **CPU_PASS).validate()
-        chosen, _ = resolve(config.backends)
+        chosen, _ = resolve(config.backends, skip_unavailable=True)  # jax:cpu only with JAX
     jobs = [(c, v, _variant(config, c, v)) for c in chosen
-            for v in (config.gpu_variants if c.impl == "torch" else ["-"])]
+            for v in (config.gpu_variants if c.impl == "torch" else
+                      list(JAX_VARIANTS) if c.impl == "jax" else ["-"])]
     for c, _v, cfg in jobs:
         c.build(cfg)  # option errors (cuda_graph on a CPU, say) before anything is created
     threads = resolve_threads(config.threads)
@@ -120,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _variant(config: Config, chosen: Chosen, variant: str) -> Config:
-    return dataclasses.replace(config, backends=[chosen.name], **VARIANTS.get(variant, {})).validate()
+    overrides = (JAX_VARIANTS if chosen.impl == "jax" else VARIANTS).get(variant, {})
+    return dataclasses.replace(config, backends=[chosen.name], **overrides).validate()
 
 
 def _record_line(variant: str, r: RunRecord) -> str:
@@ -144,6 +148,7 @@ def _row(variant: str, r: RunRecord, cpu_pass: bool) -> dict[str, Any]:
                            or r.options.get("gpu", ""), "epochs": len(r.epochs),
                            "learned": len(losses) >= 2 and losses[-1] < losses[0],
                            "test_acc": r.run.get("test_acc"),
+                           "compile_s": r.run.get("compile_seconds"),
                            "peak_memory_mb": (r.run["peak_memory_bytes"] / 2**20
                                               if r.run.get("peak_memory_bytes") else None)}
     if r.epochs:

@@ -98,7 +98,9 @@ class Run:
                        total_train_seconds=float(sum(e["epoch_seconds"] for e in done)),
                        median_epoch_seconds_all=float(np.median([e["epoch_seconds"] for e in done]))
                        if done else math.nan, time_to_target_seconds=None, peak_memory_bytes=None)
-        run.update(status=status, error=self.error)
+        # a compiling backend's compile time, before the first epoch and outside every clock
+        run.update(status=status, error=self.error,
+                   compile_seconds=self.options.get("compile_seconds", math.nan))
         return RunRecord(backend=self.chosen.name, seed=self.seed, status=status, error=self.error,
                          run=run, epochs=list(result.epochs) if result else [],
                          steps=list(result.steps) if result else [],
@@ -129,6 +131,7 @@ class Run:
                                  clock=self.clock)
         self.options = options_of(self.backend)
         self.training.start()
+        self.options = options_of(self.backend)  # again: what the start did (compile_seconds)
         return True
 
     def _guard(self, fn) -> bool:

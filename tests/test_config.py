@@ -165,7 +165,7 @@ CLI_CASES = [
     (["--val-size", "60000"], ["val_size", "60000"]),
     (["--residual", "--hidden-dims", "128,128"], ["hidden_dims", "[128, 128, 128]"]),
     (["--no-such-flag"], ["--no-such-flag"]),
-    (["--backends", "jax:cpu"], ["jax:cpu", "numpy"]),
+    (["--backends", "mxnet:cpu"], ["mxnet:cpu", "numpy"]),
     (["--config", "missing.toml"], ["missing.toml"]),
     (["--lr", "1e400"], ["lr", "inf", "finite"]),
     (["--std", "0.2,nan,0.2"], ["std", "nan"]),

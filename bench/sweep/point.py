@@ -123,7 +123,7 @@ def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any
     measured.update({
         "test_acc": run["test_acc"], "test_loss": run["test_loss"], "best_val_acc": run["best_val_acc"],
         "epochs_done": run["epochs_done"], "total_train_seconds": run["total_train_seconds"],
-        "peak_memory_bytes": run["peak_memory_bytes"],
+        "peak_memory_bytes": run["peak_memory_bytes"], "compile_seconds": run.get("compile_seconds"),
         "n_train": len(data.y_train), "data_fingerprint": data.fingerprint,
     })
     del backend
