@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from bench import io as bio
 from bench.config import load_toml
-from bench.data import archive, load_dataset
+from bench.data import archive, formats, load_dataset
 from bench.data.formats import BATCH_RECORDS, N_PIXELS, RestrictedUnpickler, restricted_loads
 from bench.errors import MAX_LINE, UserError
 from conftest import assert_one_line_error
@@ -324,6 +324,28 @@ def test_a_pickle_cannot_build_an_array_larger_than_a_batch(tmp_path, data, need
     assert isinstance(got, UserError) and "refusing to build" in str(got) and needle in str(got), got
 
 
+@SETTINGS
+@given(rows=st.integers(1, 10_000), builder=st.sampled_from(["ndarray", "reconstruct"]))
+def test_an_array_is_never_built_from_no_bytes(tmp_path_factory, rows, builder):
+    """A batch-sized array with no buffer behind it (d03: uninitialised memory) is refused."""
+    from numpy.core.multiarray import _reconstruct
+
+    data = (Reduce(np.ndarray, (rows, 3072), "u1") if builder == "ndarray"
+            else Reduce(_reconstruct, np.ndarray, (rows, 3072), b"b"))
+    got = within(30, lambda: load_quiet(_python_folder_with(tmp_path_factory.mktemp("u"), data)))
+    assert isinstance(got, UserError) and "from no bytes" in str(got), got
+
+
+def test_a_batch_holds_no_more_pixels_than_its_file_has_bytes():
+    data = np.zeros((10, 3072), np.uint8)
+    buf = pickle.dumps({b"data": data, b"labels": [0] * 10}, protocol=2)
+    assert formats.parse_python_batch(buf, "b")[0].shape == (10, 3072)
+    with pytest.raises(UserError, match="not read from it"):
+        with pytest.MonkeyPatch.context() as mp:  # the guard behind the builders' own checks
+            mp.setattr(formats, "restricted_loads", lambda *_: {b"data": data, b"labels": [0] * 10})
+            formats.parse_python_batch(b"short", "b")
+
+
 def test_a_chain_of_codec_encodings_cannot_grow_bytes(tmp_path):
     import codecs
 
@@ -350,8 +372,9 @@ def test_a_pickle_of_millions_of_tiny_opcodes_is_refused_before_it_builds_anythi
        dtype=st.sampled_from(["u1", "i4", "f8", "c16", "U3"]))
 def test_the_unpickler_builds_an_array_exactly_when_it_fits_the_cap(shape, dtype):
     cap = 40_000
-    buf = pickle.dumps(Reduce(np.ndarray, tuple(shape), dtype), protocol=2)
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    array = np.zeros(shape, dtype) if nbytes <= cap else Reduce(np.ndarray, tuple(shape), dtype)
+    buf = pickle.dumps(array, protocol=5)  # an array with its bytes, as NumPy pickles it
     if nbytes <= cap:
         a = restricted_loads(buf, "f", cap)
         assert a.shape == tuple(shape) and a.dtype == np.dtype(dtype)
