@@ -63,7 +63,10 @@ class ResultsFolder:
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
         path = Path(out) if out is not None else default_path(label)
-        if (path.exists() or path.is_symlink()) and not path.is_dir():
+        if path.is_symlink():
+            raise UserError(f"--out {path} is a symbolic link; refusing to write through it (allowed: "
+                            "a new or empty folder, named by its own path)")
+        if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
         try:
             created = io.make_dirs(path)
