@@ -10,6 +10,9 @@ editing a copy of course_ok (``variant``).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -473,6 +476,43 @@ def test_hostile_code_costs_one_result_never_the_command(capsys, tmp_path, name)
     code, out, err = command(capsys, target, "--timeout", "4", "--memory-mb", "512")
     assert code == 1, (out, err)
     assert needle in out, out
+
+
+def _running(needle: str) -> list[int]:
+    """Pids of the processes whose command line holds ``needle`` (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["start_new_session", "double fork and setsid"])
+def test_no_process_the_code_starts_outlives_its_check(capsys, tmp_path, how):
+    """k04: a process that leaves the session (setsid) and its parent is killed with the check."""
+    seconds = f"{300 + (tmp_path.stat().st_ino % 1000) / 1000 + (how == 'start_new_session'):.3f}"
+    spawn = {"start_new_session": f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True)",
+             "double fork and setsid": ("if os.fork() == 0:\n    os.setsid()\n    subprocess.Popen(['sleep', "
+                                        f"'{seconds}'])\n    os._exit(0)\nos.wait()")}[how]
+    (tmp_path / "modules.py").write_text(f"import os, subprocess\n{spawn}\n" + (FIXTURES / "course_ok"
+                                         / "modules.py").read_text())
+    try:
+        command(capsys, tmp_path, "--timeout", "60")
+        assert _running(f"sleep\0{seconds}") == []
+    finally:
+        for pid in _running(f"sleep\0{seconds}"):  # only what this test started, by its unique argument
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_inherited_hard_memory_limit_caps_the_checks_limit(tmp_path):
+    """k00: a hard ``ulimit -v`` below the checker's own limit is a check within it, not "does not load"."""
+    proc = subprocess.run(["bash", "-c", f"ulimit -v 8000000; exec {sys.executable} -m bench.check "
+                           f"{FIXTURES / 'course_ok'} --memory-mb 100000"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
 
 
 def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
