@@ -577,6 +577,25 @@ def test_a_class_is_one_table_whatever_its_submissions_do(capsys, tmp_path):
     assert "4 of 4 submissions checked" in out
 
 
+@settings(max_examples=100, deadline=None)
+@given(names=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=4))
+def test_any_submission_name_stays_on_its_row_of_the_report(names):
+    """k07: a newline, a pipe or a backtick in a name neither splits nor breaks the Markdown table."""
+    import re
+
+    import pandas as pd
+
+    from bench.checks.classwide import _markdown_safe
+    from bench.report import md_table
+
+    table = pd.DataFrame({"submission": names, "exit status": [1] * len(names), "diagnosis": names})
+    lines = md_table(_markdown_safe(table)).split("\n")
+    assert len(lines) == len(names) + 2
+    for line in lines:
+        bare = re.sub(r"\\.", "", line)  # what is left once every escaped character is dropped
+        assert bare.count("|") == 4 and "`" not in bare, line
+
+
 @pytest.mark.skipif(not COURSE_IMPLS.is_dir(), reason="no ../shared/course-impls next to the checkout")
 def test_real_course_implementations_get_the_verdict_of_their_labels(capsys, tmp_path):
     """Every implementation of ../shared/course-impls: correct -> exit 0; bug -> exit 1 with its
