@@ -51,11 +51,10 @@ def measure(ctx: runner.Context) -> runner.Result:
     """Every seed, every backend, through the one run layer; then every table, plot and sentence."""
     config, rec, control, data = ctx.config, Recorder(ctx.folder), [], None
     with ctx.measuring():
-        for seed in config.seeds:
-            if data is None:
-                for name, reason in ctx.skipped:
-                    print(f"skipped {name}: {reason}", file=sys.stderr)
+        for i, seed in enumerate(config.seeds):
             data = ctx.data(seed)  # the validation split is drawn by the seed
+            for name, reason in ctx.skipped if i == 0 else ():
+                print(f"skipped {name}: {reason}", file=sys.stderr)
             initial = _initial_state(ctx.backends, data, seed) if config.lockstep else None
             for c, b in zip(ctx.chosen, ctx.backends):
                 bar = Progress(ctx, f"{c.name} seed {seed}")

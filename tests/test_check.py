@@ -500,8 +500,8 @@ def test_help_warns_that_the_code_is_executed(capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "invalid --seed: -1"), (["--jobs", "0"], "invalid --jobs: 0"),
-    (["--timeout", "0"], "invalid --timeout: 0"), (["--out", "x"], "--out is for several submissions"),
+    (["--seed", "-1"], "invalid seed: -1"), (["--jobs", "0"], "invalid jobs: 0"),
+    (["--timeout", "0"], "invalid timeout: 0"), (["--out", "x"], "--out is for several submissions"),
 ])
 def test_bad_options_are_one_line(capsys, args, needle):
     code, out, err = command(capsys, FIXTURES / "course_ok", *args)
