@@ -29,6 +29,7 @@ from impl_common.arch import ACTIVATIONS, residual_dims_ok, residual_example
 
 DTYPES = ("float32", "float64")
 DATASETS = ("cifar10", "synthetic")
+GATHER_FROM = ("normalised", "uint8")  # what training batches are gathered from (bench.backends.gather)
 TORCH_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 GPU_VARIANTS = ("eager", "cuda_graph", "reduce-overhead")  # bench.gpu_check: torch speed-ups compared
 CIFAR10_TRAIN_SIZE = 50_000  # images in the official training archive
@@ -80,6 +81,11 @@ class Config:
     std: list[float] = _opt([0.247, 0.243, 0.262], "per-channel std (R G B) for normalisation")
     data_dir: str | None = _opt(None, "where CIFAR-10 is read from or downloaded to "
                                       "(none: $MLPBENCH_DATA_DIR, else the user cache)")
+    gather_from: str = _opt("normalised", "what every backend gathers its training batches from: "
+                                          "normalised (rows of the split normalised once, in the "
+                                          "dtype) or uint8 (the images, each batch normalised as "
+                                          "gathered: a quarter of the bytes read, more arithmetic; "
+                                          "the same numbers)", choices=GATHER_FROM)
     # --- harness
     backends: list[str] | None = _opt(None, "backends to run, e.g. numpy:cpu,torch:cpu "
                                             "(none: every available one)")
@@ -136,6 +142,7 @@ class Config:
                "seeds", self.seeds, f"1 to {MAX_SEEDS} distinct integers from 0 to {MAX_SEED}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, ", ".join(DTYPES))
         _check(self.dataset in DATASETS, "dataset", self.dataset, ", ".join(DATASETS))
+        _check(self.gather_from in GATHER_FROM, "gather_from", self.gather_from, ", ".join(GATHER_FROM))
         _check(1 <= self.val_size < CIFAR10_TRAIN_SIZE, "val_size", self.val_size,
                f"an integer from 1 to {CIFAR10_TRAIN_SIZE - 1}")
         if self.train_subset is not None:
@@ -317,7 +324,7 @@ class DataSettings:
 
 MODEL = ("hidden_dims", "activation", "alpha", "residual")
 TRAINING = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "seeds", "dtype")
-DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir")
+DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir", "gather_from")
 HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every", "lockstep",
            "reference_timing")
 SPEEDUPS = ("torch_compile", "cuda_graph", "tf32")
@@ -332,7 +339,7 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "gpu_check": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size", "tf32"),
     "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every"),
     "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size"),
-    "data": DATA + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
+    "data": DATA[:-1] + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
     "check": (), "op_ratios": (),
 }
 # each command's own settings class

@@ -11,10 +11,12 @@ other setting is the reference setup, and ``--help`` shows each effective
 default. Each backend is one run of the one run layer (``bench.run.Run``),
 with the GEMM-only brackets and the fixed-cost floor of ``bench.timing``;
 the runs take turns epoch by epoch, so a load that drifts hits every backend
-alike. It prints every epoch with its ratio and quality, then per backend the
-median ratio over all epochs after the first and over those at nominal speed
-and unflagged, and the fixed-cost floor. ``--out`` gets ``epochs.csv``,
-``runs.csv``, ``summary.csv``, ``env.json`` and ``report.md``.
+alike. It prints every epoch with its ratio, gather-only time and quality,
+then per backend the median ratio over all epochs after the first and over
+those at nominal speed and unflagged, the part of it the batch gather costs,
+and the fixed-cost floor. ``--gather-from uint8`` times the other data path.
+``--out`` gets ``epochs.csv``, ``runs.csv``, ``summary.csv``, ``env.json``
+and ``report.md``.
 """
 
 from __future__ import annotations
@@ -83,25 +85,36 @@ def _take_turns(ctx: runner.Context, runs: list[Run]) -> None:
 def _epoch_line(name: str, e: dict) -> str:
     if "gemm_seconds" not in e:
         return f"{name} epoch {e['epoch']}: {e['epoch_seconds']:.3f} s"
+    gather = e.get("gather_seconds", np.nan)
     return (f"{name} epoch {e['epoch']}: {e['epoch_seconds']:.3f} s, GEMM-only {e['gemm_seconds']:.3f} s "
-            f"(mean of before and after), ratio {e['epoch_to_gemm']:.3f} [{e['timing_quality']}]")
+            f"(mean of before and after), ratio {e['epoch_to_gemm']:.3f}"
+            + (f", gather-only {gather:.3g} s" if np.isfinite(gather) else "")
+            + f" [{e['timing_quality']}]")
 
 
 def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Per backend: the ratio over every epoch after the first, over the trusted ones, and the floor."""
+    """Per backend: the ratio over every epoch after the first, over the trusted ones, the gather's part
+    of it, and the floor."""
     lines = []
     for row in summary.to_dict("records"):
         steady = steady_epochs(epochs[epochs["backend"] == row["backend"]])
         if "epoch_to_gemm" not in steady:
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
+        g = steady["gather_seconds"].to_numpy(float) if "gather_seconds" in steady else np.array([np.nan])
+        share = (f", of which the batch gather {np.median(g / steady['gemm_seconds'].to_numpy(float)):.3f} "
+                 f"(gather-only {np.median(g):.3g} s an epoch)" if np.isfinite(g).all() else "")
         trusted = (f"{row['epoch_to_gemm_trusted']:.3f} (min {row['epoch_to_gemm_min_trusted']:.3f}) "
                    f"over the {row['n_epochs_trusted']} trusted (at nominal machine speed and unflagged)"
                    if row["n_epochs_trusted"] else "no trusted epoch (none at nominal machine speed "
                    "and unflagged)")
+        gather = row.get("gather_seconds_trusted", np.nan)
+        if row["n_epochs_trusted"] and np.isfinite(gather):
+            trusted += (f", of which the batch gather {gather / row['gemm_seconds_trusted']:.3f} "
+                        f"(gather-only {gather:.3g} s an epoch)")
         lines.append(f"{row['backend']}: median epoch/GEMM ratio {np.median(r):.3f} over all "
                      f"{len(r)} epochs after the first, trusted or not (min {r.min():.3f}, max "
-                     f"{r.max():.3f}); {trusted}; fixed cost of a step "
+                     f"{r.max():.3f}){share}; {trusted}; fixed cost of a step "
                      f"{row['fixed_step_seconds'] * 1e6:.0f} us, so the ratio cannot go below "
                      f"{row['ratio_floor']:.3f}; timing {row['timing_quality']}")
     return lines

@@ -22,7 +22,10 @@ CLOCKS = ("What the clocks cover: `epoch_seconds` is the training steps of one e
 REFERENCE = ("The GEMM-only time is one epoch's matrix products alone, in the same shapes and count, "
              "with each backend's own library on its own device, timed before the first epoch and "
              "after every epoch; each epoch is divided by the mean of the two around it "
-             "(`epoch_to_gemm`). The fixed-cost floor is `1 + fixed cost of a step / GEMM-only time of "
+             "(`epoch_to_gemm`). The gather-only time (`gather_seconds`) is one epoch's batch gathers "
+             "alone, the same rows through the backend's own gather, timed after every epoch; "
+             "divided by the GEMM-only time it is the part of the ratio the data path costs. "
+             "The fixed-cost floor is `1 + fixed cost of a step / GEMM-only time of "
              "a step`, the fixed cost timed on an 8-feature, 8-unit model with the same steps. "
              "An epoch is flagged when its ratio is below 1 or below its floor, or when the GEMM-only "
              f"times before and after it differ by more than {BRACKET_TOLERANCE:.0%}. The *trusted* "
@@ -84,6 +87,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
             v[label] = summary[col]
     if "gemm_seconds_trusted" in summary:
         v["GEMM-only s (trusted)"] = summary["gemm_seconds_trusted"]
+        if "gather_seconds_trusted" in summary and summary["gather_seconds_trusted"].notna().any():
+            v["gather s (trusted)"] = summary["gather_seconds_trusted"]
         v["epoch / GEMM (trusted)"] = [_fmt(r, ".3g") + (" (flagged)" if b and not math.isnan(r) else "")
                                        for r, b in zip(summary["epoch_to_gemm_trusted"], bad)]
         v["floor"] = summary.get("ratio_floor")
@@ -181,7 +186,9 @@ def model_line(config: dict[str, Any]) -> str:
             + (", residual" if config['residual'] else "")
             + f"; SGD lr {config['lr']}, momentum {config['momentum']}, weight decay "
             f"{config['weight_decay']}, batch {config['batch_size']} (drop_last), {config['epochs']} "
-            f"epoch{'s' if config['epochs'] != 1 else ''}, {config['dtype']}")
+            f"epoch{'s' if config['epochs'] != 1 else ''}, {config['dtype']}"
+            + ("; batches gathered from the uint8 images, normalised as gathered"
+               if config.get("gather_from") == "uint8" else ""))
 
 
 def gemm_libraries(options: dict[str, Any]) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 Every command that trains goes through :class:`Run`: it builds the backend
 (or takes the one given), loads the data onto its device, measures the fixed
-cost of a step and brackets every epoch with its GEMM-only time
-(``bench.timing``; not with ``Config.reference_timing`` off), then trains one
+cost of a step and brackets every epoch with its GEMM-only time and follows it
+with its gather-only time (``bench.timing``; not with
+``Config.reference_timing`` off), then trains one
 epoch per :meth:`Run.step`, so several runs can take turns, and
 :meth:`Run.finish` returns its :class:`RunRecord`; :func:`run_one` runs one to
 the end. :class:`Recorder` keeps a command's records, rewrites ``epochs.csv``
@@ -166,7 +167,7 @@ class Run:
     def _start(self) -> bool:
         from bench.memory import check_memory
         from bench.roofline import step_gemms
-        from bench.timing import GemmBrackets, fixed_step_seconds
+        from bench.timing import GatherTime, GemmBrackets, fixed_step_seconds
 
         c, data = self.config, self.data
         if self.chosen is not None:
@@ -183,7 +184,8 @@ class Run:
             except Exception:  # noqa: BLE001 - e.g. a backend that needs CIFAR-shaped images
                 fixed = math.nan
             shapes = step_gemms(data.n_features, c.hidden_dims, data.n_classes, c.batch_size)
-            self.hooks.insert(0, GemmBrackets(shapes, self.n_steps, fixed))
+            self.hooks[:0] = [GemmBrackets(shapes, self.n_steps, fixed),
+                              GatherTime(self.n_train, c.batch_size, self.clock)]
         b.init_model(self.seed)
         start_state = self.initial_state if self.initial_state is not None else b.export_state()
         self._warm_up(min(self.warmup_steps, self.n_steps))

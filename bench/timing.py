@@ -14,6 +14,10 @@ measured epoch time can be trusted on a shared, noisy machine:
   matter (``FIXED_WIDTH`` features and units). What a step costs there
   (dispatch, autograd, optimizer, Python) it costs in the real model too, so
   ``1 + fixed / GEMM-only step`` is a floor under ``epoch_to_gemm``.
+* **Gather-only time** (:class:`GatherTime`): the same epoch's batch gathers
+  alone (the backend's ``gather``, on the epoch's own row order), timed after
+  the epoch, so that the part of ``epoch_to_gemm`` above 1 that the data path
+  costs is a figure of its own.
 * **Nominal speed**: the epochs whose bracket is within ``NOMINAL_SLACK`` of
   the fastest bracket of the same backend ran on an unloaded machine.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +46,7 @@ import pandas as pd
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.roofline import Gemm
-from bench.run import LoopHooks
+from bench.run import LoopHooks, epoch_order
 
 NOMINAL_SLACK = 0.15      # an epoch whose bracket is this much above the fastest ran on a loaded machine
 BRACKET_TOLERANCE = 0.25  # brackets before and after an epoch differing by more: the load changed
@@ -77,6 +82,33 @@ class GemmBrackets(LoopHooks):
                    fixed_step_seconds=self.fixed_step,
                    ratio_floor=ratio_floor(self.fixed_step, gemm, self.steps))
         row["timing_quality"] = quality_text(epoch_flags(row))
+
+
+class GatherTime(LoopHooks):
+    """Times one epoch's batch gathers alone after every epoch: ``gather_seconds`` in its row.
+
+    The rows of the epoch just trained (``bench.run.epoch_order``), batch by
+    batch through the backend's ``gather``, between two device
+    synchronisations, on the epoch's clock; NaN for a backend without a gather
+    by row index.
+    """
+
+    def __init__(self, n_train: int, batch: int, clock: Callable[[], float] = time.perf_counter):
+        self.n_train, self.batch, self.clock = n_train, batch, clock
+
+    def after_epoch(self, backend: Backend, row: dict[str, Any]) -> None:
+        gather = getattr(backend, "gather", None)
+        if gather is None:
+            row["gather_seconds"] = math.nan
+            return
+        b = self.batch
+        idx = backend.device_indices(epoch_order(row["seed"], row["epoch"], self.n_train))
+        backend.synchronize()
+        t0 = self.clock()
+        for k in range(self.n_train // b):
+            gather(idx[k * b:(k + 1) * b])
+        backend.synchronize()
+        row["gather_seconds"] = self.clock() - t0
 
 
 def ratio_floor(fixed_step: float, gemm_seconds: float, steps: int) -> float:
@@ -209,11 +241,12 @@ def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
         "epoch_seconds_q25_trusted": float(q25), "epoch_seconds_q75_trusted": float(q75)}
     if has_reference(epochs):
         def median(col: str) -> float:
-            v = used[col].to_numpy(float) if len(used) else np.array([])
+            v = used[col].dropna().to_numpy(float) if len(used) and col in used else np.array([])
             return float(np.median(v)) if len(v) else nan
         floors = epochs["ratio_floor"].to_numpy(float) if "ratio_floor" in epochs else np.array([])
         out.update(gemm_seconds_trusted=median("gemm_seconds"), epoch_to_gemm_trusted=median("epoch_to_gemm"),
                    epoch_to_gemm_min_trusted=float(used["epoch_to_gemm"].min()) if len(used) else nan,
+                   gather_seconds_trusted=median("gather_seconds"),
                    ratio_floor=float(np.nanmedian(floors)) if np.isfinite(floors).any() else nan,
                    fixed_step_seconds=float(epochs["fixed_step_seconds"].median())
                    if "fixed_step_seconds" in epochs else nan)

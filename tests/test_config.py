@@ -160,6 +160,7 @@ def test_optional_flags_take_none():
     ({"val_size": 0}, "val_size"), ({"val_size": 50_000}, "val_size"),
     ({"momentum": 1.0}, "momentum"), ({"epochs": 0}, "epochs"), ({"seeds": []}, "seeds"),
     ({"std": [0.2, 0.0, 0.2]}, "std"), ({"dtype": "float16"}, "dtype"),
+    ({"gather_from": "float32"}, "gather_from"),
     ({"residual": True, "hidden_dims": [128, 128]}, "hidden_dims"),
     ({"train_subset": 100, "batch_size": 128}, "batch_size"),
     ({"cuda_graph": True, "torch_compile": "default"}, "cuda_graph"),

@@ -31,10 +31,11 @@ def test_shapes_dtypes_and_raw_pixels():
     assert d.n_classes == 10 and d.official is False and len(d.fingerprint) == 64
 
 
-def test_other_sizes_have_no_raw_pixels():
+def test_other_sizes_are_normalised_as_one_channel():
     d = make_synthetic(40, 0, 8, n_features=17, n_classes=4, dtype="float64")
     assert d.x_train.shape == (40, 17) and d.x_val.shape == (0, 17) and d.x_train.dtype == np.float64
-    assert d.raw_train is None and d.raw_test is None
+    assert d.raw_train.shape == (40, 17) and d.raw_train.dtype == np.uint8
+    np.testing.assert_allclose(d.x_train, (d.raw_train / 255 - 0.5) / 0.25, rtol=1e-12)
     assert d.n_classes == 4 and set(d.y_train) == {0, 1, 2, 3}
     assert np.bincount(d.y_train).tolist() == [10, 10, 10, 10]  # balanced
 

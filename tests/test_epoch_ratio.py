@@ -25,11 +25,17 @@ def test_prints_a_ratio_and_a_floor_per_backend_and_writes_its_folder(tmp_path, 
         micros = float(line.split("fixed cost of a step ")[1].split(" us")[0])
         assert micros > 0 and floor > 1
         assert abs(floor - summary.loc[name, "ratio_floor"]) < 2e-3
+        steady = epochs[(epochs["backend"] == name) & (epochs["epoch"] > 1)]  # the data path's share
+        gather = float(line.split("(gather-only ")[1].split(" s")[0])
+        assert gather > 0 and abs(gather - steady["gather_seconds"].median()) < 1e-2 * gather
+        share = float(line.split("of which the batch gather ")[1].split()[0])
+        assert abs(share - (steady["gather_seconds"] / steady["gemm_seconds"]).median()) < 2e-3
     # the backends took turns: epoch 1 of both before epoch 2 of either
     said = [s.split(":")[0] + ":" + s.split(" epoch ")[1].split(":")[0] for s in out.splitlines()
             if " epoch " in s and s.split(" epoch ")[1][:1].isdigit()]
     assert said[:4] == ["numpy:1", "torch:1", "numpy:2", "torch:2"]
-    assert len(epochs) == 2 * 3
+    assert len(epochs) == 2 * 3 and (epochs["gather_seconds"] > 0).all()
+    assert "gather_seconds" in (tmp_path / "er" / "report.md").read_text()
     assert set(epochs["timing_quality"].str.len() > 0) == {True}
     assert (tmp_path / "er" / "report.md").exists() and (tmp_path / "er" / "env.json").exists()
 

@@ -252,7 +252,7 @@ def test_dataloader_refuses_what_it_cannot_do():
         DataLoaderBackend(dataclasses.replace(TINY_CONFIG, cuda_graph=True), "cpu")
     b = DataLoaderBackend(TINY_CONFIG, "cpu")
     with pytest.raises(UserError, match="raw_train"):
-        b.load_data(tiny_data(n_features=100))  # no uint8 images to decode
+        b.load_data(tiny_data(n_features=100))  # no 32x32 images to decode
 
 
 @pytest.mark.cuda

@@ -15,9 +15,9 @@ import pytest
 from bench.backends.api import StepRecords
 from bench.config import Config
 from bench.data import make_synthetic
-from bench.run import run_one
+from bench.run import epoch_order, run_one
 from bench.roofline import step_gemms
-from bench.timing import GemmBrackets, OK, epoch_flags, ratio_floor, summarise_timing, trusted_mask
+from bench.timing import GatherTime, GemmBrackets, OK, epoch_flags, ratio_floor, summarise_timing, trusted_mask
 
 N_TRAIN, BATCH = 64, 16  # 4 steps per epoch
 STEPS = N_TRAIN // BATCH
@@ -146,6 +146,31 @@ def test_loaded_epochs_are_left_out_as_not_nominal():
     assert s["n_epochs_all"] == 6 and s["n_epochs_trusted"] == 2  # epochs 2 and 3 at nominal speed
     assert s["median_epoch_seconds_trusted"] == pytest.approx(0.6)
     assert "not at nominal machine speed" in s["epochs_left_out"]
+
+
+def test_the_gather_only_time_is_the_epochs_gathers_on_the_epoch_clock():
+    """Each gather costs 0.02 s on the fake clock: 4 a epoch, on the rows the epoch trained on."""
+    clock = FakeClock()
+    backend = FakeBackend(clock, 0.15, [0.4])
+    gathered = []
+
+    def gather(idx):
+        gathered.append(np.asarray(idx))
+        clock.now += 0.02
+    backend.gather = gather
+    data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
+    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=5, dataset="synthetic", train_subset=N_TRAIN,
+                    reference_timing=False)  # the test's own hooks
+    hooks = [GemmBrackets(step_gemms(4, [4], 10, BATCH), STEPS), GatherTime(N_TRAIN, BATCH, clock)]
+    epochs = pd.DataFrame(run_one(backend, config, data, 7, hooks=hooks, clock=clock, warmup_steps=0).epochs)
+    assert epochs["gather_seconds"].tolist() == pytest.approx([0.08] * 5)
+    assert epochs["epoch_seconds"].tolist() == pytest.approx([0.6] * 5)  # not inside the epoch's clock
+    np.testing.assert_array_equal(np.concatenate(gathered[-STEPS:]), epoch_order(7, 5, N_TRAIN))
+    assert summarise_timing(epochs)["gather_seconds_trusted"] == pytest.approx(0.08)
+    # a backend without a gather by row index (a DataLoader peer): no figure, and no call
+    backend.gather = None
+    epochs = pd.DataFrame(run_one(backend, config, data, 7, hooks=hooks, clock=clock, warmup_steps=0).epochs)
+    assert epochs["gather_seconds"].isna().all() and math.isnan(summarise_timing(epochs)["gather_seconds_trusted"])
 
 
 def test_a_wide_spread_flags_the_summary():

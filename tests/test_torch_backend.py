@@ -46,7 +46,7 @@ def make_backend(data, seed=0, **kw) -> TorchBackend:
 
 
 def run_steps(backend, n_steps, batch=32, seed=0):
-    n = len(backend._splits["train"][1])
+    n = len(backend._train[1])
     order = backend.device_indices(np.random.default_rng(seed).permutation(n))
     for k in range(n_steps):
         backend.train_batch(order[k * batch:(k + 1) * batch])
@@ -76,9 +76,14 @@ def test_cuda_is_unavailable_with_a_reason_without_a_gpu():
 
 def test_data_moves_once_and_shares_host_memory_on_cpu(data):
     backend = make_backend(data)
-    x, y = backend._splits["train"]
-    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    x, y, norm = backend._train
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and norm is None
     assert x.data_ptr() == data.x_train.ctypes.data  # no copy of the float32 split on CPU
+    images, _, norm = make_backend(data, gather_from="uint8")._train
+    assert images.dtype == torch.uint8 and len(norm) == 2
+    assert images.data_ptr() == data.raw_train.ctypes.data  # nor of the uint8 images
+    x, _ = backend._splits["val"]
+    assert x.dtype == torch.float32 and x.data_ptr() == data.x_val.ctypes.data
     idx = backend.device_indices(np.arange(5))
     assert idx.dtype == torch.int64 and idx.device.type == "cpu"
 
@@ -114,7 +119,7 @@ def test_step_records_hold_every_step_and_reset_on_pop(data):
 def test_records_hold_two_epochs_between_pops(data):
     backend = make_backend(data)
     steps = 1024 // 32
-    n = len(backend._splits["train"][1])
+    n = len(data.y_train)
     for epoch in range(2):  # two epochs without a pop
         idx = backend.device_indices(np.random.default_rng(epoch).permutation(n))
         for k in range(steps):

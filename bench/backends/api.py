@@ -6,6 +6,11 @@ device, take one SGD step on a batch of row indices, evaluate a split, and
 export/import its weights. A difference measured between two backends is then
 a difference between frameworks and nothing else.
 
+A backend that gathers its batches by row index may expose that gather as
+``gather(idx) -> (x, y)`` (the batch on the device, as ``train_batch`` uses
+it; no synchronisation): the timing discipline then times one epoch's gathers
+alone (``bench.timing.GatherTime``).
+
 Parameter state is exchanged as ``{name: np.ndarray}`` with the names and
 shapes of ``nn.Linear`` inside an ``nn.ModuleList`` called ``linears``:
 ``linears.{i}.weight`` of shape (out, in) and ``linears.{i}.bias`` of shape
@@ -66,7 +71,7 @@ class Backend(Protocol):
         """Wait until all queued device work is done (a no-op on CPU)."""
 
     def evaluate(self, split: str) -> tuple[float, float]:
-        """(mean loss, accuracy) of the current weights on "train", "val" or "test"."""
+        """(mean loss, accuracy) of the current weights on "val" or "test"."""
 
     def export_state(self) -> dict[str, np.ndarray]:
         """Copy of the weights as host arrays under the shared names."""

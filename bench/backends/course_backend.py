@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from bench.backends.api import StepRecords
+from bench.backends.gather import RowGather
 from bench.checks.gradcheck import UserCodeError, call
 from bench.checks.interface import Interface, detect, labels_as
 from bench.checks.loader import load_course
 from bench.checks.network import build_mlp, returns_probabilities
 from bench.config import Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from bench.threads import numpy_gemm_library
@@ -105,8 +106,9 @@ class CourseBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
         self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
-                               np.asarray(data.split(name)[1], dtype=np.int64)) for name in SPLITS}
+                               np.asarray(data.split(name)[1], dtype=np.int64)) for name in EVALUATED}
         self.n_features, self.n_classes = data.n_features, data.n_classes
 
     def init_model(self, seed: int) -> None:
@@ -146,7 +148,7 @@ class CourseBackend:
 
     def train_batch(self, idx: np.ndarray) -> None:
         """The course step: forward, the loss, backward, then SGD on the student's params and grads."""
-        x, y = self._splits["train"][0][idx], self._splits["train"][1][idx]
+        x, y = self.gather(idx)                                                # (S, F), (S,)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out, loss = self._step(self.net, self.softmax, self.loss, x, y)
             for buf, g in zip(self._grads, _grads(self.net)):

@@ -3,7 +3,7 @@
 The model, optimizer, evaluation and weight exchange are ``impl_torch``'s
 (:class:`DataLoaderBackend` subclasses :class:`bench.backends.torch_backend.TorchBackend`);
 only where the training batches come from differs. Instead of gathering rows
-of a normalised tensor already on the device, every batch is produced the way
+of the uint8 images already on the device, every batch is produced the way
 the tutorials teach: a torchvision-style dataset over the uint8 training
 images (HWC array -> ``PIL.Image`` -> ``ToTensor`` -> ``Normalize`` ->
 flatten, one sample at a time), collated by a ``DataLoader`` with
@@ -19,7 +19,7 @@ ImportError, which the registry turns into a one-line error naming the extra.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,6 @@ from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.backends.torch_backend import TorchBackend
 from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
-from bench.backends.torch_steps import EagerStep
 
 IMAGE_SHAPE = (3, 32, 32)  # CHW of one CIFAR-10 record
 
@@ -100,28 +99,11 @@ class EpochOrder(Sampler[int]):
         return len(self.order)
 
 
-class FedStep(EagerStep):
-    """:class:`EagerStep` whose batch is handed over ready, not gathered by row index.
-
-    Called like every step with the harness's row indices ``idx``;
-    ``next_batch(idx)`` supplies those rows as device tensors (here: the next
-    batch of the DataLoader). The forward, the compile check and the
-    cudagraph-tree marking are those of the step it replaces.
-    """
-
-    def __init__(self, base: EagerStep, next_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]):
-        super().__init__(base.model, base.optimizer, None, None, base.forward,
-                         compile_mode=base.compile_mode, mark_step=base.mark_step)
-        self.next_batch = next_batch
-
-    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.next_batch(idx)  # (S, n_inputs), (S,) on the device
-
-
 class DataLoaderBackend(TorchBackend):
     """TorchBackend whose training batches come from a torchvision-style DataLoader pipeline."""
 
     impl = "torch-dataloader"
+    gather = None  # no gather by row index: the batches come from the DataLoader (data_seconds)
 
     def __init__(self, config: Config, device: str = "cpu"):
         if config.cuda_graph:
@@ -129,6 +111,7 @@ class DataLoaderBackend(TorchBackend):
                             "batches come from a DataLoader); drop --cuda-graph or leave "
                             "torch-dataloader out")
         super().__init__(config, device)
+        self._batch_source = self._next_batch  # the step takes the DataLoader's batches
         self.pin_memory = self.dev.type == "cuda"
         self._sampler = EpochOrder()
         self._loader: DataLoader | None = None
@@ -143,9 +126,11 @@ class DataLoaderBackend(TorchBackend):
 
     def load_data(self, data: Dataset) -> None:
         """The in-memory splits (for evaluation) as TorchBackend has them, and the training pipeline."""
-        if data.raw_train is None:
-            raise UserError("backend torch-dataloader needs the uint8 training images "
-                            "(Dataset.raw_train); this dataset has none")
+        width = int(np.prod(IMAGE_SHAPE))
+        if data.raw_train is None or data.raw_train.shape[1] != width:
+            has = "none" if data.raw_train is None else f"{data.raw_train.shape[1]} pixels a row"
+            raise UserError(f"backend torch-dataloader needs the uint8 training images of "
+                            f"{width} pixels a row (Dataset.raw_train); this dataset has {has}")
         super().load_data(data)
         self.mean, self.std = tuple(data.mean), tuple(data.std)
         images = CifarStyleImages(data.raw_train, data.y_train, make_transform(self.mean, self.std))
@@ -154,9 +139,8 @@ class DataLoaderBackend(TorchBackend):
                                   pin_memory=self.pin_memory)
 
     def init_model(self, seed: int) -> None:
-        """TorchBackend's model and optimizer for ``seed``; its step, fed by the DataLoader."""
+        """TorchBackend's model, optimizer and step for ``seed``, the step fed by the DataLoader."""
         super().init_model(seed)
-        self._step = FedStep(self._step, self._next_batch)
         self._reset_timers()
 
     # ------------------------------------------------------------ training
@@ -174,7 +158,7 @@ class DataLoaderBackend(TorchBackend):
         self._cursor = 0
         return self._order
 
-    # train_batch is TorchBackend's: self._step (a FedStep) calls _next_batch for the rows
+    # train_batch is TorchBackend's: its step calls _next_batch for the rows
 
     def _next_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The DataLoader's next batch (the rows ``idx``, checked), on the device; the wait is timed."""

@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 
 from bench.backends.api import StepRecords
+from bench.backends.gather import RowGather
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from bench.threads import numpy_gemm_library
 from impl_numpy.mlp import MLP
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_numpy.optim import SGD
-from impl_numpy.xp import namespace_version, synchronize, take_rows, to_numpy
+from impl_numpy.xp import namespace_version, synchronize, to_numpy
 
 CUDA_HINT = "numpy:cuda needs CuPy: pip install '.[cuda]'"
 
@@ -81,8 +82,9 @@ class NumpyBackend:
         self.dtype = np.dtype(config.dtype)
         self.model: MLP | None = None
         self.optimizer: SGD | None = None
-        self._splits: dict[str, tuple[Any, Any]] = {}
-        self._batch: dict[int, tuple[Any, Any, Any, Any]] = {}
+        self._splits: dict[str, tuple[Any, Any]] = {}  # the evaluated splits, val and test
+        self.gather: RowGather | None = None           # the training batches
+        self._batch: dict[int, tuple[Any, Any]] = {}
         self._train_loss = SoftmaxCrossEntropyModule()
         self._eval_loss = SoftmaxCrossEntropyModule()
         self._losses: list[Any] = []
@@ -93,9 +95,11 @@ class NumpyBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """Each split once onto the device, in the config dtype, C-contiguous."""
+        """Once onto the device: the training images to gather batches from (``RowGather``, as
+        ``Config.gather_from`` says), and the val and test splits in the config dtype, C-contiguous."""
         xp = self.xp
-        for name in SPLITS:
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8", xp)
+        for name in EVALUATED:
             x, y = data.split(name)
             self._splits[name] = (xp.ascontiguousarray(xp.asarray(x, dtype=self.dtype)),
                                   xp.ascontiguousarray(xp.asarray(y, dtype=np.int64)))
@@ -139,23 +143,19 @@ class NumpyBackend:
     def device_indices(self, order: np.ndarray) -> Any:
         return self.xp.ascontiguousarray(self.xp.asarray(order, dtype=np.intp))
 
-    def _batch_buffers(self, size: int) -> tuple[Any, Any, Any, Any]:
-        """Preallocated (x, y, argmax, hit) buffers for a batch of ``size`` rows."""
+    def _batch_buffers(self, size: int) -> tuple[Any, Any]:
+        """Preallocated (argmax, hit) buffers for a batch of ``size`` rows."""
         bufs = self._batch.get(size)
         if bufs is None:
             xp = self.xp
-            bufs = self._batch[size] = (xp.empty((size, self.model.n_inputs), dtype=self.dtype),
-                                        xp.empty(size, dtype=np.int64),
-                                        xp.empty(size, dtype=np.intp),
-                                        xp.empty(size, dtype=bool))
+            bufs = self._batch[size] = (xp.empty(size, dtype=np.intp), xp.empty(size, dtype=bool))
         return bufs
 
     def train_batch(self, idx: Any) -> None:
         """Gather the rows, forward, fused loss, backward (no input gradient), SGD step."""
         model, loss_fn, xp = self.model, self._train_loss, self.xp
-        x, y, guess, hit = self._batch_buffers(idx.shape[0])
-        take_rows(self._splits["train"][0], idx, out=x)  # (S, n_inputs)
-        take_rows(self._splits["train"][1], idx, out=y)  # (S,)
+        x, y = self.gather(idx)                          # (S, n_inputs), (S,)
+        guess, hit = self._batch_buffers(idx.shape[0])
         # a diverging run must give nan/inf losses (the harness looks for them), not warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             logits = model.forward(x)                            # (S, C)
@@ -189,7 +189,7 @@ class NumpyBackend:
         """(mean loss, accuracy) over ``split`` in chunks of eval_batch_size; nothing kept for backward."""
         model, xp = self._require_model(), self.xp
         if split not in self._splits:
-            raise ValueError(f"unknown or unloaded split {split!r} (allowed: {', '.join(SPLITS)})")
+            raise ValueError(f"unknown or unloaded split {split!r} (allowed: {', '.join(EVALUATED)})")
         x, y = self._splits[split]
         n, step = x.shape[0], self.config.eval_batch_size
         total_loss, correct = 0.0, 0

@@ -23,8 +23,9 @@ import sklearn
 from sklearn.neural_network import MLPClassifier
 
 from bench.backends.api import StepRecords
+from bench.backends.gather import RowGather
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm
 from bench.backends.numpy_backend import NumpyBackend
@@ -129,13 +130,15 @@ class SklearnBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """Every split as C-contiguous host arrays of the config dtype (float32 stays float32)."""
+        """The training images to gather from (``RowGather``); val and test as C-contiguous host
+        arrays of the config dtype (float32 stays float32)."""
         if data.n_classes < 3:
             raise UserError(f"backend sklearn:cpu needs 3 or more classes (with {data.n_classes} "
                             "MLPClassifier has one logistic output, not a softmax)")
+        self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
         self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
                                np.ascontiguousarray(data.split(name)[1], dtype=np.int64))
-                        for name in SPLITS}
+                        for name in EVALUATED}
         self._n_features, self._n_classes = data.n_features, data.n_classes
         steps = len(data.y_train) // self.config.batch_size
         self._epoch_x = np.empty((max(steps, 1) * self.config.batch_size, data.n_features), self.dtype)
@@ -160,8 +163,8 @@ class SklearnBackend:
             learning_rate_init=c.lr, momentum=c.momentum, nesterovs_momentum=False,
             shuffle=False, random_state=seed, early_stopping=False)
         self.clf.reset_probe()
-        x, y = self._splits["train"]
-        self.clf.partial_fit(x[:c.batch_size], y[:c.batch_size], classes=np.arange(self._n_classes))
+        x, y = self.gather(np.arange(min(c.batch_size, len(self.gather.labels))))
+        self.clf.partial_fit(x, y, classes=np.arange(self._n_classes))
         init = MLP(self._n_features, c.hidden_dims, self._n_classes, c.activation,
                    rng=np.random.default_rng(seed), dtype=self.dtype)
         self.import_state(init.state_dict())
@@ -193,8 +196,9 @@ class SklearnBackend:
             return
         rows = np.concatenate(self._pending)             # (steps * S,)
         x = self._epoch_x[:len(rows)]                    # (steps * S, n_inputs)
-        np.take(self._splits["train"][0], rows, axis=0, out=x)
-        y = self._splits["train"][1][rows]               # (steps * S,)
+        for k, idx in enumerate(self._pending):
+            self.gather(idx, x[k * len(idx):(k + 1) * len(idx)])
+        y = self.gather.labels[rows]                     # (steps * S,)
         before = len(self.clf.probe_losses_)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             self.clf.partial_fit(x, y)
@@ -224,8 +228,8 @@ class SklearnBackend:
         dtype's smallest normal number (a sample adds at most 87.3 in float32),
         as the training records are; see docs/peers.md.
         """
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        if split not in EVALUATED:
+            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)})")
         x, y = self._splits[split]
         n, chunk = len(y), self.config.eval_batch_size
         if n == 0:

@@ -2,8 +2,9 @@
 
 The data moves to the device once (:meth:`TorchBackend.load_data`); each
 epoch's row order is one host-to-device copy; every step gathers its batch on
-the device and leaves its loss and correct count there, so no step waits for
-the device. Optional speed-ups, off by default and recorded by
+the device (:meth:`TorchBackend.gather`: from the normalised split, or from
+the uint8 images, normalising it as it is gathered) and leaves its loss and
+correct count there, so no step waits for the device. Optional speed-ups, off by default and recorded by
 :meth:`TorchBackend.describe`: ``torch_compile`` (a compiled forward + loss),
 ``cuda_graph`` (the whole step replayed as one CUDA graph) and ``tf32``.
 """
@@ -23,7 +24,7 @@ from bench.backends.api import StepRecords
 from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
 from bench.backends.torch_steps import EagerStep, GraphedStep, compiled_step
 from bench.config import Config
-from bench.data.dataset import SPLITS, Dataset
+from bench.data.dataset import EVALUATED, Dataset, normalise_into
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from impl_torch.model import TorchMLP
@@ -49,7 +50,9 @@ class TorchBackend:
                             "speed-ups; choose one")
         # NOTE: TF32 is a CUDA setting; entered around every matmul-running call on CUDA only
         self._precision = devices.Tf32Matmul(config.tf32) if cuda else nullcontext()
-        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the evaluated splits
+        self._train: tuple | None = None  # (images, labels, (shift, scale) rows or None) on the device
+        self._batch_source = self.gather  # where the step takes its batches from
         self.model: TorchMLP | None = None
         self.optimizer: torch.optim.SGD | None = None
         self._step: EagerStep | GraphedStep | None = None
@@ -61,10 +64,16 @@ class TorchBackend:
     # ------------------------------------------------------------ data and model
 
     def load_data(self, data: Dataset) -> None:
-        """Every split to the device once: x as the config dtype, y as int64."""
+        """To the device once: the training images as they are gathered from (``Config.gather_from``:
+        the normalised split, or the uint8 images and their normalisation rows), the val and test
+        splits as the config dtype; every y as int64."""
+        images, norm = data.train_source(np.dtype(self.config.dtype), self.config.gather_from == "uint8")
+        self._train = (_to_device(images, self.dev, torch.uint8 if norm else self.dtype),
+                       _to_device(data.y_train, self.dev, torch.int64),
+                       None if norm is None else tuple(_to_device(r, self.dev, self.dtype) for r in norm))
         self._splits = {name: (_to_device(data.split(name)[0], self.dev, self.dtype),
                                _to_device(data.split(name)[1], self.dev, torch.int64))
-                        for name in SPLITS}
+                        for name in EVALUATED}
         self.n_features, self.n_classes = data.n_features, data.n_classes
         if self.dev.type == "cuda":
             devices.synchronize(self.dev)
@@ -72,7 +81,7 @@ class TorchBackend:
 
     def init_model(self, seed: int) -> None:
         """A fresh TorchMLP drawn from a CPU ``torch.Generator`` seeded with ``seed``, and its SGD."""
-        if not self._splits:
+        if self._train is None:
             raise RuntimeError("TorchBackend.init_model: call load_data first")
         c = self.config
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -82,11 +91,11 @@ class TorchBackend:
         # NOTE: foreach applies the update to all parameters in one multi-tensor kernel on CUDA
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
                                          weight_decay=c.weight_decay, foreach=True)
-        x_train, y_train = self._splits["train"]
         if c.torch_compile != "none":
-            self._step = compiled_step(self.model, self.optimizer, x_train, y_train, c.torch_compile)
+            self._step = compiled_step(self.model, self.optimizer, self._batch_source, c.torch_compile,
+                                       self.dev)
         else:
-            self._step = EagerStep(self.model, self.optimizer, x_train, y_train)
+            self._step = EagerStep(self.model, self.optimizer, self._batch_source)
             if c.cuda_graph:
                 self._step = GraphedStep(self._step, c.batch_size, self.dev)
         self._reset_records()
@@ -96,6 +105,14 @@ class TorchBackend:
     def device_indices(self, order: np.ndarray) -> torch.Tensor:
         """One epoch's row order on the device: the one host-to-device copy of the epoch."""
         return torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.dev)
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training rows ``idx`` gathered on the device (uint8 rows normalised as gathered): (S, F), (S,)."""
+        images, labels, norm = self._train
+        x = images.index_select(0, idx)                                    # (S, F)
+        if norm is not None:
+            x = normalise_into(torch.empty(x.shape, dtype=self.dtype, device=self.dev), x, *norm)
+        return x, labels.index_select(0, idx)                              # (S, F), (S,)
 
     def train_batch(self, idx: torch.Tensor) -> None:
         """One SGD step on rows ``idx``; the loss and correct count stay on the device."""
@@ -125,8 +142,8 @@ class TorchBackend:
 
     def evaluate(self, split: str) -> tuple[float, float]:
         """(mean loss, accuracy) on ``split``, in chunks of eval_batch_size, without autograd."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        if split not in EVALUATED:
+            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)})")
         x, y = self._splits[split]
         n, chunk = len(y), self.config.eval_batch_size
         if n == 0:

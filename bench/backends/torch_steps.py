@@ -16,32 +16,29 @@ from bench.errors import UserError
 from impl_torch import forward_loss
 
 ForwardFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+BatchFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 class EagerStep:
-    """zero_grad, gather the batch on the device, forward + loss, backward, optimizer step.
+    """zero_grad, the batch of rows ``idx`` from ``batch``, forward + loss, backward, optimizer step.
 
-    ``forward`` may be a ``torch.compile``'d forward-and-loss (``compile_mode``
-    names its mode): a compiler failure on the first step is then a
-    :class:`UserError` naming the reason, not a silent fall-back to eager. With
-    ``mark_step`` every call first marks a new cudagraph-tree iteration (its
-    outputs are then overwritten by the next step: ``owns_outputs`` is False).
-    Subclasses change where a batch comes from (:meth:`batch`).
+    ``batch(idx)`` gives the batch on the device, (S, n_inputs) and (S,): the
+    backend's gather, or a peer's own pipeline. ``forward`` may be a
+    ``torch.compile``'d forward-and-loss (``compile_mode`` names its mode): a
+    compiler failure on the first step is then a :class:`UserError` naming the
+    reason, not a silent fall-back to eager. With ``mark_step`` every call
+    first marks a new cudagraph-tree iteration (its outputs are then
+    overwritten by the next step: ``owns_outputs`` is False).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor | None,
-                 y_train: Tensor | None, forward: ForwardFn = forward_loss, *,
-                 compile_mode: str | None = None, mark_step: bool = False):
-        self.model, self.optimizer = model, optimizer
-        self.x_train, self.y_train = x_train, y_train  # (S_train, n_inputs), (S_train,) on the device
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: BatchFn,
+                 forward: ForwardFn = forward_loss, *, compile_mode: str | None = None,
+                 mark_step: bool = False):
+        self.model, self.optimizer, self.batch = model, optimizer, batch
         self.forward = forward
         self.compile_mode, self.mark_step = compile_mode, mark_step
         self.owns_outputs = not mark_step  # each call returns fresh tensors unless cudagraph trees run
         self._checked = compile_mode is None
-
-    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows ``idx`` of the training split, gathered on the device: (S, n_inputs), (S,)."""
-        return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         if self.mark_step:  # a new cudagraph-tree iteration: the last step's outputs may be reused
@@ -72,18 +69,17 @@ class EagerStep:
         self.optimizer.state.clear()
 
 
-def compiled_step(model: nn.Module, optimizer: torch.optim.Optimizer, x_train: Tensor, y_train: Tensor,
-                  mode: str) -> EagerStep:
+def compiled_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: BatchFn, mode: str,
+                  device: torch.device) -> EagerStep:
     """EagerStep with the forward and loss under ``torch.compile(mode=...)``.
 
     Backward runs the AOTAutograd-compiled backward; the optimizer step stays
     eager. With "reduce-overhead" / "max-autotune" on CUDA, forward and backward
     replay as cudagraph trees; every step is marked as a new iteration.
     """
-    return EagerStep(model, optimizer, x_train, y_train,
-                     torch.compile(forward_loss, mode=mode, fullgraph=True), compile_mode=mode,
-                     mark_step=x_train.device.type == "cuda" and mode in ("reduce-overhead",
-                                                                          "max-autotune"))
+    return EagerStep(model, optimizer, batch, torch.compile(forward_loss, mode=mode, fullgraph=True),
+                     compile_mode=mode,
+                     mark_step=device.type == "cuda" and mode in ("reduce-overhead", "max-autotune"))
 
 
 class GraphedStep:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import archive, cache, formats
-from bench.data.dataset import Dataset
+from bench.data.dataset import Dataset, normalise
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
@@ -35,7 +35,6 @@ from bench.io import make_dirs, read_bounded, remove_empty, sweep_temporaries
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
 ENV_CACHE_DIR = "MLPBENCH_CACHE_DIR"
-NORMALISE_ROWS = 512  # NOTE: rows normalised at a time; blocks that stay in cache measured ~10% faster
 DEFAULTS = Config()   # the one definition of the defaults (bench.config)
 DEFAULT_ORIGIN = "the default data dir"  # resolve_data_dir: neither --data-dir nor $MLPBENCH_DATA_DIR
 
@@ -336,25 +335,6 @@ def split_rows(n: int, *, val_size: int, seed: int,
                           f"archive holds {n} images)")
     train_idx, val_idx = split_indices(n, val_size, seed)
     return (train_idx if train_subset is None else train_idx[:train_subset]), val_idx
-
-
-def normalise(raw: np.ndarray, mean: Sequence[float], std: Sequence[float], dtype) -> np.ndarray:
-    """uint8 (S, 3072) CHW -> (x/255 - mean[c]) / std[c], C-contiguous ``dtype``.
-
-    Computed as (x - 255 mean[c]) / (255 std[c]) in ``dtype``, blocks of rows at
-    a time: equal in exact arithmetic, within a few ulp in floating point.
-    Channel c is columns c*1024:(c+1)*1024.
-    """
-    dtype = np.dtype(dtype)
-    out = np.empty(raw.shape, dtype)                    # (S, 3072)
-    shift = (255.0 * np.asarray(mean, np.float64)).astype(dtype)[None, :, None]  # (1, 3, 1)
-    scale = (255.0 * np.asarray(std, np.float64)).astype(dtype)[None, :, None]   # (1, 3, 1)
-    r, o = raw.reshape(-1, 3, 1024), out.reshape(-1, 3, 1024)
-    for start in range(0, len(r), NORMALISE_ROWS):
-        block = o[start:start + NORMALISE_ROWS]
-        np.subtract(r[start:start + NORMALISE_ROWS], shift, out=block, dtype=dtype)
-        np.divide(block, scale, out=block)
-    return out
 
 
 def make_dataset(loaded: Loaded, *, val_size: int = DEFAULTS.val_size,

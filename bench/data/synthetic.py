@@ -6,14 +6,14 @@ import hashlib
 
 import numpy as np
 
-from bench.data.dataset import Dataset
-from bench.data.loader import DEFAULTS, DTYPES, normalise
+from bench.data.dataset import Dataset, normalise
+from bench.data.loader import DEFAULTS, DTYPES
 from bench.errors import ConfigError
 
 CIFAR_FEATURES = 3072
 CIFAR_MEAN = tuple(DEFAULTS.mean)  # the Config defaults, applied when the images are CIFAR-shaped
 CIFAR_STD = tuple(DEFAULTS.std)
-FLAT_MEAN, FLAT_STD = 0.5, 0.25     # applied to every feature otherwise
+FLAT_MEAN, FLAT_STD = (0.5,), (0.25,)  # one channel: applied to every feature otherwise
 CENTRE_SPREAD = 32.0                # std of the class-mean pixel around 128
 NOISE = 64.0                        # std of each sample around its class mean
 BLOCK_ROWS = 4096                   # rows drawn at a time (bounds the float32 scratch memory)
@@ -25,11 +25,10 @@ def make_synthetic(n_train: int, n_val: int, n_test: int, *, n_features: int = C
 
     Each class has a centre image drawn once, N(128, 32^2) per feature; a sample
     is its class centre plus N(0, 64^2) noise, rounded and clipped to uint8.
-    Labels are balanced (``i % n_classes``, shuffled) in every split. With 3072
-    features the pixels are normalised like CIFAR-10 (per-channel Config
-    mean/std, CHW) and ``raw_*`` hold them; otherwise every feature becomes
-    (x/255 - 0.5) / 0.25 and ``raw_*`` are None. Everything is drawn from
-    ``np.random.default_rng(seed)``.
+    Labels are balanced (``i % n_classes``, shuffled) in every split; ``raw_*``
+    hold the pixels. With 3072 features they are normalised like CIFAR-10
+    (per-channel Config mean/std, CHW); otherwise every feature becomes
+    (x/255 - 0.5) / 0.25. Everything is drawn from ``np.random.default_rng(seed)``.
     """
     for name, value, low in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0),
                              ("n_features", n_features, 1), ("n_classes", n_classes, 2),
@@ -58,13 +57,11 @@ def make_synthetic(n_train: int, n_val: int, n_test: int, *, n_features: int = C
     for raw, y in splits.values():
         h.update(raw)
         h.update(y)  # int64
-    cifar = n_features == CIFAR_FEATURES
-    mean, std = (CIFAR_MEAN, CIFAR_STD) if cifar else ((FLAT_MEAN,) * 3, (FLAT_STD,) * 3)
-    x = {s: normalise(raw, mean, std, dtype) if cifar else _flat(raw, dtype) for s, (raw, _y) in splits.items()}
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if n_features == CIFAR_FEATURES else (FLAT_MEAN, FLAT_STD)
     return Dataset(
-        **{f"x_{s}": x[s] for s in splits},
+        **{f"x_{s}": normalise(raw, mean, std, dtype) for s, (raw, _y) in splits.items()},
         **{f"y_{s}": y for s, (_raw, y) in splits.items()},
-        **({f"raw_{s}": raw for s, (raw, _y) in splits.items()} if cifar else {}),
+        **{f"raw_{s}": raw for s, (raw, _y) in splits.items()},
         fingerprint=h.hexdigest(),
         official=False,
         source=(f"synthetic (make_synthetic: n_train={n_train}, n_val={n_val}, n_test={n_test}, "
@@ -74,8 +71,3 @@ def make_synthetic(n_train: int, n_val: int, n_test: int, *, n_features: int = C
         std=std,
     )
 
-
-def _flat(raw: np.ndarray, dtype) -> np.ndarray:
-    """(x/255 - 0.5) / 0.25 on every feature, C-contiguous ``dtype``."""
-    dtype = np.dtype(dtype)
-    return np.ascontiguousarray((raw.astype(dtype) - dtype.type(255 * FLAT_MEAN)) / dtype.type(255 * FLAT_STD))
