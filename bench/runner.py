@@ -234,7 +234,7 @@ def finish(ctx: Context, result: Result) -> int:
         print(line)
     for line in result.notes:
         print(line, file=sys.stderr)
-    if ctx.folder is not None:
+    if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
             print(f"interrupted: partial results in {ctx.folder.path}", file=sys.stderr)
         print(f"results: {ctx.folder.path}")

@@ -13,28 +13,25 @@ Run it as::
     # resume a killed sweep: the same command with the same --out runs only what is missing
     python -m bench.sweep --grid ... --out results/20250101-120000_sweep
 
-``--grid FIELD=V1,V2,...`` takes any field of ``bench.config.Config`` the
-sweep reads (the flag names with underscores), its values parsed with the
-field's type. A list field takes one list per value, its items joined by
-``x``: ``hidden_dims=64,512x256`` sweeps ``[64]`` and ``[512, 256]``
-(``"hidden_dims=512 256,64"`` in quotes is the same). Booleans are
-true/false; an optional field takes ``none``. Every point is crossed with
+``--grid FIELD=V1,V2,...`` takes any Config field the sweep reads, its values
+parsed with the field's type (``bench.sweep.grid``: ``hidden_dims=64,512x256``
+sweeps ``[64]`` and ``[512, 256]``). Every point is crossed with
 ``--backends`` and ``--seeds``; every other flag sets the base value of its
 field for all points.
 
 Each task (point × backend × seed) runs the harness of ``bench.compare``
-(``bench.sweep.point``); its row is appended to ``sweep.csv`` atomically as
-soon as it finishes, so a killed sweep loses only the tasks in flight, and
-re-running the same command with the same ``--out`` skips every task already
-finished (``ok`` or ``diverged``) and retries failed ones. A failing task
-(diverged, out of memory, an exception, a lost worker) is recorded with its
-status and message and the sweep goes on. ``--no-reference-timing`` skips the
-GEMM-only brackets and the fixed-cost floor of every task, roughly halving a
-sweep, and with them the quality flags that a crossover needs. Outputs in
-``--out`` (default ``results/<timestamp>_sweep/``): ``sweep.csv``,
-``epochs.csv``, ``sweep.json``, ``env_<host>.json``, ``env.json``,
-``ratio_<device>.png`` (the NumPy/PyTorch epoch-time ratio over the first
-two grid fields with the ratio-1 contour), ``accuracy.png`` and ``report.md``.
+(``bench.sweep.point``); its row is written to ``sweep.csv`` atomically as soon
+as it finishes, so a killed sweep loses only the tasks in flight, and the same
+command with the same ``--out`` skips every task already finished (``ok`` or
+``diverged``) and retries the failed ones. A failing task (diverged, out of
+memory, an exception, a lost worker) is a row with its status and message, and
+the sweep goes on. ``--no-reference-timing`` skips the GEMM-only brackets and
+the fixed-cost floor, roughly halving a sweep, and with them the quality flags
+that a crossover needs. Outputs in ``--out`` (default
+``results/<timestamp>_sweep/``): ``sweep.csv``, ``epochs.csv``, ``sweep.json``,
+``env_<host>.json``, ``env.json``, ``ratio_<device>.png`` (the NumPy/PyTorch
+epoch-time ratio over the first two grid fields, with its ratio-1 contour),
+``accuracy.png`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -48,9 +45,7 @@ from bench import runner
 from bench.backends import parse_name, resolve
 from bench.config import COMMAND_FIELDS
 from bench.errors import UserError
-from bench.memory import check_memory
-from bench.sweep.grid import canonical, check_no_overlap, check_size, describe_point, parse_grid, pin_first, \
-    point_configs
+from bench.sweep.grid import canonical, check_no_overlap, check_size, parse_grid, pin_first, point_configs
 
 # NOTE: the modules that pull in the harness, Dask and the plots are imported where they are needed,
 # after the arguments are checked, so a mistake on the command line is reported at once
@@ -84,12 +79,7 @@ def _check(ctx: runner.Context) -> None:
         for name, reason in skipped:
             print(f"skipped {name}: {reason}", file=sys.stderr)
     check_size(grid, len(backends) * len(base.seeds))
-    points = point_configs(base, grid)  # every point validated before any work
-    for point, cfg in points:  # data that cannot fit on this machine: refused, not a row per task
-        try:
-            check_memory(cfg, 0)
-        except UserError as exc:
-            raise UserError(f"grid point {describe_point(point)}: {exc}") from None
+    points = point_configs(base, grid)  # every point validated, and its data fitting, before any work
     tasks = [Task({f: canonical(point[f]) for f in grid.fields}, b, seed,
                   dataclasses.replace(cfg, seeds=[seed], backends=[b]))
              for seed in base.seeds for point, cfg in points for b in backends]  # a point's backends together

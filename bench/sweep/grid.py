@@ -159,12 +159,15 @@ def _parse_scalar(name: str, elem: type, text: str, *, is_list: bool) -> Any:
 
 
 def point_configs(base: Config, grid: Grid) -> list[tuple[dict[str, Any], Config]]:
-    """(point, validated Config) for every grid point; the first invalid point is a UserError."""
+    """(point, validated Config) for every grid point; the first invalid point, or one whose data cannot
+    fit on this machine (refused here, not a failed row per task), is a UserError."""
+    from bench.memory import check_memory
+
     out = []
     for point in grid.points():
         cfg = dataclasses.replace(base, **{k: _copy(v) for k, v in point.items()})
         try:
-            cfg.validate()
+            check_memory(cfg.validate(), 0)
         except UserError as exc:
             raise UserError(f"grid point {describe_point(point)}: {exc}") from None
         out.append((point, cfg))
