@@ -106,6 +106,9 @@ class Config:
                               choices=TORCH_COMPILE_MODES)
     cuda_graph: bool = _opt(False, "capture the whole torch training step as a CUDA graph")
     tf32: bool = _opt(False, "allow TF32 matmuls on CUDA")
+    # --- JAX (off by default, recorded when on)
+    jax_scan: bool = _opt(False, "run each epoch of the jax backends as one lax.scan over its batches "
+                                 "(one dispatch per epoch)")
     # --- peers
     dataloader_workers: int = _opt(0, "num_workers of the torch-dataloader backend")
     @property
@@ -165,6 +168,8 @@ class Config:
                ", ".join(TORCH_COMPILE_MODES))
         _check(not (self.cuda_graph and self.torch_compile != "none"), "cuda_graph", self.cuda_graph,
                "false when torch_compile is set (a captured graph and torch.compile are alternatives)")
+        _check(not (self.jax_scan and self.eval_every is not None), "jax_scan", self.jax_scan,
+               "false when eval_every is set (a scanned epoch has no step to evaluate between)")
         cores = os.cpu_count() or 1
         _check(0 <= self.dataloader_workers <= 4 * cores, "dataloader_workers", self.dataloader_workers,
                f"an integer from 0 to {4 * cores} (4 worker processes per core)")
@@ -241,6 +246,59 @@ class GpuCheckSettings:
 
     def validate(self) -> "GpuCheckSettings":
         _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
+        return self
+
+
+def _same(cls: type, name: str, help: str | None = None) -> Any:
+    """Another settings class's field, its default defined there once (``help``: this command's words)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return _opt(default, help or f.metadata["help"], **{k: v for k, v in f.metadata.items() if k != "help"})
+
+
+@dataclass
+class ClaimsSettings:
+    """``bench.claims``: which claims, how many seeds, and the nets of claims 6-8."""
+
+    only: list[int] = _opt(list(range(1, 10)), "claims to test, by id 1-9")
+    quick: bool = _opt(False, "start from the quick preset (PRESETS['claims_quick'], shown in "
+                              "docs/reference.md): less data, shorter training, smaller nets; every "
+                              "verdict is provisional")
+    lockstep_seeds: int = _opt(3, "claim 4: seeds whose first epoch PyTorch reruns from NumPy's "
+                                  "weights and batches")
+    theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
+                                "Hessian measurements use")
+    depths: list[int] = _opt([21, 41, 81, 161], "claim 6: depths (odd, >= 3) of the plain and residual "
+                                                "nets of width --width, shallowest first")
+    width: int = _same(GradflowSettings, "width", "claim 6: width of every hidden layer of the deep nets")
+    landscape_dims: list[int] = _opt([32, 32, 32, 32, 32], "claim 7: hidden widths [F, N1, F, ...] of "
+                                                           "the plain and residual nets whose Hessians "
+                                                           "are compared")
+    batch_examples: int = _same(HessianSettings, "batch_examples", "claims 6-8: training rows of the fixed "
+                                                                   "batch the gradients and Hessians use")
+    k: int = _same(HessianSettings, "k")
+    tol: float = _same(HessianSettings, "tol")
+    max_matvecs: int = _same(HessianSettings, "max_matvecs")
+    grad_tol: float = _opt(1e-6, "claim 8: gradient norm below which the tiny model's full-batch loss "
+                                 "counts as at its minimum")
+    tiny_weight_decay: float = _opt(1e-3, "claim 8: L2 weight decay of the tiny model's training and "
+                                          "objective (without it the loss has no finite minimum)")
+    check_features: int = _same(HessianSettings, "check_features", "claim 8, the tiny model: input features")
+    check_hidden: int = _same(HessianSettings, "check_hidden", "claim 8, the tiny model: hidden units")
+    check_examples: int = _same(HessianSettings, "check_examples", "claim 8, the tiny model: training rows")
+
+    def validate(self) -> "ClaimsSettings":
+        _check(isinstance(self.only, list) and len(self.only) > 0 and len(set(self.only)) == len(self.only)
+               and all(_is_int(i) and 1 <= i <= 9 for i in self.only), "only", self.only,
+               "distinct claim ids from 1 to 9, e.g. 1,4,8")
+        _check(len(self.depths) > 0 and all(_is_int(d) and d >= 3 and d % 2 == 1 for d in self.depths),
+               "depths", self.depths, "odd integers >= 3 (a stem and whole residual blocks)")
+        _check(residual_dims_ok(self.landscape_dims) and all(_is_int(d) and d > 0 for d in self.landscape_dims),
+               "landscape_dims", self.landscape_dims, "[F, N1, F, N2, F, ...]: an odd count of at least 3 "
+               f"positive widths, every other one equal to the first, e.g. {residual_example(self.landscape_dims)}")
+        _positive(self, ("lockstep_seeds", "theory_seeds", "width", "batch_examples", "k", "check_features",
+                         "check_hidden", "check_examples"), ("tol", "grad_tol", "tiny_weight_decay"))
+        _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
         return self
 
 
@@ -327,7 +385,7 @@ TRAINING = ("lr", "momentum", "weight_decay", "batch_size", "epochs", "seeds", "
 DATA = ("dataset", "val_size", "train_subset", "mean", "std", "data_dir", "gather_from")
 HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every", "lockstep",
            "reference_timing")
-SPEEDUPS = ("torch_compile", "cuda_graph", "tf32")
+SPEEDUPS = ("torch_compile", "cuda_graph", "tf32", "jax_scan")
 PEERS = ("dataloader_workers",)
 
 # the Config fields each command reads: its flags and the TOML keys it accepts (beside its own settings)
@@ -339,13 +397,16 @@ COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "gpu_check": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size", "tf32"),
     "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every"),
     "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size"),
+    "claims": ("hidden_dims", "activation", "alpha") + TRAINING + DATA + ("threads", "eval_batch_size"),
     "data": DATA[:-1] + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
     "check": (), "op_ratios": (),
 }
 # each command's own settings class
 SETTINGS: dict[str, type] = {"gradflow": GradflowSettings, "hessian": HessianSettings,
-                             "gpu_check": GpuCheckSettings, "check": CheckSettings,
+                             "gpu_check": GpuCheckSettings, "claims": ClaimsSettings, "check": CheckSettings,
                              "op_ratios": OpRatiosSettings, "sweep": SweepSettings, "data": DataSettings}
+_CLAIMS = {"seeds": list(range(42, 52)), "batch_examples": 1000, "check_examples": 2000, "k": 3,
+           "reference_timing": False}
 # each command's own defaults, applied before the TOML file and the flags
 PRESETS: dict[str, dict[str, Any]] = {
     # the reference setup with three seeds: the first run answers both questions, which backend is
@@ -357,16 +418,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
                     "backends": ["numpy:cpu", "torch:cpu"]},
     "gpu_check": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000,
-                  "backends": ["torch:cuda", "numpy:cuda"]},
+                  "backends": ["torch:cuda", "numpy:cuda", "jax:cuda"]},
     # no CUDA backend can run here: a tiny CPU pass of the same code, for the code path only
     "gpu_check_cpu": {"dataset": "synthetic", "train_subset": 2048, "val_size": 256, "epochs": 2,
-                      "backends": ["torch:cpu", "numpy:cpu"], "gpu_variants": ["eager"]},
+                      "backends": ["torch:cpu", "numpy:cpu", "jax:cpu"], "gpu_variants": ["eager"]},
     # 200 steps of lr 0.01 (0.1 makes the 21-layer plain ELU net diverge), evaluated every 50
     "gradflow": {"lr": 0.01, "epochs": 1, "train_subset": 25_600, "eval_every": 50,
                  "reference_timing": False},
     # a small model and a short run: the Hessian's Lanczos calls dominate
     "hessian": {"hidden_dims": [32], "train_subset": 10_000, "epochs": 5, "backends": ["numpy:cpu"],
                 "batch_examples": 1000, "reference_timing": False},
+    # ten seeds per implementation at the reference setup (claims 1-5); small models for 6-8
+    "claims": _CLAIMS,
+    # --quick: the same ten seeds on less data and smaller nets; its verdicts are provisional
+    "claims_quick": {**_CLAIMS, "train_subset": 2000, "val_size": 1000, "epochs": 4, "lockstep_seeds": 1,
+                     "theory_seeds": 3, "depths": [21, 41], "width": 64, "landscape_dims": [16, 16, 16],
+                     "batch_examples": 256, "check_examples": 500, "tiny_weight_decay": 1e-2, "k": 2},
 }
 
 

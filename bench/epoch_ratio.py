@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench import runner
-from bench.report import CLOCKS, REFERENCE, md_table, model_line, summary_view, timing_sentences
+from bench.report import CLOCKS, REFERENCE, compile_sentence, md_table, model_line, summary_view, timing_sentences
 from bench.run import Recorder, Run
 from bench.timing import steady_epochs
 
@@ -52,7 +52,8 @@ def measure(ctx: runner.Context) -> runner.Result:
     epochs, summary = tables["epochs.csv"], tables["summary.csv"]
     if epochs.empty:
         return runner.Result(tables=tables)
-    lines, flagged = _summary_lines(epochs, summary), timing_sentences(summary)
+    lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
+    flagged = timing_sentences(summary)
     problems = [] if tables["runs.csv"]["status"].eq("ok").any() else \
         ["no run finished ok (see status and error in runs.csv)"]
     return runner.Result(

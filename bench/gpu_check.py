@@ -1,4 +1,4 @@
-"""The GPU check: every torch speed-up and the NumPy-on-CuPy backend timed on CUDA by the one run layer.
+"""The GPU check: every torch speed-up, NumPy on CuPy and JAX timed on CUDA by the one run layer.
 
 Run it as ``bash scripts/gpu_check.sh`` (which first runs ``pytest tests -m
 cuda``), or::
@@ -6,15 +6,16 @@ cuda``), or::
     python -m bench.gpu_check [--out DIR] [--epochs N] [--gpu-variants eager,cuda_graph]
 
 Its preset (``bench.config.PRESETS["gpu_check"]``): 5 epochs of synthetic data
-of the real CIFAR-10 shapes (no download needed), backends ``torch:cuda`` and
-``numpy:cuda``. Every torch backend runs once per variant of
+of the real CIFAR-10 shapes (no download needed), backends ``torch:cuda``,
+``numpy:cuda`` and ``jax:cuda``. Every torch backend runs once per variant of
 ``--gpu-variants`` (eager, ``--cuda-graph``, ``--torch-compile
-reduce-overhead``), every other backend once, each through
+reduce-overhead``), every JAX backend step by step and with ``--jax-scan``,
+every other backend once, each through
 ``bench.run.run_one``: the GEMM-only brackets, the fixed-cost floor and the
 quality flags of ``bench.timing``. Backends that cannot run here are skipped
 with the reason. Where neither preset backend can run (no GPU), the preset
 is ``PRESETS["gpu_check_cpu"]`` instead: a tiny CPU pass of the same code
-(``torch:cpu`` and ``numpy:cpu``, the eager variant) for the code path only;
+(``torch:cpu``, ``numpy:cpu`` and, where installed, ``jax:cpu``) for the code path only;
 flags and TOML override either preset (``--epochs 9`` runs 9 epochs). ``--out``
 (default ``$OUT`` when set, else ``results/<timestamp>_gpu_check/``) gets
 ``gpu_check.csv`` (one row per backend and variant), ``epochs.csv``,
@@ -40,10 +41,11 @@ from bench.run import Recorder, RunRecord, run_one
 
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> Config overrides of the torch backends
     "eager": {}, "cuda_graph": {"cuda_graph": True}, "reduce-overhead": {"torch_compile": "reduce-overhead"}}
+JAX_VARIANTS: dict[str, dict[str, Any]] = {"jit": {}, "jax_scan": {"jax_scan": True}}  # every JAX backend's
 # targets set for an H100 by an earlier issue; results/gpu/README.md measures why they are out of reach
 TARGET_MS = {"eager": 50.0, "cuda_graph": 15.0, "reduce-overhead": 15.0}
 ROW_COLUMNS = ["backend", "variant", "status", "error", "device_name", "epochs", "learned", "test_acc",
-               "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
+               "compile_s", "peak_memory_mb", "median_epoch_ms_trusted", "min_epoch_ms_trusted", "median_epoch_ms_all",
                "first_epoch_ms", "gemm_ms_trusted", "epoch_to_gemm_trusted", "ratio_floor", "fixed_step_us",
                "timing_quality", "target_ms", "meets_target"]
 SHOWN = ["backend", "variant", "status", "median_epoch_ms_trusted", "gemm_ms_trusted", "epoch_to_gemm_trusted",
@@ -62,8 +64,9 @@ def _check(ctx: runner.Context) -> None:
         raise UserError("no backend of --backends can run here: " + "; ".join(f"{n} ({why})" for n, why in ctx.skipped))
     for name, reason in ctx.skipped:
         ctx.say(f"skipped {name}: {reason}")
-    ctx.work = [(c, v, dataclasses.replace(ctx.config, backends=[c.name], **VARIANTS.get(v, {})).validate())
-                for c in ctx.chosen for v in (ctx.settings.gpu_variants if c.impl == "torch" else ["-"])]
+    variants = {"torch": ctx.settings.gpu_variants, "jax": list(JAX_VARIANTS)}
+    ctx.work = [(c, v, dataclasses.replace(ctx.config, backends=[c.name], **{**VARIANTS, **JAX_VARIANTS}.get(v, {}))
+                 .validate()) for c in ctx.chosen for v in variants.get(c.impl, ["-"])]
     for c, _v, cfg in ctx.work:
         c.build(cfg)
     ctx.out = ctx.out or os.environ.get("OUT")
@@ -125,7 +128,7 @@ def _row(r: RunRecord, s: dict[str, Any], cpu_pass: bool) -> dict[str, Any]:
     row = {"backend": r.backend, "variant": r.run["variant"], "status": r.status, "error": r.error,
            "device_name": r.options.get("device_name") or r.options.get("gpu", ""), "epochs": len(r.epochs),
            "learned": len(losses) >= 2 and losses[-1] < losses[0], "test_acc": r.run.get("test_acc"),
-           "peak_memory_mb": peak / 2**20 if peak else None,
+           "compile_s": r.run.get("compile_seconds"), "peak_memory_mb": peak / 2**20 if peak else None,
            "median_epoch_ms_trusted": ms("median_epoch_seconds_trusted"),
            "min_epoch_ms_trusted": ms("epoch_seconds_min_trusted"), "median_epoch_ms_all": ms("median_epoch_seconds_all"),
            "first_epoch_ms": r.epochs[0]["epoch_seconds"] * 1e3 if r.epochs else None,

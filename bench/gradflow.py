@@ -49,7 +49,7 @@ from bench.errors import UserError
 from bench.memory import check_memory
 from bench.report import md_table
 from bench.theory import gradflow as theory
-from impl_numpy.mlp import MLP
+from impl_common.arch import Arch
 
 PROG = "python -m bench.gradflow"
 
@@ -74,10 +74,8 @@ def measure(ctx: runner.Context) -> runner.Result:
         data = ctx.data(seed)
         for act in opts.activations:
             for arch in theory.ARCHS:
-                # each net's own init from the seed (the residual blocks' R2 init), copied to torch
-                init = MLP(data.n_features, [opts.width] * opts.depth, data.n_classes, act, alpha=config.alpha,
-                           residual=arch == "residual", rng=np.random.default_rng(seed),
-                           dtype=np.dtype(config.dtype)).state_dict()
+                init = theory.initial_state(Arch(data.n_features, (opts.width,) * opts.depth, data.n_classes,
+                                                 act, config.alpha, arch == "residual"), seed, config.dtype)
                 done.append(theory.measure_network(config, opts, data, act, arch, seed, init, ctx.say))
     if not done:
         return runner.Result(sections=[(None, ["No network finished."])])

@@ -94,6 +94,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
         v["floor"] = summary.get("ratio_floor")
         v["GFLOP/s (trusted)"] = summary.get("achieved_gflops")
     v["median epoch s (all)"] = summary["median_epoch_seconds_all"]
+    if "compile_seconds" in summary and summary["compile_seconds"].notna().any():
+        v["compile s"] = summary["compile_seconds"]
     v["timing"] = ["flagged" if b else "ok" for b in bad]
     if summary["n_failed"].any():
         v["failed runs"] = summary["n_failed"]
@@ -153,6 +155,16 @@ def next_steps(config: dict[str, Any], summary: pd.DataFrame, pairs: pd.DataFram
     return out
 
 
+def compile_sentence(summary: pd.DataFrame) -> str | None:
+    """What the compiling backends spent compiling, or None when none compiled."""
+    if "compile_seconds" not in summary or not summary["compile_seconds"].notna().any():
+        return None
+    done = summary[summary["compile_seconds"].notna()]
+    return ("Compilation (before the first epoch, outside every clock; the warm-up steps run the "
+            "compiled code, later seeds reuse it): " + "; ".join(
+                f"`{b}` {s:.2f} s" for b, s in zip(done["backend"], done["compile_seconds"])) + ".")
+
+
 def setup_lines(env: dict[str, Any], extra: list[str] = ()) -> list[str]:
     """Machine, versions, BLAS, OpenBLAS variables, data, ``extra`` lines, then the commit and the
     command: the setup block of every report."""
@@ -164,7 +176,7 @@ def setup_lines(env: dict[str, Any], extra: list[str] = ()) -> list[str]:
         + (f"; GPU {gpu['name']} (CUDA {gpu.get('cuda_runtime')}, driver {gpu.get('driver')})" if gpu
            else "; no GPU"),
         f"- Versions: Python {env['python']}, NumPy {v.get('numpy')}, PyTorch {v.get('torch')}"
-        + (f", CuPy {v['cupy']}" if v.get("cupy") else ""),
+        + (f", CuPy {v['cupy']}" if v.get("cupy") else "") + (f", JAX {v['jax']}" if v.get("jax") else ""),
         "- BLAS: " + ("; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} "
                                  "threads" + (f", {b['architecture']}" if b.get("architecture") else "")
                                  + ")" for b in blas) or "unknown"),
@@ -223,6 +235,9 @@ def compare_sections(config: dict[str, Any], options: dict[str, Any], summary: p
             "`(trusted)`: over the trusted epochs alone (see above); `(all)`: over every epoch of "
             "every run, the first included, as `median_epoch_seconds_all` of `runs.csv` per run. "
             "`Q1–Q3`: the quartiles of the trusted epoch times."]
+    compiled = compile_sentence(summary)
+    if compiled:
+        body += ["", compiled]
     flagged_words = timing_sentences(summary)
     if flagged_words:
         body += ["", "**Timing flagged:**", "", *[f"- {s}" for s in flagged_words]]

@@ -57,7 +57,8 @@ EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", 
                  "samples_per_second", "timing_quality"]
 RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
                "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
-               "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes"]
+               "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes",
+               "compile_seconds"]
 
 
 def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
@@ -160,6 +161,8 @@ class Run:
                  "median_epoch_seconds_all": float(np.median(times)) if times else math.nan,
                  "time_to_target_seconds": self.time_to_target, "peak_memory_bytes": self.peak}
         r.options = options_of(self.backend) if self.backend is not None else {}
+        # a compiling backend's compile time, before the first epoch and outside every clock
+        r.run["compile_seconds"] = r.options.get("compile_seconds", math.nan)
         return r
 
     # ------------------------------------------------------------ the stages

@@ -19,7 +19,8 @@ does everything else, in this order:
    block a signal ends, after which the command returns what it has;
 5. with signals held, write the tables, draw the figures (a full disk costs a
    figure, never a table), write ``env.json`` and ``report.md`` (title,
-   interrupted note, setup, settings, sections, figures, files), then print
+   interrupted note, setup, settings, sections, figures, files; or the
+   command's own name for it), then print
    the command's lines and ``results: DIR``;
 6. exit 0; 1 for a problem (no run finished, a check failed); 2 for a usage
    error (``bench.errors.run_cli``); 130 after Ctrl-C; 143 after SIGTERM or SIGHUP.
@@ -73,6 +74,7 @@ class Command:
     loads_data: bool = True      # measure() calls ctx.data(), whose first load writes env.json
     resume: str | None = None    # a folder holding this file is resumed (the sweep)
     label: Callable[["Context"], str] | None = None  # results/<timestamp>_<label>
+    report: str = "report.md"    # the report's file name
     actions: dict[str, tuple[str, Callable[[], None]]] = field(default_factory=dict)  # flag: (help, do)
 
 
@@ -208,7 +210,7 @@ def write(ctx: Context, result: Result) -> None:
              if folder.save_figure(name, draw(), bbox_inches="tight") is not None}
     ctx.env.update(result.env)
     folder.write_json("env.json", ctx.env)
-    folder.write_text("report.md", report(ctx, result, drawn))
+    folder.write_text(ctx.command.report, report(ctx, result, drawn))
 
 
 def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
@@ -224,7 +226,7 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
         lines += ["## Figures", ""]
         for name, title in figures.items():
             lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    files = [*ctx.folder.written, "report.md"]
+    files = [*ctx.folder.written, ctx.command.report]
     return "\n".join([*lines, "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""])
 
 

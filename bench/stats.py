@@ -42,6 +42,8 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame, flop: int | None = None,
             "n_interrupted": int((r["status"] == "interrupted").sum()),
             "test_acc_mean": ok["test_acc"].mean() if len(ok) else math.nan,
             "test_acc_std": ok["test_acc"].std(ddof=1) if len(ok) > 1 else math.nan,
+            # a compiling backend's compile time: its first run's (later seeds reuse what it compiled)
+            "compile_seconds": r["compile_seconds"].max() if "compile_seconds" in r else math.nan,
             **summarise_timing(ep),
             # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
             **{f"median_{c}_trusted": _trusted_median(ep, c) for c in SPLIT_COLUMNS if c in ep},

@@ -9,8 +9,10 @@ Run it as::
   torch (``torch.set_num_threads``), so NumPy and PyTorch get the same
   threads; it is recorded in every benchmark's ``extra_info`` and in the
   saved machine info.
-* The ``backend`` fixture runs each test on numpy:cpu, torch:cpu, numpy:cuda
-  and torch:cuda, skipping those this machine lacks with the reason.
+* The ``backend`` fixture runs each test on numpy:cpu, torch:cpu, jax:cpu,
+  numpy:cuda, torch:cuda and jax:cuda, skipping those this machine lacks with
+  the reason (and jax:cpu when ``--bench-threads`` is not every core: XLA's
+  CPU pool cannot be resized).
 * The ``measure`` fixture names the group ``"<op> b<batch> h<hidden>"`` (so the
   backends of one op and size share a table), records what is timed in
   ``extra_info``, and hands the call to pytest-benchmark; on a GPU the call
@@ -104,6 +106,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "numpy": np.__version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "jax": _dist_version("jax"),
         "cupy": _dist_version("cupy", "cupy-cuda12x", "cupy-cuda11x"),
         "blas": blas_info(),  # threadpoolctl: every BLAS/OpenMP pool, its version and thread count
         "torch_parallel": torch.__config__.parallel_info().splitlines()[:4],
@@ -127,9 +130,11 @@ def bench_threads(pytestconfig: pytest.Config) -> int:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> BackendSpec:
+def backend(request: pytest.FixtureRequest, bench_threads: int) -> BackendSpec:
     """Each backend in turn; skipped with the reason where this machine cannot run it."""
     reason = unavailable_reason(request.param)
+    if request.param == "jax:cpu" and reason is None and bench_threads != default_threads():
+        reason = f"XLA's CPU pool runs on all {default_threads()} cores, not --bench-threads {bench_threads}"
     if reason is not None:
         pytest.skip(f"{request.param}: {reason}")
     return BackendSpec.parse(request.param)

@@ -24,7 +24,7 @@ BATCHES = (32, 128, 1024)
 HIDDENS = (128, 1024)
 SIZES = [(b, h) for b in BATCHES for h in HIDDENS]
 SIZE_IDS = [f"b{b}-h{h}" for b, h in SIZES]
-BACKENDS = ("numpy:cpu", "torch:cpu", "numpy:cuda", "torch:cuda")
+BACKENDS = ("numpy:cpu", "torch:cpu", "jax:cpu", "numpy:cuda", "torch:cuda", "jax:cuda")
 DTYPE = np.float32
 DTYPE_NAME = "float32"
 
@@ -81,6 +81,11 @@ def host_inputs(batch: int, hidden: int) -> HostInputs:
 def unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot run here, or None when it can."""
     impl, _, device = name.partition(":")
+    if impl == "jax":
+        from bench.backends.jax_backend import available as jax_available
+
+        ok, reason = jax_available(device)
+        return None if ok else reason
     if device == "cpu":
         return None
     if impl == "torch":
@@ -97,8 +102,8 @@ def unavailable_reason(name: str) -> str | None:
 class BackendSpec:
     """One ``impl:device`` pair: where its arrays live and how to wait for its device."""
 
-    name: str    # "numpy:cpu", "torch:cuda", ...
-    impl: str    # "numpy" or "torch"
+    name: str    # "numpy:cpu", "torch:cuda", "jax:cpu", ...
+    impl: str    # "numpy", "torch" or "jax"
     device: str  # "cpu" or "cuda"
 
     @classmethod
@@ -119,6 +124,12 @@ class BackendSpec:
         """A NumPy-implementation backend's own copy of host array ``a`` (NumPy or CuPy)."""
         return np.array(a) if self.device == "cpu" else self.xp.asarray(a)
 
+    def jarray(self, a: np.ndarray) -> Any:
+        """A JAX backend's own copy of host array ``a`` on its device."""
+        import jax
+
+        return jax.device_put(a, jax.devices(self.device)[0])
+
     def tensor(self, a: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
         """A torch backend's own copy of host array ``a`` on its device, a leaf tensor."""
         return torch.tensor(a, device=self.device).requires_grad_(requires_grad)
@@ -135,10 +146,16 @@ class BackendSpec:
             synchronize(self.xp)
 
     def synchronized(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        """``fn``, followed on a GPU by a device synchronisation, so a timing covers its kernels.
+        """``fn``, followed on a GPU by a device synchronisation, so a timing covers its kernels;
+        for JAX, on any device, by ``block_until_ready`` on what it returned (JAX dispatches
+        asynchronously on the CPU too).
 
         The wrapper returns what ``fn`` returns.
         """
+        if self.impl == "jax":
+            import jax
+
+            return lambda: jax.block_until_ready(fn())
         if self.device == "cpu":
             return fn
 

@@ -34,6 +34,8 @@ def _backend(spec: BackendSpec, batch: int, hidden: int):
                     eval_batch_size=batch, dtype="float32", dataset="synthetic", train_subset=batch)
     if spec.impl == "numpy":
         from bench.backends.numpy_backend import NumpyBackend as cls
+    elif spec.impl == "jax":
+        from bench.backends.jax_backend import JaxBackend as cls
     else:
         from bench.backends.torch_backend import TorchBackend as cls
     backend = cls(config, spec.device)
@@ -56,10 +58,14 @@ def _shapes(batch: int, hidden: int) -> dict[str, tuple[int, ...]]:
 def test_train_step(measure, backend: BackendSpec, batch: int, hidden: int) -> None:
     be = _backend(backend, batch, hidden)
     idx = be.device_indices(np.arange(batch))  # rows 0..B-1, on the device once
-    measure(lambda: be.train_batch(idx), backend, op="train_step", batch=batch, hidden=hidden,
-            shapes=_shapes(batch, hidden),
-            timed=f"{type(be).__name__}.train_batch: gather, forward, loss, backward, SGD "
-                  f"({ACTIVATION}, lr {be.config.lr}, momentum {be.config.momentum})")
+
+    def step() -> None:
+        be.train_batch(idx)
+        be.synchronize()  # JAX's step is asynchronous on the CPU too (a no-op for NumPy, torch:cpu)
+
+    measure(step, backend, op="train_step", batch=batch, hidden=hidden, shapes=_shapes(batch, hidden),
+            timed=f"{type(be).__name__}.train_batch and synchronize: gather, forward, loss, backward, "
+                  f"SGD ({ACTIVATION}, lr {be.config.lr}, momentum {be.config.momentum})")
     losses = be.pop_step_records().losses
     # the first step starts from the shared weights: its loss is the reference's
     ref.assert_close(losses[0], ref.mlp_loss_acc(batch, hidden, ACTIVATION)[0], "first step's loss")

@@ -4,8 +4,9 @@
 # The GPU check, in about 3 minutes on an H200:
 #   1. pytest tests -m cuda        (the CUDA tests; skipped, with the reason, without CUDA)
 #   2. python -m bench.gpu_check   (5 timed epochs of the default config on synthetic data per
-#      backend and variant: torch:cuda eager / cuda_graph / torch_compile=reduce-overhead, and
-#      numpy:cuda on CuPy; epoch / GEMM-only ratio, fixed-cost floor and quality flags; CSV + report)
+#      backend and variant: torch:cuda eager / cuda_graph / torch_compile=reduce-overhead,
+#      numpy:cuda on CuPy, jax:cuda step by step / jax_scan (needs jax[cuda12]); epoch / GEMM-only
+#      ratio, fixed-cost floor, compile time and quality flags; CSV + report)
 # Logs, the CSV and the report go to $OUT when it is set, else to a new temp dir (printed).
 # Without CUDA it runs a tiny CPU pass of step 2 and exits 0.
 #

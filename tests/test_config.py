@@ -16,7 +16,7 @@ from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, GpuCheckSett
 from bench.errors import ConfigError, UserError
 from conftest import assert_one_line_error
 
-MODULES = {"sweep": "bench.sweep.__main__", "data": "bench.data.__main__"}
+MODULES = {"sweep": "bench.sweep.__main__", "data": "bench.data.__main__", "claims": "bench.claims.__main__"}
 NEEDED = {"sweep": ["--grid", "lr=0.1,0.2"], "check": ["x"], "op_ratios": ["x.json"]}  # required arguments
 
 
@@ -213,7 +213,7 @@ CLI_CASES = [
     (["--val-size", "60000"], ["val_size", "60000"]),
     (["--residual", "--hidden-dims", "128,128"], ["hidden_dims", "[128, 128, 128]"]),
     (["--no-such-flag"], ["--no-such-flag"]),
-    (["--backends", "jax:cpu"], ["jax:cpu", "numpy"]),
+    (["--backends", "mxnet:cpu"], ["mxnet:cpu", "numpy"]),
     (["--config", "missing.toml"], ["missing.toml"]),
     (["--lr", "1e400"], ["lr", "inf", "finite"]),
     (["--std", "0.2,nan,0.2"], ["std", "nan"]),

@@ -22,7 +22,8 @@ FLAGS = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "16", 
 COMMAND_MODULES = {"compare": "bench/compare.py", "epoch_ratio": "bench/epoch_ratio.py",
                    "gpu_check": "bench/gpu_check.py", "gradflow": "bench/gradflow.py",
                    "hessian": "bench/hessian.py", "op_ratios": "bench/op_ratios.py", "check": "bench/check.py",
-                   "data": "bench/data/__main__.py", "sweep": "bench/sweep/__main__.py"}
+                   "data": "bench/data/__main__.py", "sweep": "bench/sweep/__main__.py",
+                   "claims": "bench/claims/__main__.py"}
 MAX_COMMAND_LINES = 150
 
 

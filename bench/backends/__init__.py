@@ -8,6 +8,8 @@ file each:
 * ``torch:<device>`` (``torch_backend.py``, with its training steps in
   ``torch_steps.py`` and device helpers in ``torch_device.py``): the
   ``impl_torch`` MLP;
+* ``jax:cpu|cuda`` (``jax_backend.py``): the ``impl_jax`` MLP, compiled by XLA
+  (the ``jax`` extra; listed and skipped with the reason without JAX);
 * the opt-in peers, the MLPs users already have (the ``peers`` extra):
   ``sklearn:cpu`` (``sklearn_backend.py``: scikit-learn's ``MLPClassifier``,
   one ``partial_fit`` per epoch) and ``torch-dataloader:<device>``
@@ -95,6 +97,8 @@ IMPLS: dict[str, Impl] = {
                   ("numpy",), ("cupy",)),
     "torch": Impl("bench.backends.torch_backend", "TorchBackend", None, True,
                   "the PyTorch MLP (impl_torch)", ("torch",)),
+    "jax": Impl("bench.backends.jax_backend", "JaxBackend", "jax", True,
+                "the JAX MLP (impl_jax), compiled by XLA", ("jax",)),
     "sklearn": Impl("bench.backends.sklearn_backend", "SklearnBackend", "peers", False,
                     "scikit-learn's MLPClassifier", ("sklearn",), devices=("cpu",)),
     "torch-dataloader": Impl("bench.backends.dataloader_backend", "DataLoaderBackend", "peers", False,

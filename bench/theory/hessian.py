@@ -49,7 +49,7 @@ def ncv_for(k: int, n: int) -> int:
     return min(n, max(2 * k + 1, 20))
 
 
-def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: HessianSettings) -> dict[str, Any]:
+def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: HessianSettings | Any) -> dict[str, Any]:
     """Top-k (LA) and bottom-k (SA) Ritz values of ``op`` with the matvec cap of ``opts``."""
     ncv = ncv_for(k, n)
     maxiter = max(1, opts.max_matvecs // max(1, ncv - k))
