@@ -164,7 +164,7 @@ def test_every_command_module_is_a_short_declaration(name, path):
 
 
 def test_no_file_is_written_outside_the_one_writer():
-    """Every file the harness writes goes through bench.io (a temporary file, then a rename): no other
+    """Every file the harness (and its scripts and benchmarks) writes goes through bench.io (a temporary file, then a rename): no other
     module opens a file for writing, or writes one by name."""
     allowed = {  # (file, what): why it is not a result file
         ("bench/errors.py", "open"): "os.devnull for a closed standard stream",
@@ -173,7 +173,7 @@ def test_no_file_is_written_outside_the_one_writer():
     }
     writers = {"write_text", "write_bytes", "to_csv", "savefig", "to_json", "to_parquet"}
     found = []
-    for path in sorted((REPO / "bench").rglob("*.py")):
+    for path in sorted(p for d in ("bench", "scripts", "benchmarks") for p in (REPO / d).rglob("*.py")):
         rel = str(path.relative_to(REPO))
         if rel == "bench/io.py":
             continue
