@@ -261,9 +261,9 @@ class ClaimsSettings:
     """``bench.claims``: which claims, how many seeds, and the nets of claims 6-8."""
 
     only: list[int] = _opt(list(range(1, 10)), "claims to test, by id 1-9")
-    quick: bool = _opt(False, "start from the quick preset (PRESETS['claims_quick'], shown in "
-                              "docs/reference.md): less data, shorter training, smaller nets; every "
-                              "verdict is provisional")
+    quick: bool = _opt(False, "start from the quick preset (PRESETS['claims_quick'] of bench.config; "
+                              "flags and TOML still override it): less data, shorter training, smaller "
+                              "nets; every verdict is provisional")
     lockstep_seeds: int = _opt(3, "claim 4: seeds whose first epoch PyTorch reruns from NumPy's "
                                   "weights and batches")
     theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
