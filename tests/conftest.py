@@ -16,6 +16,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "cifar10"
 
+# Architectures every model is checked on: activation, hidden_dims, residual, alpha
+# (residual nets in the [F, N1, F, ...] layout, inner widths below and above F).
+ARCH_CASES = [
+    ("elu", [32], False, 1.0),
+    ("elu", [24, 16], False, 0.5),
+    ("relu", [32, 16], False, 1.0),
+    ("tanh", [24], False, 1.0),
+    ("elu", [16, 8, 16], True, 1.0),
+    ("relu", [12, 20, 12, 6, 12], True, 1.0),
+    ("tanh", [10, 4, 10], True, 1.0),
+]
+
 
 def real_data_dir() -> Path | None:
     """The CIFAR-10 copy for real-data tests: $MLPBENCH_DATA_DIR, else ../shared/cifar10."""

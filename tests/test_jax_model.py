@@ -15,20 +15,12 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
+from conftest import ARCH_CASES  # noqa: E402
 import impl_jax  # noqa: E402
 from impl_common.arch import Arch  # noqa: E402
 from impl_numpy import MLP, SGD  # noqa: E402
 from impl_numpy.modules import SoftmaxCrossEntropyModule  # noqa: E402
 
-CASES = [  # activation, hidden_dims, residual, alpha
-    ("elu", [32], False, 1.0),
-    ("elu", [24, 16], False, 0.5),
-    ("relu", [32, 16], False, 1.0),
-    ("tanh", [24], False, 1.0),
-    ("elu", [16, 8, 16], True, 1.0),
-    ("relu", [12, 20, 12, 6, 12], True, 1.0),
-    ("tanh", [10, 4, 10], True, 1.0),
-]
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 N_IN, N_CLASSES, BATCH = 40, 7, 32
 
@@ -48,7 +40,7 @@ def _pair(activation, dims, residual, alpha, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("activation, dims, residual, alpha", CASES)
+@pytest.mark.parametrize("activation, dims, residual, alpha", ARCH_CASES)
 def test_loss_and_every_gradient_match_numpy(activation, dims, residual, alpha, dtype):
     model, state, arch, x, y = _pair(activation, dims, residual, alpha, dtype)
     loss_fn = SoftmaxCrossEntropyModule()

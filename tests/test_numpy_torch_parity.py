@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import ARCH_CASES
 from impl_numpy import MLP, SGD
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 
@@ -40,18 +41,9 @@ def torch_mlp(state, x, y, hidden_dims, activation, alpha, residual):
     return logits.detach().numpy(), loss.item(), grads, xt.grad.numpy()
 
 
-CASES = [
-    ("elu", [32], False, 1.0),
-    ("elu", [16, 8], False, 0.5),
-    ("relu", [32, 16], False, 1.0),
-    ("tanh", [24], False, 1.0),
-    ("elu", [16, 8, 16], True, 1.0),
-    ("relu", [12, 20, 12, 6, 12], True, 1.0),
-    ("tanh", [10, 10, 10], True, 1.0),
-]
 
 
-@pytest.mark.parametrize("activation, dims, residual, alpha", CASES)
+@pytest.mark.parametrize("activation, dims, residual, alpha", ARCH_CASES)
 def test_forward_loss_and_grads_match_torch(activation, dims, residual, alpha):
     rng = np.random.default_rng(0)
     n_in, n_cls, s = 30, 7, 9

@@ -11,19 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ARCH_CASES
 from impl_numpy import MLP, SGD
 from impl_numpy.modules import SoftmaxCrossEntropyModule
 from impl_torch import TorchMLP
 
-CASES = [  # activation, hidden_dims, residual, alpha
-    ("elu", [32], False, 1.0),
-    ("elu", [24, 16], False, 0.5),
-    ("relu", [32, 16], False, 1.0),
-    ("tanh", [24], False, 1.0),
-    ("elu", [16, 8, 16], True, 1.0),
-    ("relu", [12, 20, 12, 6, 12], True, 1.0),
-    ("tanh", [10, 4, 10], True, 1.0),
-]
 # dtype -> (rtol, atol) for values of order one
 TOL = {np.float64: (1e-10, 1e-10), np.float32: (1e-5, 1e-5)}
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
@@ -54,7 +46,7 @@ def _batch(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("activation, dims, residual, alpha", CASES)
+@pytest.mark.parametrize("activation, dims, residual, alpha", ARCH_CASES)
 def test_forward_loss_and_every_gradient_match_numpy(activation, dims, residual, alpha, dtype):
     np_model, t_model, rng = _pair(activation, dims, residual, alpha, dtype)
     x, y = _batch(rng, dtype)
