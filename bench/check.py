@@ -37,78 +37,40 @@ passes, else 1.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from bench import io
+from bench import io, runner
 from bench.checks.classwide import check_class, find_submissions
 from bench.checks.report import render
 from bench.checks.sandbox import Limits, check_isolated
-from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.errors import UserError
 
 PROG = "python -m bench.check"
-TIMEOUT_S, MEMORY_MB = 60.0, 2048  # per implementation: ample for the check's tiny shapes
 
 
-def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
-        prog=PROG,
-        description="Check course-style NumPy MLPs (modules.py, optionally mlp_numpy.py) by finite "
-                    "differences and against torch autograd, and name the usual mistakes. Each target is "
-                    "run (imported) in a process of its own, with a time and a memory limit.",
-        epilog="Exit status: 0 all checks pass, 1 a check fails, 2 the code does not load or lacks the "
-               "interface; for several submissions: 0 all pass, else 1.")
-    parser.add_argument("targets", metavar="PATH_OR_MODULE", nargs="+",
-                        help="a folder holding modules.py (and maybe mlp_numpy.py), a modules .py file, "
-                             "an importable module or package name such as impl_numpy; several of them, "
-                             "or one folder of submission folders, for a class-wide table")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the random inputs, weights and upstream gradients (default: 0)")
-    parser.add_argument("--json", metavar="FILE", type=Path,
-                        help="one implementation: also write the table and diagnoses as JSON")
-    parser.add_argument("--out", metavar="DIR",
-                        help="several submissions: the folder for check.csv and report.md (new or empty; "
-                             "default results/<timestamp>_check/)")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT_S,
-                        help=f"seconds each implementation may take (default: {TIMEOUT_S:g})")
-    parser.add_argument("--memory-mb", type=int, default=MEMORY_MB,
-                        help=f"MiB each implementation may allocate (default: {MEMORY_MB})")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="submissions checked at the same time (default: the number of cores)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name, value, ok in (("--seed", args.seed, args.seed >= 0), ("--jobs", args.jobs, args.jobs >= 1),
-                            ("--memory-mb", args.memory_mb, args.memory_mb >= 64),
-                            ("--timeout", args.timeout, 1 <= args.timeout <= 86400)):
-        if not ok:
-            allowed = {"--seed": "an integer >= 0", "--jobs": "an integer >= 1",
-                       "--memory-mb": "an integer >= 64", "--timeout": "seconds from 1 to 86400"}[name]
-            raise UserError(f"invalid {name}: {value} (allowed: {allowed})")
-    limits = Limits(args.timeout, args.memory_mb * 2**20)
-    subs = find_submissions(args.targets)
+def measure(ctx: runner.Context) -> runner.Result:
+    """One implementation checked in its sandbox, or a class of them into one table."""
+    s = ctx.settings
+    limits = Limits(s.timeout, s.memory_mb * 2**20)
+    subs = find_submissions(s.targets)
     if subs is not None:
-        if args.json:
+        if s.json:
             raise UserError("--json takes one implementation; for several, check.csv and report.md go to --out")
-        return check_class(subs, args.seed, limits, args.jobs, args.out)
-    if args.out:
+        return runner.Result(code=check_class(subs, s.seed, limits, s.jobs, s.out))
+    if s.out:
         raise UserError("--out is for several submissions; for one implementation use --json FILE")
-    target = args.targets[0]
-    if args.json:
-        _claim_json(args.json)
-    doc = check_isolated(target, args.seed, limits)
+    if s.json:
+        _claim_json(Path(s.json))
+    doc = check_isolated(s.targets[0], s.seed, limits)
     if doc["exit"] == 2:
         raise UserError(doc["error"])
-    print(render(doc) if "rows" in doc else f"{doc['error']}; no check finished.")
-    if args.json:
+    if s.json:
         try:
-            io.write_json(doc, args.json)
+            io.write_json(doc, Path(s.json))
         except OSError as exc:
-            raise UserError(f"cannot write --json {args.json}: {exc.strerror or exc}") from None
-    return doc["exit"]
+            raise UserError(f"cannot write --json {s.json}: {exc.strerror or exc}") from None
+    return runner.Result(printed=[render(doc) if "rows" in doc else f"{doc['error']}; no check finished."],
+                         code=doc["exit"])
 
 
 def _claim_json(path: Path) -> None:
@@ -122,5 +84,13 @@ def _claim_json(path: Path) -> None:
         raise UserError(f"--json {path}: no folder {path.parent} (allowed: a file in an existing folder)")
 
 
+COMMAND = runner.Command(
+    "check", "Course implementation check", measure, folder=False, loads_data=False,
+    about="Check course-style NumPy MLPs (modules.py, optionally mlp_numpy.py) by finite differences and against "
+          "torch autograd, and name the usual mistakes. Each target is run (imported) in a process of its own, "
+          "with a time and a memory limit. Exit status: 0 all checks pass, 1 a check fails, 2 the code does not "
+          "load or lacks the interface; for several submissions: 0 all pass, else 1.")
+main, cli = runner.entry_points(COMMAND)
+
 if __name__ == "__main__":
-    run_cli(main, prog=PROG)
+    cli()

@@ -1,41 +1,31 @@
-"""The one configuration of the suite: every setting, its only default, and each command's preset.
+"""Every setting of every command, its only default, and each command's preset.
 
-:class:`Config` is the single place where a default lives. The command line
-(:func:`add_config_arguments`) and the TOML loader (:func:`load_toml`) are
-generated from its fields and checked against them: unknown keys and wrong
-types are errors, and :meth:`Config.validate` rejects bad values before any
-work starts, each with one line naming the field, the value and what is
-allowed.
+:class:`Config` holds the fields every training command shares (the model,
+the optimisation, the data, the harness); each command that reads settings of
+its own has a small class of them beside it (:class:`GradflowSettings`,
+:class:`HessianSettings`, ...). A dataclass field is the single place where a
+default lives: the command line and the TOML loader (``bench.cli``) are
+generated from the fields and checked against them, and ``validate()`` rejects
+bad values before any work starts, each with one line naming the field, the
+value and what is allowed.
 
-Each command uses a subset of the fields (:data:`COMMAND_FIELDS`: its
+Each command reads a subset of the Config fields (:data:`COMMAND_FIELDS`: its
 ``--help`` lists those alone, and a TOML key outside them is an error) and may
-start from a named preset (:data:`PRESETS`, e.g. ``epoch_ratio`` times 5
-epochs of synthetic data). Precedence, for every command: the dataclass
-defaults < the command's preset < a TOML file (``--config FILE``) <
-command-line flags.
+start from a named preset (:data:`PRESETS`, over both kinds of field).
+Precedence, for every command: the dataclass defaults < the command's preset
+< a TOML file (``--config FILE``) < command-line flags.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError, UserError, did_you_mean, shorten
-from bench.io import read_bounded
+from bench.errors import ConfigError, UserError
 from impl_common.arch import ACTIVATIONS, residual_dims_ok, residual_example
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 DTYPES = ("float32", "float64")
 DATASETS = ("cifar10", "synthetic")
@@ -46,7 +36,6 @@ CIFAR10_TRAIN_SIZE = 50_000  # images in the official training archive
 SYNTHETIC_TRAIN_SIZE = 2000  # training images of --dataset synthetic without --train-subset
 CIFAR10_N_FEATURES = 3 * 32 * 32
 CIFAR10_N_CLASSES = 10
-TOML_BYTES = 1 << 20  # the largest config file read (every field fits in a few KiB)
 MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
 MAX_SEEDS = 1000      # seeds of one command
 MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
@@ -54,7 +43,8 @@ MAX_BACKENDS = 64     # backends of one command
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field carrying its command-line help; lists are copied per instance."""
+    """A dataclass field carrying its command-line help (and ``choices``; ``positional``: an argument,
+    not a flag or a TOML key; ``rest``: what follows ``--``); lists are copied per instance."""
     meta = {"help": help, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -63,7 +53,7 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class Config:
-    """Every setting of every command. The defaults are the reference setup (docs/reference.md)."""
+    """What every training command shares. The defaults are the reference setup (docs/reference.md)."""
 
     # --- model
     hidden_dims: list[int] = _opt([128], "widths of the hidden layers, e.g. 128 or 512,256")
@@ -121,50 +111,6 @@ class Config:
                                  "(one dispatch per epoch)")
     # --- peers
     dataloader_workers: int = _opt(0, "num_workers of the torch-dataloader backend")
-    # --- bench.gradflow: a deep plain and residual net, NumPy and PyTorch from the same weights
-    depth: int = _opt(21, "hidden layers of the deep net, an odd count >= 3: the residual net is a "
-                          "stem and (depth-1)/2 blocks, the plain net the same layers without skips")
-    width: int = _opt(128, "width of every hidden layer of the deep net")
-    activations: list[str] = _opt(["elu", "tanh"], "activations to run the deep net with",
-                                  choices=ACTIVATIONS)
-    batch_examples: int = _opt(512, "training rows of the fixed batch the gradients (gradflow) or "
-                                    "the Hessian (hessian) are taken on")
-    check_steps: int = _opt(2, "first lock-step steps whose batch losses must agree to grad_rtol")
-    grad_rtol: float = _opt(1e-4, "largest relative difference allowed between NumPy and PyTorch: "
-                                  "of dL/dW at the same weights and of the first check_steps losses")
-    trajectory_rtol: float | None = _opt(None, "also require the per-layer gradient norms of the two "
-                                               "trajectories after training to agree to this "
-                                               "(none: reported only)")
-    # --- bench.hessian: extreme eigenvalues of the loss Hessian
-    k: int = _opt(5, "eigenvalues at each end of the spectrum")
-    tol: float = _opt(1e-8, "Lanczos (ARPACK) relative tolerance")
-    max_matvecs: int = _opt(3000, "Hessian-vector products per Lanczos call at most")
-    eps: float = _opt(1e-5, "central-difference step along a unit direction (NumPy side; "
-                            "about (3 x float64 epsilon)^(1/3))")
-    eig_rtol: float = _opt(0.01, "NumPy vs PyTorch eigenvalues: relative difference allowed")
-    check_features: int = _opt(32, "the tiny model (hessian's exact check, claim 8): input features")
-    check_hidden: int = _opt(8, "the tiny model: hidden units")
-    check_examples: int = _opt(300, "the tiny model: training rows")
-    check_rtol: float = _opt(1e-4, "exact check: relative error allowed")
-    # --- bench.claims: the reference write-up's claims, each tested (docs/reference.md)
-    only: list[int] = _opt(list(range(1, 10)), "claims to test, by id 1-9 (bench.claims)")
-    lockstep_seeds: int = _opt(3, "claim 4: seeds whose first epoch PyTorch reruns from NumPy's "
-                                  "weights and batches")
-    theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
-                                "Hessian measurements use")
-    depths: list[int] = _opt([21, 41, 81, 161], "claim 6: depths (odd, >= 3) of the plain and residual "
-                                                "nets of width --width, shallowest first")
-    landscape_dims: list[int] = _opt([32, 32, 32, 32, 32], "claim 7: hidden widths [F, N1, F, ...] of "
-                                                           "the plain and residual nets whose Hessians "
-                                                           "are compared")
-    grad_tol: float = _opt(1e-6, "claim 8: gradient norm below which the tiny model's full-batch loss "
-                                 "counts as at its minimum")
-    tiny_weight_decay: float = _opt(1e-3, "claim 8: L2 weight decay of the tiny model's training and "
-                                          "objective (without it the loss has no finite minimum)")
-    # --- bench.gpu_check
-    gpu_variants: list[str] = _opt(list(GPU_VARIANTS), "torch speed-ups the GPU check times",
-                                   choices=GPU_VARIANTS)
-
     @property
     def n_train(self) -> int:
         """Training images after the validation hold-out and the subset."""
@@ -231,37 +177,205 @@ class Config:
             _check(0 < len(self.backends) <= MAX_BACKENDS
                    and all(isinstance(b, str) and b for b in self.backends),
                    "backends", self.backends, f"a list of 1 to {MAX_BACKENDS} impl:device names")
-        _check(3 <= self.depth <= MAX_LAYERS and self.depth % 2 == 1, "depth", self.depth,
-               f"an odd integer from 3 to {MAX_LAYERS - 1} (a stem and whole residual blocks)")
-        _check(self.width >= 1, "width", self.width, "an integer >= 1")
-        _check_names("activations", self.activations, ACTIVATIONS)
-        _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
-        _check(isinstance(self.only, list) and len(self.only) > 0 and len(set(self.only)) == len(self.only)
-               and all(_is_int(i) and 1 <= i <= 9 for i in self.only), "only", self.only,
-               "distinct claim ids from 1 to 9, e.g. 1,4,8")
-        _check(all(_is_int(d) and d >= 3 and d % 2 == 1 for d in self.depths) and len(self.depths) > 0,
-               "depths", self.depths, "odd integers >= 3 (a stem and whole residual blocks)")
-        _check(residual_dims_ok(self.landscape_dims) and all(_is_int(d) and d > 0
-                                                            for d in self.landscape_dims),
-               "landscape_dims", self.landscape_dims, "[F, N1, F, N2, F, ...]: an odd count of at "
-               f"least 3 positive widths, every other one equal to the first, e.g. "
-               f"{residual_example(self.landscape_dims)}")
-        for name in ("batch_examples", "check_steps", "k", "check_features", "check_hidden",
-                     "check_examples", "lockstep_seeds", "theory_seeds"):
-            _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
-        _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
-        _check(_finite(self.tiny_weight_decay) and self.tiny_weight_decay > 0, "tiny_weight_decay",
-               self.tiny_weight_decay, "a finite number > 0")
-        for name in ("grad_rtol", "tol", "eps", "eig_rtol", "check_rtol", "grad_tol"):
-            value = getattr(self, name)
-            _check(_finite(value) and value > 0, name, value, "a finite number > 0")
-        if self.trajectory_rtol is not None:
-            _check(_finite(self.trajectory_rtol) and self.trajectory_rtol > 0, "trajectory_rtol",
-                   self.trajectory_rtol, "a finite number > 0, or none")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- each command's own settings
+
+
+@dataclass
+class GradflowSettings:
+    """``bench.gradflow``: a deep plain and residual net, NumPy and PyTorch from the same weights."""
+
+    depth: int = _opt(21, "hidden layers of the deep net, an odd count >= 3: the residual net is a "
+                          "stem and (depth-1)/2 blocks, the plain net the same layers without skips")
+    width: int = _opt(128, "width of every hidden layer of the deep net")
+    activations: list[str] = _opt(["elu", "tanh"], "activations to run the deep net with",
+                                  choices=ACTIVATIONS)
+    batch_examples: int = _opt(512, "training rows of the fixed batch the gradients are taken on")
+    check_steps: int = _opt(2, "first lock-step steps whose batch losses must agree to grad_rtol")
+    grad_rtol: float = _opt(1e-4, "largest relative difference allowed between NumPy and PyTorch: "
+                                  "of dL/dW at the same weights and of the first check_steps losses")
+    trajectory_rtol: float | None = _opt(None, "also require the per-layer gradient norms of the two "
+                                               "trajectories after training to agree to this "
+                                               "(none: reported only)")
+
+    def validate(self) -> "GradflowSettings":
+        _check(_is_int(self.depth) and 3 <= self.depth <= MAX_LAYERS and self.depth % 2 == 1, "depth",
+               self.depth, f"an odd integer from 3 to {MAX_LAYERS - 1} (a stem and whole residual blocks)")
+        _check(self.width >= 1, "width", self.width, "an integer >= 1")
+        _check_names("activations", self.activations, ACTIVATIONS)
+        _positive(self, ("batch_examples", "check_steps"), ("grad_rtol",))
+        if self.trajectory_rtol is not None:
+            _positive(self, (), ("trajectory_rtol",), "a finite number > 0, or none")
+        return self
+
+
+@dataclass
+class HessianSettings:
+    """``bench.hessian``: the extreme eigenvalues of the loss Hessian, and its exact check."""
+
+    batch_examples: int = _opt(512, "training rows of the fixed batch the Hessian is taken on")
+    k: int = _opt(5, "eigenvalues at each end of the spectrum")
+    tol: float = _opt(1e-8, "Lanczos (ARPACK) relative tolerance")
+    max_matvecs: int = _opt(3000, "Hessian-vector products per Lanczos call at most")
+    eps: float = _opt(1e-5, "central-difference step along a unit direction (NumPy side; "
+                            "about (3 x float64 epsilon)^(1/3))")
+    eig_rtol: float = _opt(0.01, "NumPy vs PyTorch eigenvalues: relative difference allowed")
+    check_features: int = _opt(32, "exact check: input features of the tiny model")
+    check_hidden: int = _opt(8, "exact check: hidden units of the tiny model")
+    check_examples: int = _opt(300, "exact check: training rows")
+    check_rtol: float = _opt(1e-4, "exact check: relative error allowed")
+
+    def validate(self) -> "HessianSettings":
+        _positive(self, ("batch_examples", "k", "check_features", "check_hidden", "check_examples"),
+                  ("tol", "eps", "eig_rtol", "check_rtol"))
+        _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
+        return self
+
+
+@dataclass
+class GpuCheckSettings:
+    """``bench.gpu_check``: which torch speed-ups it times."""
+
+    gpu_variants: list[str] = _opt(list(GPU_VARIANTS), "torch speed-ups the GPU check times",
+                                   choices=GPU_VARIANTS)
+
+    def validate(self) -> "GpuCheckSettings":
+        _check_names("gpu_variants", self.gpu_variants, GPU_VARIANTS)
+        return self
+
+
+def _same(cls: type, name: str, help: str | None = None) -> Any:
+    """Another settings class's field, its default defined there once (``help``: this command's words)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return _opt(default, help or f.metadata["help"], **{k: v for k, v in f.metadata.items() if k != "help"})
+
+
+@dataclass
+class ClaimsSettings:
+    """``bench.claims``: which claims, how many seeds, and the nets of claims 6-8."""
+
+    only: list[int] = _opt(list(range(1, 10)), "claims to test, by id 1-9")
+    quick: bool = _opt(False, "start from the quick preset (PRESETS['claims_quick'] of bench.config; "
+                              "flags and TOML still override it): less data, shorter training, smaller "
+                              "nets; every verdict is provisional")
+    lockstep_seeds: int = _opt(3, "claim 4: seeds whose first epoch PyTorch reruns from NumPy's "
+                                  "weights and batches")
+    theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
+                                "Hessian measurements use")
+    depths: list[int] = _opt([21, 41, 81, 161], "claim 6: depths (odd, >= 3) of the plain and residual "
+                                                "nets of width --width, shallowest first")
+    width: int = _same(GradflowSettings, "width", "claim 6: width of every hidden layer of the deep nets")
+    landscape_dims: list[int] = _opt([32, 32, 32, 32, 32], "claim 7: hidden widths [F, N1, F, ...] of "
+                                                           "the plain and residual nets whose Hessians "
+                                                           "are compared")
+    batch_examples: int = _same(HessianSettings, "batch_examples", "claims 6-8: training rows of the fixed "
+                                                                   "batch the gradients and Hessians use")
+    k: int = _same(HessianSettings, "k")
+    tol: float = _same(HessianSettings, "tol")
+    max_matvecs: int = _same(HessianSettings, "max_matvecs")
+    grad_tol: float = _opt(1e-6, "claim 8: gradient norm below which the tiny model's full-batch loss "
+                                 "counts as at its minimum")
+    tiny_weight_decay: float = _opt(1e-3, "claim 8: L2 weight decay of the tiny model's training and "
+                                          "objective (without it the loss has no finite minimum)")
+    check_features: int = _same(HessianSettings, "check_features", "claim 8, the tiny model: input features")
+    check_hidden: int = _same(HessianSettings, "check_hidden", "claim 8, the tiny model: hidden units")
+    check_examples: int = _same(HessianSettings, "check_examples", "claim 8, the tiny model: training rows")
+
+    def validate(self) -> "ClaimsSettings":
+        _check(isinstance(self.only, list) and len(self.only) > 0 and len(set(self.only)) == len(self.only)
+               and all(_is_int(i) and 1 <= i <= 9 for i in self.only), "only", self.only,
+               "distinct claim ids from 1 to 9, e.g. 1,4,8")
+        _check(len(self.depths) > 0 and all(_is_int(d) and d >= 3 and d % 2 == 1 for d in self.depths),
+               "depths", self.depths, "odd integers >= 3 (a stem and whole residual blocks)")
+        _check(residual_dims_ok(self.landscape_dims) and all(_is_int(d) and d > 0 for d in self.landscape_dims),
+               "landscape_dims", self.landscape_dims, "[F, N1, F, N2, F, ...]: an odd count of at least 3 "
+               f"positive widths, every other one equal to the first, e.g. {residual_example(self.landscape_dims)}")
+        _positive(self, ("lockstep_seeds", "theory_seeds", "width", "batch_examples", "k", "check_features",
+                         "check_hidden", "check_examples"), ("tol", "grad_tol", "tiny_weight_decay"))
+        _check(self.max_matvecs >= 10, "max_matvecs", self.max_matvecs, "an integer >= 10")
+        return self
+
+
+@dataclass
+class CheckSettings:
+    """``bench.check``: what to check, and each implementation's limits."""
+
+    targets: list[str] = _opt([], "a folder holding modules.py (and maybe mlp_numpy.py), a modules .py "
+                                  "file, an importable module or package name such as impl_numpy; "
+                                  "several of them, or one folder of submission folders, for a "
+                                  "class-wide table", positional="PATH_OR_MODULE")
+    seed: int = _opt(0, "seed of the random inputs, weights and upstream gradients")
+    json: str | None = _opt(None, "one implementation: also write the table and diagnoses as JSON")
+    out: str | None = _opt(None, "several submissions: the folder for check.csv and report.md (new or "
+                                 "empty; none: results/<timestamp>_check/)")
+    timeout: float = _opt(60.0, "seconds each implementation may take")
+    memory_mb: int = _opt(2048, "MiB each implementation may allocate")
+    jobs: int = _opt(os.cpu_count() or 1, "submissions checked at the same time (the cores here)")
+
+    def validate(self) -> "CheckSettings":
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(self.jobs >= 1, "jobs", self.jobs, "an integer >= 1")
+        _check(self.memory_mb >= 64, "memory_mb", self.memory_mb, "an integer >= 64")
+        _check(_finite(self.timeout) and 1 <= self.timeout <= 86400, "timeout", self.timeout,
+               "seconds from 1 to 86400")
+        return self
+
+
+@dataclass
+class OpRatiosSettings:
+    """``bench.op_ratios``: a saved pytest-benchmark JSON, or a fresh run of ``benchmarks/``."""
+
+    saved: str | None = _opt(None, "a JSON written by --benchmark-save (.benchmarks/<machine>/NNNN_name"
+                                   ".json) or --benchmark-json", positional="SAVED")
+    run: bool = _opt(False, "first run benchmarks/ (saved as 'ops' and as OUT/ops.json); pytest "
+                            "arguments may follow a '--'")
+    pytest_args: list[str] = _opt([], "pytest arguments (after '--')", rest=True)
+
+    def validate(self) -> "OpRatiosSettings":
+        if self.run == (self.saved is not None):
+            raise UserError("give either a saved JSON or --run, not both" if self.run
+                            else "give a saved pytest-benchmark JSON, or --run to make one")
+        if self.pytest_args and not self.run:
+            raise UserError(f"pytest arguments after '--' need --run: {' '.join(self.pytest_args)}")
+        return self
+
+
+@dataclass
+class SweepSettings:
+    """``bench.sweep``: the grid, and where its tasks run."""
+
+    grid: list[str] = _opt([], "swept fields, e.g. batch_size=32,128 hidden_dims=64,512x256 (a list "
+                               "field takes one list per value, items joined by 'x')", whole=True,
+                           metavar="FIELD=V1,V2")
+    scheduler: str | None = _opt(None, "run on this Dask scheduler, e.g. tcp://host:8786 (the 'dask' "
+                                       "extra; workers need --resources point=1 or --nthreads 1)")
+    local_cluster: int | None = _opt(None, "run on a Dask LocalCluster of N one-thread workers on "
+                                           "127.0.0.1 (the 'dask' extra; workers share this "
+                                           "machine's cores)")
+
+    def validate(self) -> "SweepSettings":
+        if not self.grid:
+            raise UserError("--grid needs at least one FIELD=V1,V2,... item")
+        if self.scheduler is not None and self.local_cluster is not None:
+            raise UserError("give --scheduler or --local-cluster, not both (one executor)")
+        return self
+
+
+@dataclass
+class DataSettings:
+    """``bench.data``: whether it may download, and show the download's progress."""
+
+    download: bool = _opt(True, "download the official archive when no copy is found")
+    progress: bool = _opt(True, "a progress bar while downloading")
+
+    def validate(self) -> "DataSettings":
+        return self
 
 
 # ---------------------------------------------------------------- commands: fields and presets
@@ -273,28 +387,24 @@ HARNESS = ("backends", "threads", "target_acc", "eval_batch_size", "eval_every",
            "reference_timing")
 SPEEDUPS = ("torch_compile", "cuda_graph", "tf32", "jax_scan")
 PEERS = ("dataloader_workers",)
-GRADFLOW = ("depth", "width", "activations", "batch_examples", "check_steps", "grad_rtol",
-            "trajectory_rtol")
-HESSIAN = ("batch_examples", "k", "tol", "max_matvecs", "eps", "eig_rtol", "check_features",
-           "check_hidden", "check_examples", "check_rtol")
-CLAIMS = ("only", "lockstep_seeds", "theory_seeds", "depths", "width", "landscape_dims", "batch_examples",
-          "k", "tol", "max_matvecs", "grad_tol", "tiny_weight_decay",
-          "check_features", "check_hidden", "check_examples")
 
-# the Config fields each command reads: its flags and the TOML keys it accepts
+# the Config fields each command reads: its flags and the TOML keys it accepts (beside its own settings)
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "compare": MODEL + TRAINING + DATA + HARNESS + SPEEDUPS + PEERS,
     "sweep": MODEL + TRAINING + DATA + tuple(f for f in HARNESS if f != "lockstep") + SPEEDUPS + PEERS,
     "epoch_ratio": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + SPEEDUPS
                    + PEERS,
-    "gpu_check": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size", "tf32",
-                                            "gpu_variants"),
-    "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every") + GRADFLOW,
-    "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size") + HESSIAN,
-    "claims": ("hidden_dims", "activation", "alpha") + TRAINING + DATA + ("threads", "eval_batch_size")
-              + CLAIMS,
+    "gpu_check": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size", "tf32"),
+    "gradflow": ("alpha",) + TRAINING + DATA + ("threads", "eval_batch_size", "eval_every"),
+    "hessian": MODEL + TRAINING + DATA + ("backends", "threads", "eval_batch_size"),
+    "claims": ("hidden_dims", "activation", "alpha") + TRAINING + DATA + ("threads", "eval_batch_size"),
     "data": DATA[:-1] + ("seeds", "dtype"),  # python -m bench.data: the summary of a CIFAR-10 copy
+    "check": (), "op_ratios": (),
 }
+# each command's own settings class
+SETTINGS: dict[str, type] = {"gradflow": GradflowSettings, "hessian": HessianSettings,
+                             "gpu_check": GpuCheckSettings, "claims": ClaimsSettings, "check": CheckSettings,
+                             "op_ratios": OpRatiosSettings, "sweep": SweepSettings, "data": DataSettings}
 _CLAIMS = {"seeds": list(range(42, 52)), "batch_examples": 1000, "check_examples": 2000, "k": 3,
            "reference_timing": False}
 # each command's own defaults, applied before the TOML file and the flags
@@ -304,12 +414,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # in an estimated 1.5 minutes on 2 quiet cores (docs/measurements.md); --seeds 42 is the
     # reference setup itself
     "compare": {"seeds": [42, 43, 44]},
-    "sweep": {},
     # synthetic data of the CIFAR-10 training size: the ratio needs no real images
     "epoch_ratio": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000, "val_size": 1000,
                     "backends": ["numpy:cpu", "torch:cpu"]},
     "gpu_check": {"epochs": 5, "dataset": "synthetic", "train_subset": 45_000,
                   "backends": ["torch:cuda", "numpy:cuda", "jax:cuda"]},
+    # no CUDA backend can run here: a tiny CPU pass of the same code, for the code path only
+    "gpu_check_cpu": {"dataset": "synthetic", "train_subset": 2048, "val_size": 256, "epochs": 2,
+                      "backends": ["torch:cpu", "numpy:cpu", "jax:cpu"], "gpu_variants": ["eager"]},
     # 200 steps of lr 0.01 (0.1 makes the 21-layer plain ELU net diverge), evaluated every 50
     "gradflow": {"lr": 0.01, "epochs": 1, "train_subset": 25_600, "eval_every": 50,
                  "reference_timing": False},
@@ -322,17 +434,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "claims_quick": {**_CLAIMS, "train_subset": 2000, "val_size": 1000, "epochs": 4, "lockstep_seeds": 1,
                      "theory_seeds": 3, "depths": [21, 41], "width": 64, "landscape_dims": [16, 16, 16],
                      "batch_examples": 256, "check_examples": 500, "tiny_weight_decay": 1e-2, "k": 2},
-    "data": {},
 }
+
+
+def split(values: dict[str, Any], command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` as (Config fields, the command's settings fields); lists copied."""
+    own = {f.name for f in dataclasses.fields(SETTINGS[command])} if command in SETTINGS else set()
+    values = {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
+    return ({k: v for k, v in values.items() if k not in own}, {k: v for k, v in values.items() if k in own})
 
 
 def preset(command: str) -> Config:
     """The command's starting Config: the dataclass defaults with its preset applied."""
-    return Config(**{k: _copy(v) for k, v in PRESETS[command].items()})
-
-
-def _copy(v: Any) -> Any:
-    return list(v) if isinstance(v, list) else v
+    return Config(**split(PRESETS.get(command, {}), command)[0])
 
 
 def _finite(v: object) -> bool:
@@ -345,6 +459,15 @@ def _check_names(name: str, values: object, allowed: tuple[str, ...]) -> None:
            f"distinct names from {', '.join(allowed)}")
 
 
+def _positive(obj: Any, ints: tuple[str, ...], floats: tuple[str, ...],
+              allowed: str = "a finite number > 0") -> None:
+    for name in ints:
+        _check(getattr(obj, name) >= 1, name, getattr(obj, name), "an integer >= 1")
+    for name in floats:
+        value = getattr(obj, name)
+        _check(_finite(value) and value > 0, name, value, allowed)
+
+
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -352,168 +475,3 @@ def _is_int(v: object) -> bool:
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
         raise ConfigError(name, value, allowed)
-
-
-# ---------------------------------------------------------------- field types
-
-
-def field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
-    """(element type, is_list, optional) of a Config field's annotation."""
-    hint = typing.get_type_hints(Config)[f.name]
-    optional = False
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
-        optional = True
-        hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is list:
-        return typing.get_args(hint)[0], True, optional
-    return hint, False, optional
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-
-
-def _type_name(elem: type, is_list: bool) -> str:
-    base = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[elem]
-    return f"a list of {base.split(' ', 1)[1]}s" if is_list else base
-
-
-def _coerce_toml(name: str, value: Any, where: str) -> Any:
-    """Check a TOML value against the field's type; ints are accepted for floats."""
-    elem, is_list, _optional = field_kind(FIELDS[name])
-
-    def ok(v: Any) -> bool:
-        if elem is float:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-        if elem is int:
-            return _is_int(v)
-        return isinstance(v, elem)
-
-    good = (isinstance(value, list) and all(ok(v) for v in value)) if is_list else ok(value)
-    if not good:
-        raise UserError(f"{where}: {name} = {shorten(repr(value), 80)} has the wrong type "
-                        f"(allowed: {_type_name(elem, is_list)})")
-    if elem is float:
-        return [float(v) for v in value] if is_list else float(value)
-    return list(value) if is_list else value
-
-
-def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
-    """Read a flat TOML file of the ``command``'s Config keys; any other key and wrong types are errors."""
-    path = Path(path)
-    try:
-        text = read_bounded(path, TOML_BYTES, "a config file").decode("utf-8")
-        raw = tomllib.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (allowed: a TOML file in UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {shorten(str(exc), 200)}") from None
-    except RecursionError:
-        raise UserError(f"{path}: nested too deeply (allowed: flat keys, each a value or a list of "
-                        "values)") from None
-    except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
-    allowed = COMMAND_FIELDS[command]
-    for key in raw:
-        if key in allowed:
-            continue
-        if key in FIELDS:
-            raise UserError(f"{path}: key {key!r} is not a setting of {prog_name(command)} "
-                            f"(allowed: {', '.join(allowed)})")
-        raise UserError(f"{path}: unknown key {shorten(repr(key), 80)}"
-                        f"{did_you_mean(key.replace('-', '_'), allowed)} (allowed: {', '.join(allowed)})")
-    return {k: _coerce_toml(k, v, str(path)) for k, v in raw.items()}
-
-
-# ---------------------------------------------------------------- command line
-
-
-def prog_name(command: str) -> str:
-    """``python -m bench.<command>``."""
-    return f"python -m bench.{command}"
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _parse_scalar(elem: type, name: str, optional: bool):
-    def parse(text: str):
-        if optional and text.strip().lower() == "none":
-            return None
-        try:
-            return elem(text)
-        except ValueError:
-            allowed = _type_name(elem, False) + (", or none" if optional else "")
-            raise argparse.ArgumentTypeError(f"invalid {name}: {shorten(repr(text), 80)} (allowed: "
-                                             f"{allowed})") from None
-    return parse
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, command: str = "compare") -> None:
-    """One flag per Config field the command reads; each help shows the effective default once.
-
-    argparse gets SUPPRESS as the default, so only the flags given reach
-    :func:`config_from_args`; the default shown is the preset's where the
-    command has one, else the dataclass's. Enumerated fields show their
-    choices.
-    """
-    parser.add_argument("--config", metavar="FILE", help="TOML file of settings (flat keys, "
-                        "the names of the flags with underscores)")
-    start = preset(command)
-    for name in COMMAND_FIELDS[command]:
-        f = FIELDS[name]
-        elem, is_list, optional = field_kind(f)
-        choices = f.metadata.get("choices")
-        help_text = f.metadata["help"]
-        if choices and is_list:
-            help_text += f" (choices: {', '.join(choices)})"
-        help_text += f" (default: {_show_default(getattr(start, name))})"
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": name}
-        if elem is bool:
-            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
-        elif is_list:
-            # accept both "--seeds 42 43" and "--hidden-dims 512,256"
-            parser.add_argument(_flag(name), nargs="+", metavar=name.upper(), **kwargs)
-        elif choices:
-            parser.add_argument(_flag(name), choices=choices, **kwargs)  # shows {a,b,c}
-        else:
-            parser.add_argument(_flag(name), type=_parse_scalar(elem, name, optional),
-                                metavar=name.upper(), **kwargs)
-
-
-def _show_default(v: Any) -> str:
-    if isinstance(v, list):
-        return ",".join(str(x) for x in v)
-    return "none" if v is None else str(v)
-
-
-def _split_list(name: str, tokens: list[str]) -> list[Any] | None:
-    elem, _is_list, optional = field_kind(FIELDS[name])
-    items = [t.strip() for tok in tokens for t in tok.split(",") if t.strip() != ""]
-    if optional and [i.lower() for i in items] == ["none"]:
-        return None
-    out = []
-    for item in items:
-        try:
-            out.append(elem(item))
-        except ValueError:
-            raise ConfigError(name, item, _type_name(elem, True)) from None
-    return out
-
-
-def config_from_args(args: argparse.Namespace, command: str = "compare",
-                     preset_name: str | None = None) -> Config:
-    """The validated Config of one command run: defaults < preset (the command's, or ``preset_name``)
-    < ``--config`` TOML < flags."""
-    values: dict[str, Any] = {k: _copy(v) for k, v in PRESETS[preset_name or command].items()}
-    if getattr(args, "config", None):
-        values.update(load_toml(args.config, command))
-    for name in COMMAND_FIELDS[command]:
-        if name in vars(args):
-            v = getattr(args, name)
-            _elem, is_list, _ = field_kind(FIELDS[name])
-            values[name] = _split_list(name, v) if is_list else v
-    return Config(**values).validate()

@@ -8,122 +8,78 @@ Run it as::
 Its preset (``bench.config.PRESETS["epoch_ratio"]``): 5 epochs of synthetic
 data of the CIFAR-10 training size, ``numpy:cpu`` and ``torch:cpu``; every
 other setting is the reference setup, and ``--help`` shows each effective
-default. Each backend is one run of the one run path (``bench.run.Run``),
+default. Each backend is one run of the one run layer (``bench.run.Run``),
 with the GEMM-only brackets and the fixed-cost floor of ``bench.timing``;
 the runs take turns epoch by epoch, so a load that drifts hits every backend
 alike. It prints every epoch with its ratio, gather-only time and quality,
 then per backend the median ratio over all epochs after the first and over
 those at nominal speed and unflagged, the part of it the batch gather costs,
-and the fixed-cost floor. ``--gather-from uint8`` times the other data path. ``--out`` gets ``epochs.csv``,
-``runs.csv``, ``summary.csv``, ``env.json`` and ``report.md``.
+and the fixed-cost floor. ``--gather-from uint8`` times the other data path.
+``--out`` gets ``epochs.csv``, ``runs.csv``, ``summary.csv``, ``env.json``
+and ``report.md``.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
-from bench.backends import resolve
-from bench.cli import command_parser
-from bench.config import config_from_args
-from bench.datasource import load_for_config
-from bench.errors import EXIT_FAILED, run_cli
-from bench.memory import check_memory
-from bench.report import CLOCKS, REFERENCE, compile_sentence, md_table, model_line, setup_lines, \
-    summary_view, timing_sentences
-from bench.results import ResultsFolder
-from bench.run import Run
-from bench.stats import summarise
-from bench.threads import limit_threads, resolve_threads
-from bench.timing import steady_epochs, trusted_mask
-
-COMMAND = "epoch_ratio"
+from bench import runner
+from bench.report import CLOCKS, REFERENCE, compile_sentence, md_table, model_line, summary_view, timing_sentences
+from bench.run import Recorder, Run
+from bench.timing import steady_epochs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = command_parser(COMMAND, __doc__.split("\n\n")[0]).parse_args(argv)
-    config = config_from_args(args, COMMAND)
-    chosen, _ = resolve(config.backends)
-    check_memory(config, sum(c.device == "cpu" for c in chosen))
-    backends = [c.build(config) for c in chosen]  # option errors before anything is created
-    threads = resolve_threads(config.threads)
-    say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
-    records, env, lines, sentences = [], {}, [], []
-    with ResultsFolder.create(args.out, COMMAND) as folder, limit_threads(threads):
-        with folder.measuring():
-            for seed in config.seeds:
-                data = load_for_config(config, seed, progress=not args.quiet)
-                if seed == config.seeds[0]:
-                    env = folder.write_env(threads, {"config": config.to_dict(), "data": data.info(),
-                                                     "backends": [c.name for c in chosen]})
-                    say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> "
+def measure(ctx: runner.Context) -> runner.Result:
+    """Every seed: every backend's run started, then one epoch each in turn until all are over."""
+    config, rec = ctx.config, Recorder(ctx.folder)
+    with ctx.measuring():
+        for seed in config.seeds:
+            data = ctx.data(seed)
+            if seed == config.seeds[0]:
+                ctx.say(f"{len(data.y_train)} x {data.n_features} -> {config.hidden_dims} -> "
                         f"{data.n_classes}, batch {config.batch_size}, "
-                        f"{len(data.y_train) // config.batch_size} steps, {threads} threads")
-                runs = [Run(c, config, data, seed, backend=b) for c, b in zip(chosen, backends)]
-                try:
-                    _take_turns(runs, say)
-                finally:  # a signal between two epochs still keeps every started run's record
-                    records += [r.finish() for r in runs if r.training is not None or r.status != "running"]
-                if any(r.interrupted for r in records):
-                    folder.interrupted = True
-                    break
-        epochs = pd.DataFrame([e for r in records for e in r.epochs])
-        run_rows = pd.DataFrame([r.run for r in records])
-        if not run_rows.empty:
-            folder.write_csv("runs.csv", run_rows)
-        if not epochs.empty:
-            epochs["trusted"] = trusted_mask(epochs)  # the one decision every output reads
-            summary = summarise(run_rows, epochs)
-            folder.write_csv("epochs.csv", epochs)
-            folder.write_csv("summary.csv", summary)
-            lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
-            sentences = timing_sentences(summary)
-        if env:
-            report = ["# Epoch time against GEMM-only time", "", *folder.interrupted_note(), "## Setup", "",
-                      *setup_lines(env, [model_line(config.to_dict())]), "", CLOCKS, "", REFERENCE, "",
-                      "The backends took turns, one epoch each.", ""]
-            if not epochs.empty:
-                report += ["## Summary", "", md_table(summary_view(summary)), "",
-                           *[f"- {line}" for line in lines], ""]
-            if sentences:
-                report += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]
-            report += ["Files: " + ", ".join(f"`{f}`" for f in [*folder.written, "report.md"]) + ".", ""]
-            folder.write_text("report.md", "\n".join(report))
-    for line in lines:
-        print(line)
-    for sentence in sentences:
-        print(f"timing flagged: {sentence}")
-    print(f"results: {folder.path}")
-    if folder.interrupted:
-        print(f"interrupted: partial results in {folder.path}", file=sys.stderr)
-        return folder.exit_code()
-    if run_rows.empty or not run_rows["status"].eq("ok").any():
-        print("no run finished ok (see status and error in runs.csv)", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+                        f"{len(data.y_train) // config.batch_size} steps, {ctx.threads} threads")
+            runs = [Run(c, config, data, seed, backend=b) for c, b in zip(ctx.chosen, ctx.backends)]
+            try:
+                _take_turns(ctx, runs)
+            finally:  # a signal between two epochs still keeps every run's record
+                for r in runs:
+                    rec.add(r.finish())
+            if any(r.interrupted for r in rec.records):
+                raise KeyboardInterrupt
+    tables = rec.tables()
+    epochs, summary = tables["epochs.csv"], tables["summary.csv"]
+    if epochs.empty:
+        return runner.Result(tables=tables)
+    lines = _summary_lines(epochs, summary) + [s for s in [compile_sentence(summary)] if s]
+    flagged = timing_sentences(summary)
+    problems = [] if tables["runs.csv"]["status"].eq("ok").any() else \
+        ["no run finished ok (see status and error in runs.csv)"]
+    return runner.Result(
+        tables=tables, setup=[model_line(config.to_dict())], printed=[*lines, *[f"timing flagged: {s}" for s in flagged]],
+        sections=[(None, [CLOCKS, "", REFERENCE, "", "The backends took turns, one epoch each."]),
+                  ("Summary", [md_table(summary_view(summary)), "", *[f"- {line}" for line in lines],
+                               *(["", "**Timing flagged:**", "", *[f"- {s}" for s in flagged]] if flagged else [])])],
+        problems=problems)
 
 
-def _take_turns(runs: list[Run], say) -> None:
+def _take_turns(ctx: runner.Context, runs: list[Run]) -> None:
     """Start every run, then one epoch each in turn until all are over (or one is interrupted)."""
     going = []
     for r in runs:
         if r.start():
             going.append(r)
-        elif r.status == "interrupted":
+        elif r.record.interrupted:
             return
-    shown = {id(r): 0 for r in runs}
     while going:
         for r in list(going):
+            shown = len(r.record.epochs)
             if not r.step():
                 going.remove(r)
-            done = r.training.result.epochs if r.training is not None else []
-            for e in done[shown[id(r)]:]:
-                say(_epoch_line(r.chosen.name, e))
-            shown[id(r)] = len(done)
-            if r.status == "interrupted":
+            for e in r.record.epochs[shown:]:
+                ctx.say(_epoch_line(r.record.backend, e))
+            if r.record.interrupted:
                 return
 
 
@@ -165,5 +121,9 @@ def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+COMMAND = runner.Command("epoch_ratio", "Epoch time against GEMM-only time", measure,
+                         about=__doc__.split("\n\n")[0])
+main, cli = runner.entry_points(COMMAND)
+
 if __name__ == "__main__":
-    run_cli(main, prog="python -m bench.epoch_ratio")
+    cli()

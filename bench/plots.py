@@ -1,4 +1,4 @@
-"""The comparison's figures (matplotlib, headless); each returns a Figure for ``ResultsFolder.save_figure``."""
+"""Every figure's one matplotlib set-up (headless), and the comparison's figures; each returns a Figure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.run import CONTROL_SUFFIX  # noqa: E402
+from bench.lockstep import CONTROL_SUFFIX  # noqa: E402
 from bench.timing import OK  # noqa: E402
 
 

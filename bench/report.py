@@ -1,4 +1,5 @@
-"""report.md: the shared Markdown pieces (tables, the setup block, timing verdicts) and the compare report."""
+"""report.md's shared pieces (tables, the setup block, the clocks, timing verdicts) and the compare report's
+sections; the skeleton around them is ``bench.runner``'s."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import COMMAND_FIELDS, MODEL, preset, prog_name
-from bench.loop import WARMUP_STEPS
+from bench.cli import prog_name
+from bench.config import COMMAND_FIELDS, MODEL, preset
+from bench.run import WARMUP_STEPS
 from bench.timing import BRACKET_TOLERANCE, MIN_TIMED_EPOCHS, NOMINAL_SLACK, OK, SPREAD_TOLERANCE
 
 MIN_SEEDS = 5  # seeds per backend the next command proposes for an accuracy verdict
@@ -201,74 +203,66 @@ def model_line(config: dict[str, Any]) -> str:
                if config.get("gather_from") == "uint8" else ""))
 
 
-def gemm_libraries(env: dict[str, Any]) -> dict[str, str]:
-    """{backend: the library its GEMMs ran on}, from each backend's ``describe()`` in env.json."""
-    return {b: o["gemm_library"] for b, o in (env.get("backend_options") or {}).items()
+def gemm_libraries(options: dict[str, Any]) -> dict[str, str]:
+    """{backend: the library its GEMMs ran on}, from each backend's ``describe()`` (``options``)."""
+    return {b: o["gemm_library"] for b, o in options.items()
             if isinstance(o, dict) and o.get("gemm_library")}
 
 
-def build_report(*, env: dict[str, Any], config: dict[str, Any], summary: pd.DataFrame,
-                 pairs: list[str], next_steps: list[str], runs: pd.DataFrame,
-                 skipped: list[tuple[str, str]], plots: dict[str, str], lockstep: list[str] | None,
-                 interrupted: list[str], files: list[str]) -> str:
-    """The compare report; ``pairs`` are the verdict sentences, ``lockstep`` the lock-step ones,
-    ``interrupted`` the lines saying the run was cut short (none if it was not)."""
-    lines = ["# NumPy vs PyTorch MLP: comparison report", "", *interrupted]
+def compare_sections(config: dict[str, Any], options: dict[str, Any], summary: pd.DataFrame,
+                     verdicts: list[str], next_steps: list[str], runs: pd.DataFrame, never: list[str],
+                     skipped: list[tuple[str, str]], lockstep: list[str] | None
+                     ) -> tuple[list[str], list[tuple[str | None, list[str]]]]:
+    """The compare report's setup lines and sections: ``verdicts`` and ``lockstep`` are the sentences,
+    ``never`` the backends an interruption kept from starting, ``options`` each backend's describe()."""
     seeds = (f"- Seeds: {config['seeds']} (n = {len(config['seeds'])} per backend)"
              + ("; lock-step: every backend starts from the first backend's weights"
                 if config['lockstep'] else ""))
-    libs = gemm_libraries(env)
+    libs = gemm_libraries(options)
     gemms = ["- GEMMs ran on: " + "; ".join(f"`{b}` {lib}" for b, lib in libs.items())] if libs else []
-    notes = [f"- `{b}`: {o['note']}" for b, o in env.get("backend_options", {}).items()
+    notes = [f"- `{b}`: {o['note']}" for b, o in options.items()
              if isinstance(o, dict) and o.get("note")]  # e.g. what course:PATH trains
-    lines += ["## Setup", "", *setup_lines(env, [model_line(config), seeds, *gemms, *notes]), "", CLOCKS, ""]
-    reference = config.get("reference_timing", True)
-    lines += [REFERENCE if reference else
-              "Reference timing was off (`--no-reference-timing`): no epoch was checked against its "
-              "GEMM-only time, so the *trusted* epochs are simply each run's epochs after the first.", ""]
+    reference = (REFERENCE if config.get("reference_timing", True) else
+                 "Reference timing was off (`--no-reference-timing`): no epoch was checked against its "
+                 "GEMM-only time, so the *trusted* epochs are simply each run's epochs after the first.")
+    intro = [CLOCKS, "", reference]
     if skipped:
-        lines += ["Skipped (not available here): " + "; ".join(f"`{n}` ({r})" for n, r in skipped), ""]
-    not_run = [r for r in runs.to_dict("records") if r.get("status") not in ("ok",)]
-    started = set(runs["backend"]) if len(runs) else set()
-    never = [b for b in env.get("backends", []) if b not in started]
-    if pairs or next_steps:
-        lines += ["## Verdict", "", *[f"- {s}" for s in pairs],
-                  *[f"- Next: {s}" for s in next_steps], ""]
-    lines += ["## Summary", "", md_table(summary_view(summary)), "",
-              "`(trusted)`: over the trusted epochs alone (see above); `(all)`: over every epoch of "
-              "every run, the first included, as `median_epoch_seconds_all` of `runs.csv` per run. "
-              "`Q1–Q3`: the quartiles of the trusted epoch times.", ""]
+        intro += ["", "Skipped (not available here): " + "; ".join(f"`{n}` ({r})" for n, r in skipped)]
+    sections: list[tuple[str | None, list[str]]] = [(None, intro)]
+    if verdicts or next_steps:
+        sections.append(("Verdict", [*[f"- {s}" for s in verdicts], *[f"- Next: {s}" for s in next_steps]]))
+    body = [md_table(summary_view(summary)), "",
+            "`(trusted)`: over the trusted epochs alone (see above); `(all)`: over every epoch of "
+            "every run, the first included, as `median_epoch_seconds_all` of `runs.csv` per run. "
+            "`Q1–Q3`: the quartiles of the trusted epoch times."]
     compiled = compile_sentence(summary)
     if compiled:
-        lines += [compiled, ""]
-    sentences = timing_sentences(summary)
-    if sentences:
-        lines += ["**Timing flagged:**", "", *[f"- {s}" for s in sentences], ""]
+        body += ["", compiled]
+    flagged_words = timing_sentences(summary)
+    if flagged_words:
+        body += ["", "**Timing flagged:**", "", *[f"- {s}" for s in flagged_words]]
     if "median_data_seconds_trusted" in summary and summary["median_data_seconds_trusted"].notna().any():
-        lines += ["`data s` and `compute s` (medians over the trusted epochs): for a backend that "
-                  "produces its batches inside the epoch (torch-dataloader), the time the loop waited "
-                  "for the next batch and the rest of the epoch; on CUDA a step still running on the "
-                  "GPU can hide inside `data s` (docs/peers.md).", ""]
+        body += ["", "`data s` and `compute s` (medians over the trusted epochs): for a backend that "
+                 "produces its batches inside the epoch (torch-dataloader), the time the loop waited "
+                 "for the next batch and the rest of the epoch; on CUDA a step still running on the "
+                 "GPU can hide inside `data s` (docs/peers.md)."]
+    sections.append(("Summary", body))
+    not_run = [r for r in runs.to_dict("records") if r.get("status") != "ok"]
     if not_run or never:
-        lines += ["## Runs that did not finish", ""]
-        lines += [f"- `{r['backend']}` seed {r['seed']}: {r['status']}"
-                  + (f" — {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else "")
-                  + f" ({r.get('epochs_done', 0)} epochs recorded)" for r in not_run]
-        lines += [f"- `{b}`: never started (the run was interrupted before its turn)" for b in never]
-        lines += [""]
+        sections.append(("Runs that did not finish", [
+            *[f"- `{r['backend']}` seed {r['seed']}: {r['status']}"
+              + (f" — {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else "")
+              + f" ({r.get('epochs_done', 0)} epochs recorded)" for r in not_run],
+            *[f"- `{b}`: never started (the run was interrupted before its turn)" for b in never]]))
     if lockstep is not None:
-        lines += ["## Lock-step", "",
-                  "All backends started from the same weights and took the same batches; so did a "
-                  f"rounding control, the first backend from its own weights times (1 + {config['dtype']} "
-                  "machine epsilon): its drift is what rounding alone does, the yardstick for the others. A "
-                  "backend that parts much sooner than the control has a different step, not "
-                  "different rounding.", "", *[f"- {s}" for s in lockstep], ""]
-    lines += ["## Plots", ""]
-    for title, name in plots.items():
-        lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    lines += ["## Runs", "", md_table(runs.drop(columns=["impl", "device"], errors="ignore")), "",
-              "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""]
-    return "\n".join(lines)
+        sections.append(("Lock-step", [
+            "All backends started from the same weights and took the same batches; so did a rounding "
+            f"control, the first backend from its own weights times (1 + {config['dtype']} machine "
+            "epsilon): its drift is what rounding alone does, the yardstick for the others. A backend "
+            "that parts much sooner than the control has a different step, not different rounding.",
+            "", *[f"- {s}" for s in lockstep]]))
+    sections.append(("Runs", [md_table(runs.drop(columns=["impl", "device"], errors="ignore"))]))
+    return [model_line(config), seeds, *gemms, *notes], sections
 
 
 def flagged_backends(summary: pd.DataFrame) -> set[str]:

@@ -85,9 +85,3 @@ def time_products(shapes: list[Gemm], repeats: int, *, operand: Callable[[np.nda
             matmul(a, b, c)
     synchronize()
     return clock() - t0
-
-
-def gflops_columns(median_epoch_seconds, gemm_seconds, flop: int) -> dict:
-    """GFLOP/s of the epoch and of its GEMM-only time, for floats or pandas columns alike."""
-    return {"achieved_gflops": flop / median_epoch_seconds / 1e9,
-            "gemm_gflops": flop / gemm_seconds / 1e9}

@@ -16,20 +16,27 @@ SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some b
 FAILED = ("diverged", "failed", "oom")  # run statuses counted as failed (interrupted is counted apart)
 
 
-def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """One row per backend: n, test accuracy mean/std, and its epoch timing (``bench.timing``).
+def summarise(runs: pd.DataFrame, epochs: pd.DataFrame, flop: int | None = None,
+              by: tuple[str, ...] = ("backend",)) -> pd.DataFrame:
+    """The one summary: a row per backend (per group of ``by``): n, test accuracy mean/std, its epoch
+    timing (``bench.timing``) and, given the ``flop`` of one epoch's matrix products, the GFLOP/s.
 
     Timing columns (``bench.timing.summarise_timing``): the median over all
     epochs (``*_all``), and over the trusted epochs (``*_trusted``) the median,
     minimum, quartiles, GEMM-only time and epoch/GEMM ratio, the fixed-cost
-    floor, and a ``timing_quality`` verdict.
+    floor, and a ``timing_quality`` verdict. ``achieved_gflops`` and
+    ``gemm_gflops``: ``flop`` over the trusted median epoch and GEMM-only times.
     """
     rows = []
-    for backend, r in runs.groupby("backend", sort=False):
+    keys = [k for k in by if k in runs]
+    for key, r in runs.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ep = epochs
+        for k, v in zip(keys, key):
+            ep = ep[ep[k] == v] if len(ep) else ep
         ok = r[r["status"] == "ok"]
-        ep = epochs[epochs["backend"] == backend] if len(epochs) else epochs
-        rows.append({
-            "backend": backend,
+        row = {
+            **dict(zip(keys, key)),
             "n": len(ok),
             "n_failed": int(r["status"].isin(FAILED).sum()),
             "n_interrupted": int((r["status"] == "interrupted").sum()),
@@ -40,7 +47,12 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
             **summarise_timing(ep),
             # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
             **{f"median_{c}_trusted": _trusted_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
-        })
+        }
+        if flop is not None:
+            for name, seconds in (("achieved_gflops", row["median_epoch_seconds_trusted"]),
+                                  ("gemm_gflops", row.get("gemm_seconds_trusted", math.nan))):
+                row[name] = flop / seconds / 1e9 if seconds > 0 else math.nan
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

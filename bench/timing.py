@@ -45,8 +45,8 @@ import pandas as pd
 
 from bench.backends.api import Backend
 from bench.config import Config
-from bench.loop import LoopHooks, epoch_order, train_run
 from bench.roofline import Gemm
+from bench.run import LoopHooks, epoch_order
 
 NOMINAL_SLACK = 0.15      # an epoch whose bracket is this much above the fastest ran on a loaded machine
 BRACKET_TOLERANCE = 0.25  # brackets before and after an epoch differing by more: the load changed
@@ -87,7 +87,7 @@ class GemmBrackets(LoopHooks):
 class GatherTime(LoopHooks):
     """Times one epoch's batch gathers alone after every epoch: ``gather_seconds`` in its row.
 
-    The rows of the epoch just trained (``bench.loop.epoch_order``), batch by
+    The rows of the epoch just trained (``bench.run.epoch_order``), batch by
     batch through the backend's ``gather``, between two device
     synchronisations, on the epoch's clock; NaN for a backend without a gather
     by row index.
@@ -147,14 +147,14 @@ def fixed_step_seconds(make: Callable[[Config], Backend], config: Config, n_trai
     ``FIXED_WIDTH`` features, through the one training loop.
     """
     from bench.data import make_synthetic
+    from bench.run import run_one
 
     tiny = dataclasses.replace(config, hidden_dims=[FIXED_WIDTH], residual=False, lockstep=False,
-                               epochs=FIXED_EPOCHS + 1, eval_every=None, eval_batch_size=10_000)
+                               epochs=FIXED_EPOCHS + 1, eval_every=None, eval_batch_size=10_000,
+                               reference_timing=False)
     data = make_synthetic(n_train, 10, 10, n_features=FIXED_WIDTH, n_classes=n_classes, seed=0,
                           dtype=config.dtype)
-    backend = make(tiny)
-    backend.load_data(data)
-    result = train_run(backend, data, tiny, seed)
+    result = run_one(make(tiny), tiny, data, seed)
     if result.interrupted:
         raise KeyboardInterrupt
     steps = n_train // config.batch_size

@@ -29,6 +29,7 @@ import re
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,8 @@ from bench.backends.jax_backend import JaxBackend
 from bench.backends.numpy_backend import NumpyBackend
 from bench.config import Config
 from bench.data import make_synthetic
-from bench.loop import epoch_order
+from bench import io
+from bench.run import epoch_order
 from bench.roofline import step_gemms
 from bench.timing import FIXED_WIDTH
 
@@ -117,8 +119,7 @@ def main() -> None:
     print(f"compiled step: {dict(ops)} instructions at the top level; fusion kinds {dict(fusions)}; "
           f"{entry.count('__ynn_fusion')} of the fusions are YNNPACK products")
     if args.hlo:
-        with open(args.hlo, "w") as fh:
-            fh.write(hlo)
+        io.write_text(hlo, Path(args.hlo))  # atomic: a temporary file, then a rename
 
 
 if __name__ == "__main__":

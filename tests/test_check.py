@@ -189,6 +189,9 @@ MISTAKES = [  # (fixture, the rows that fail, the start of the one diagnosis lin
      "LinearModule backward: accumulates the grads between calls (grads['weight'] and grads['bias'] doubled"),
     ("course_bad_mutates_dout", {("ELUModule", "side effects")},
      "ELUModule backward: changes its argument dout in place"),
+    ("course_bad_ce_state_eps", CE,  # its log(x + 1e-10) is a note on the loss path and the MLP
+     "CrossEntropyModule backward: needs state that only forward sets: on a new module it raised "
+     "AttributeError"),
     ("course_bad_mlp_elu_last", NETWORK,
      "MLP forward: output matches the activation (ELU) applied after the last linear layer too"),
 ]
@@ -403,6 +406,10 @@ INTERFACE_ERRORS = {  # edits of course_ok: the start of the one line
     "a bias of another width": (("'bias': np.zeros((1, out_features))}", "'bias': np.zeros((2, out_features))}"),
                                 "LinearModule(4, 3).params['bias'] has shape (2, 3)"),
     "no params dict": (("self.params = {", "self.parameters = {"), "LinearModule(4, 3) has no dict params"),
+    "the weight under another key": (("{'weight': np.random", "{'weights': np.random"),
+                                     "LinearModule(4, 3).params has no key 'weight' (its keys: 'weights', 'bias'"),
+    "no bias": ((",\n                       'bias': np.zeros((1, out_features))}\n        self.grads",
+                 "}\n        self.grads"), "LinearModule(4, 3).params has no key 'bias' (its keys: 'weight';"),
     "a loss without labels": (("    def forward(self, x, y):", "    def forward(self, x):"),
                               "CrossEntropyModule.forward(self, x) cannot be called as forward(x, y)"),
     "LinearModule with another constructor": (
@@ -540,8 +547,8 @@ def test_help_warns_that_the_code_is_executed(capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "invalid --seed: -1"), (["--jobs", "0"], "invalid --jobs: 0"),
-    (["--timeout", "0"], "invalid --timeout: 0"), (["--out", "x"], "--out is for several submissions"),
+    (["--seed", "-1"], "invalid seed: -1"), (["--jobs", "0"], "invalid jobs: 0"),
+    (["--timeout", "0"], "invalid timeout: 0"), (["--out", "x"], "--out is for several submissions"),
 ])
 def test_bad_options_are_one_line(capsys, args, needle):
     code, out, err = command(capsys, FIXTURES / "course_ok", *args)

@@ -282,4 +282,4 @@ def test_sigterm_keeps_the_runs_so_far_and_exits_143(tmp_path):
     assert len(pd.read_csv(tmp_path / "t" / "runs.csv")) >= 1
     table = pd.read_csv(tmp_path / "t" / "claims.csv")
     assert list(table["id"]) == ["1a", "1b", "1c"] and (table["verdict"] == INCONCLUSIVE).all()
-    assert "Interrupted" in (tmp_path / "t" / "claims.md").read_text()
+    assert "This run was interrupted (SIGTERM)" in (tmp_path / "t" / "claims.md").read_text()

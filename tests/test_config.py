@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bench.config import COMMAND_FIELDS, FIELDS, PRESETS, Config, add_config_arguments, \
-    config_from_args, load_toml, prog_name
-from bench.errors import ConfigError, OneLineArgumentParser, UserError
+from bench import runner
+from bench.cli import FIELDS, build_parser, fields_of, load_toml
+from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, GpuCheckSettings, GradflowSettings, \
+    HessianSettings
+from bench.errors import ConfigError, UserError
 from conftest import assert_one_line_error
 
+MODULES = {"sweep": "bench.sweep.__main__", "data": "bench.data.__main__", "claims": "bench.claims.__main__"}
+NEEDED = {"sweep": ["--grid", "lr=0.1,0.2"], "check": ["x"], "op_ratios": ["x.json"]}  # required arguments
 
-def parse_config(argv: list[str], command: str = "compare") -> Config:
-    parser = OneLineArgumentParser(prog=prog_name(command))
-    add_config_arguments(parser, command)
-    return config_from_args(parser.parse_args(argv), command)
+
+def command(name: str) -> runner.Command:
+    return importlib.import_module(MODULES.get(name, f"bench.{name}")).COMMAND
+
+
+def parse(argv: list[str], name: str = "compare") -> runner.Context:
+    return runner.parse(command(name), [*NEEDED.get(name, []), *argv])
+
+
+def parse_config(argv: list[str], name: str = "compare") -> Config:
+    return parse(argv, name).config
+
+
+def parser_of(name: str):
+    c = command(name)
+    return build_parser(name, c.about, c.preset() if c.preset else PRESETS.get(name, {}), folder=c.folder)
 
 
 def test_defaults_are_the_reference_setup():
@@ -49,40 +66,70 @@ def test_every_field_has_help_and_is_used_by_a_command():
     for f in dataclasses.fields(Config):
         assert f.metadata["help"]
         assert f.name in used, f.name
-    for command, values in PRESETS.items():
-        assert set(values) <= set(FIELDS), command
+    for cls in SETTINGS.values():
+        assert all(f.metadata["help"] for f in dataclasses.fields(cls)), cls
+    for name, values in PRESETS.items():
+        own = {f.name for cls in SETTINGS.values() for f in dataclasses.fields(cls)}
+        assert set(values) <= set(FIELDS) | own, name
 
 
 COMMANDS = sorted(COMMAND_FIELDS)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_lists_the_commands_flags_each_default_once_and_every_choice(command):
-    parser = OneLineArgumentParser(prog=prog_name(command))
-    add_config_arguments(parser, command)
-    text = " ".join(parser.format_help().split())
-    start = Config(**PRESETS[command])
-    for name in FIELDS:
-        flag = "--" + name.replace("_", "-")
-        if name in COMMAND_FIELDS[command]:
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_lists_the_commands_flags_each_default_once_and_every_choice(name):
+    """--help shows what the command reads and nothing else: no other command's settings, no GPU flag
+    where the command cannot use one."""
+    text = " ".join(parser_of(name).format_help().split())
+    own = fields_of(name)
+    for other in {f.name for cls in SETTINGS.values() for f in dataclasses.fields(cls)} | set(FIELDS):
+        flag = "--" + other.replace("_", "-")
+        if other in own and not {"positional", "rest"} & set(own[other][1].metadata):
             assert flag in text, flag
-        else:
-            assert f"{flag} " not in text and f"{flag}," not in text, (command, flag)
-    assert text.count("(default:") == len(COMMAND_FIELDS[command])
-    if "epochs" in COMMAND_FIELDS[command]:
-        assert f"training epochs (default: {start.epochs})" in text
-    for name in COMMAND_FIELDS[command]:
-        for choice in FIELDS[name].metadata.get("choices", ()):
-            assert choice in text, (command, name, choice)
+        elif other not in own and other != "out":  # --out: the results folder, or bench.check's own
+            assert f"{flag} " not in text and f"{flag}," not in text, (name, flag)
+    shown = [n for n, (_, f) in own.items() if not {"positional", "rest", "whole"} & set(f.metadata)]
+    assert text.count("(default:") == len(shown)
+    if "epochs" in own:
+        assert f"training epochs (default: {parse_config([], name).epochs})" in text
+    for n, (_, f) in own.items():
+        for choice in f.metadata.get("choices", ()):
+            assert choice in text, (name, n, choice)
+    if name not in ("compare", "sweep", "epoch_ratio", "gpu_check"):
+        assert "--cuda-graph" not in text and "--tf32" not in text and "--torch-compile" not in text
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if "epochs" in COMMAND_FIELDS[c]])
-def test_toml_epochs_9_gives_9_epochs_in_every_command(tmp_path, command):
+@pytest.mark.parametrize("name", [c for c in COMMANDS if "epochs" in COMMAND_FIELDS[c]])
+def test_toml_epochs_9_gives_9_epochs_in_every_command(tmp_path, name):
     f = tmp_path / "c.toml"
     f.write_text("epochs = 9\n")
-    assert parse_config(["--config", str(f)], command).epochs == 9
-    assert parse_config([], command).epochs == Config(**PRESETS[command]).epochs
-    assert parse_config(["--config", str(f), "--epochs", "3"], command).epochs == 3
+    assert parse_config(["--config", str(f)], name).epochs == 9
+    c = command(name)
+    preset = c.preset() if c.preset else PRESETS.get(name, {})
+    assert parse_config([], name).epochs == preset.get("epochs", Config().epochs)
+    assert parse_config(["--config", str(f), "--epochs", "3"], name).epochs == 3
+
+
+def test_gpu_checks_cpu_pass_is_a_preset_that_flags_and_toml_override(tmp_path, monkeypatch):
+    """Without a GPU the CPU pass is the preset, and --epochs 9 (or epochs = 9 in TOML) gives 9."""
+    from bench import gpu_check
+
+    monkeypatch.setattr(gpu_check, "resolve", lambda names, skip_unavailable: ([], []))  # no GPU here
+    assert parse_config([], "gpu_check").epochs == PRESETS["gpu_check_cpu"]["epochs"]
+    assert parse_config(["--epochs", "9"], "gpu_check").epochs == 9
+    f = tmp_path / "c.toml"
+    f.write_text("epochs = 9\ntrain_subset = 512\n")
+    ctx = parse(["--config", str(f)], "gpu_check")
+    assert (ctx.config.epochs, ctx.config.train_subset, ctx.settings.gpu_variants) == (9, 512, ["eager"])
+
+
+def test_a_commands_own_settings_come_from_its_preset_toml_and_flags(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("k = 3\neps = 1e-4\nepochs = 2\n")
+    ctx = parse(["--config", str(f), "--k", "4"], "hessian")
+    assert (ctx.settings.k, ctx.settings.eps, ctx.settings.batch_examples, ctx.config.epochs) == (4, 1e-4, 1000, 2)
+    assert parse([], "gradflow").settings == GradflowSettings()
+    assert parse(["--seed", "3", "--jobs", "1"], "check").settings.seed == 3
 
 
 def test_precedence_is_preset_then_toml_then_flags(tmp_path):
@@ -120,13 +167,14 @@ def test_optional_flags_take_none():
     ({"lr": float("inf")}, "lr"), ({"lr": float("nan")}, "lr"),
     ({"mean": [0.5, float("inf"), 0.5]}, "mean"), ({"std": [0.2, float("nan"), 0.2]}, "std"),
     ({"eval_every": 0}, "eval_every"),
-    ({"depth": 4}, "depth"), ({"activations": ["elu", "gelu"]}, "activations"),
-    ({"activations": ["elu", "elu"]}, "activations"), ({"gpu_variants": []}, "gpu_variants"),
-    ({"eps": 0.0}, "eps"), ({"max_matvecs": 5}, "max_matvecs"), ({"trajectory_rtol": -1.0}, "trajectory_rtol"),
+    (GradflowSettings(depth=4), "depth"), (GradflowSettings(activations=["elu", "gelu"]), "activations"),
+    (GradflowSettings(activations=["elu", "elu"]), "activations"), (GpuCheckSettings(gpu_variants=[]), "gpu_variants"),
+    (HessianSettings(eps=0.0), "eps"), (HessianSettings(max_matvecs=5), "max_matvecs"),
+    (GradflowSettings(trajectory_rtol=-1.0), "trajectory_rtol"),
 ])
 def test_validate_rejects(kwargs, field):
     with pytest.raises(ConfigError) as e:
-        Config(**kwargs).validate()
+        (Config(**kwargs) if isinstance(kwargs, dict) else kwargs).validate()
     assert e.value.field == field
     assert "allowed" in str(e.value)
 
@@ -228,14 +276,13 @@ def test_a_misspelled_flag_or_name_gets_the_closest_one(args, needles, tmp_path,
 @given(data=st.data())
 def test_no_flag_is_ever_abbreviated(command, data):
     """Every proper prefix of every flag of every command is an error naming a flag, never the flag."""
-    parser = OneLineArgumentParser(prog=prog_name(command))
-    add_config_arguments(parser, command)
+    parser = parser_of(command)
     flags = sorted(o for o in parser._option_string_actions if o.startswith("--"))
     flag = data.draw(st.sampled_from([f for f in flags if len(f) > 4]))
     prefix = flag[:data.draw(st.integers(3, len(flag) - 1))]
     assume(prefix not in flags)
     with pytest.raises(UserError) as err:
-        parser.parse_args([prefix, "1"])
+        parser.parse_args([*NEEDED.get(command, []), prefix, "1"])
     message = str(err.value)
     assert message.startswith(f"unrecognized arguments: {prefix}")
     suggested = message.rsplit("(did you mean ", 1)[-1].rstrip("?)") if "did you mean" in message else None

@@ -52,7 +52,7 @@ def compared(tmp_path_factory):
     for name in SCRIPTS:
         mp.setitem(IMPLS, name, Impl("fake_backends", f"{name.capitalize()}Backend", None, False))
         mp.setitem(SCRIPT, name, SCRIPTS[name])
-    mp.setattr(compare, "run_compare", functools.partial(compare.run_compare, clock=ScriptClock()))
+    mp.setattr(compare, "run_one", functools.partial(compare.run_one, clock=ScriptClock()))
     out = tmp_path_factory.mktemp("consistency") / "o"
     import contextlib
     import io
@@ -261,15 +261,15 @@ def test_the_next_command_runs_the_same_comparison_with_more_seeds(flags):
     """What the report proposes, pasted into a shell, is this run with five seeds and nothing else."""
     import shlex
 
-    from bench.config import config_from_args
     from bench.report import next_steps
+    from bench.runner import parse
 
-    config = config_from_args(compare.build_parser().parse_args([*flags, "--seeds", "7"]), "compare")
+    config = parse(compare.COMMAND, [*flags, "--seeds", "7"]).config
     pairs = pd.DataFrame([{"a": "numpy:cpu", "b": "torch:cpu", "n_a": 1, "n_b": 1}])
     summary = pd.DataFrame({"backend": ["numpy:cpu", "torch:cpu"], "timing_quality": [OK, OK]})
     [step] = next_steps(config.to_dict(), summary, pairs)
     command = step.split("`")[1]
     words = shlex.split(command)
     assert words[:3] == ["python", "-m", "bench.compare"]
-    again = config_from_args(compare.build_parser().parse_args(words[3:]), "compare")
+    again = parse(compare.COMMAND, words[3:]).config
     assert again.to_dict() == {**config.to_dict(), "seeds": [7, 42, 43, 44, 45]}

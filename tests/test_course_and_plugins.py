@@ -76,6 +76,24 @@ def test_the_students_own_mlp_is_what_trains(tmp_path, monkeypatch, capsys):
     assert "trains the student's own MLP class" in (tmp_path / "o" / "report.md").read_text()
 
 
+def test_an_mlp_taking_alpha_is_built_with_the_configs(tmp_path, monkeypatch):
+    """An MLP whose constructor takes an alpha (its own default another) trains as the student's own."""
+    monkeypatch.chdir(tmp_path)
+    impl = tmp_path / "impl"
+    impl.mkdir()
+    shutil.copy(FIXTURES / "course_ok" / "modules.py", impl)
+    mlp = (FIXTURES / "course_ok" / "mlp_numpy.py").read_text()
+    for old, new in [("n_classes):", "n_classes, elu_alpha=0.5):"), ("ELUModule(alpha=1.0)", "ELUModule(elu_alpha)")]:
+        assert old in mlp
+        mlp = mlp.replace(old, new)
+    (impl / "mlp_numpy.py").write_text(mlp)
+    course = f"course:{impl}"
+    assert compare.main([*TINY, "--backends", f"{course},numpy:cpu", "--lockstep", "--out", "o"]) == 0
+    steps = pd.read_csv(tmp_path / "o" / "steps.csv").pivot_table(index="step", columns="backend", values="loss")
+    assert ((steps[course] - steps["numpy:cpu"]).abs() / steps["numpy:cpu"]).max() <= 1e-4
+    assert "trains the student's own MLP class" in (tmp_path / "o" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("fixture, flags, needle", [
     ("course_ok", ["--activation", "tanh"], "offers ELUModule only; --activation tanh cannot run on it"),
     ("course_ok", ["--residual", "--hidden-dims", "16,8,16"], "no residual blocks"),
@@ -94,6 +112,7 @@ def test_what_the_course_interface_lacks_is_one_line(cli, fixture, flags, needle
     (("self.params = {", "self.parameters = {"), "LinearModule(4, 3) has no dict params"),
     (("size=(out_features, in_features))", "size=out_features * in_features)"),
      "params['weight'] has shape (12,)"),
+    (("self.params = {'weight'", "self.params = {'weights'"), "params has no key 'weight' (its keys: 'weights'"),
 ])
 def test_code_that_cannot_train_is_refused_in_one_line(cli, tmp_path, edit, needle):
     """Before any work: the interface, and one forward and backward on a small batch."""

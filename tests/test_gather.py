@@ -21,7 +21,7 @@ from bench.backends.torch_backend import TorchBackend
 from bench.config import GATHER_FROM, Config
 from bench.data import make_synthetic
 from bench.data.dataset import Dataset, normalise, normaliser
-from bench.loop import train_run
+from bench.run import run_one
 
 DTYPES = ("float32", "float64")
 
@@ -76,12 +76,12 @@ def test_training_on_the_uint8_path_equals_the_float_path(cls, dtype):
     losses = []
     for source in GATHER_FROM:
         config = Config(hidden_dims=[16], batch_size=32, epochs=2, dtype=dtype, dataset="synthetic",
-                        train_subset=512, eval_batch_size=64, gather_from=source)
+                        train_subset=512, eval_batch_size=64, gather_from=source, reference_timing=False)
         backend = cls(config)
         backend.load_data(data)
         assert (backend.gather.images if cls is NumpyBackend else backend._train[0]).dtype in (
             (np.uint8, torch.uint8) if source == "uint8" else (np.dtype(dtype), getattr(torch, dtype)))
-        result = train_run(backend, data, config, seed=3, record_steps=True)
+        result = run_one(backend, config, data, 3, record_steps=True)
         losses.append([s["loss"] for s in result.steps] + [result.run["test_loss"]])
     assert len(losses[0]) == 2 * 16 + 1
     np.testing.assert_array_equal(losses[0], losses[1])

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from conftest import assert_one_line_error
 
-from bench import gradflow
+from bench.theory import gradflow
 from bench.errors import UserError
-from bench.gradflow import main, max_rel_diff, weight_grad_norms
+from bench.lockstep import parting_step
+from bench.gradflow import main
+from bench.theory.gradflow import max_rel_diff, weight_grad_norms
 from bench.backends import IMPLS, Impl
 from bench.theory.params import numpy_loss_grads, numpy_model, torch_loss_grads, torch_model
 from conftest import REPO
@@ -150,12 +152,12 @@ def test_lockstep_horizon():
     rows = [{"impl": impl, "step": s, "loss": loss}
             for s, (a, b) in enumerate([(1.0, 1.0), (1.0, 1.0000001), (1.0, 1.01), (np.nan, np.nan)], 1)
             for impl, loss in (("numpy", a), ("torch", b))]
-    rel = gradflow.step_loss_diff(rows, "numpy", "torch")
+    rel = gradflow.step_gap(rows, "numpy", "torch")
     assert rel.iloc[0] == 0 and 0 < rel.iloc[1] < 1e-6 and rel.iloc[3] == 0  # both NaN: no difference
-    assert gradflow.lockstep_horizon(rel) == 3
-    assert gradflow.lockstep_horizon(rel.iloc[:2]) is None
+    assert parting_step(rel) == 3
+    assert parting_step(rel.iloc[:2]) is None
     rows[-1]["loss"] = 2.0  # only one side diverged
-    assert np.isinf(gradflow.step_loss_diff(rows, "numpy", "torch").iloc[3])
+    assert np.isinf(gradflow.step_gap(rows, "numpy", "torch").iloc[3])
 
 
 def test_bad_flag_is_one_line_exit_2(cli):

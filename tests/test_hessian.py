@@ -12,7 +12,8 @@ import pytest
 from conftest import assert_one_line_error
 
 from bench.errors import UserError
-from bench.hessian import main, tiny_points
+from bench.hessian import main
+from bench.theory.hessian import tiny_points
 from bench.theory.hvp import (
     DEFAULT_EPS,
     NumpyFiniteDifferenceHVP,

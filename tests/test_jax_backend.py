@@ -2,7 +2,7 @@
 
 Lock-step tolerances: float64 agrees with numpy:cpu to 1e-10 over every step
 (the same arithmetic). float32 agrees to 1e-4 relative (the harness's
-``LOCKSTEP_PART``): XLA and OpenBLAS sum each product in a different order,
+``LOCKSTEP_RTOL``): XLA and OpenBLAS sum each product in a different order,
 which moves a float32 result by up to about K u (K the summed length, u =
 6e-8: 3e-6 for K = 48), and SGD carries each step's difference into the next
 weights, so the losses drift apart slowly; 1e-4 leaves room for that drift
@@ -27,13 +27,12 @@ from bench.backends.api import Backend  # noqa: E402
 from bench.backends.jax_backend import JaxBackend, available  # noqa: E402
 from bench.backends.numpy_backend import NumpyBackend  # noqa: E402
 from bench.backends.torch_backend import TorchBackend  # noqa: E402
-from bench.compare import LOCKSTEP_PART  # noqa: E402
+from bench.lockstep import LOCKSTEP_RTOL  # noqa: E402
 from bench.config import Config  # noqa: E402
 from bench.data import make_synthetic  # noqa: E402
 from bench.errors import UserError  # noqa: E402
-from bench.loop import LoopHooks, epoch_order, train_run  # noqa: E402
+from bench.run import LoopHooks, epoch_order, run_one  # noqa: E402
 from bench.roofline import Gemm, step_gemms  # noqa: E402
-from bench.run import run_one  # noqa: E402
 from bench.threads import default_threads  # noqa: E402
 from bench.backends.jax_backend import normalised_rows  # noqa: E402
 from bench.data.dataset import normaliser  # noqa: E402
@@ -73,7 +72,7 @@ def make_backend(data, seed=0, **kw) -> JaxBackend:
 
 def lockstep_losses(backend, data, state, seed=1):
     """Every step's loss of one harness run (2 epochs of 32 steps) from ``state``."""
-    result = train_run(backend, data, backend.config, seed, initial_state=state, record_steps=True)
+    result = run_one(backend, backend.config, data, seed, initial_state=state, record_steps=True)
     assert result.status == "ok"
     return np.array([s["loss"] for s in result.steps])
 
@@ -104,7 +103,7 @@ def test_available_answers_for_any_device_string():
         assert not ok and "jax[cuda12]" in reason
 
 
-@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", LOCKSTEP_PART)])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", LOCKSTEP_RTOL)])
 def test_lockstep_with_numpy_from_the_same_weights(data, data64, dtype, rtol):
     d = data64 if dtype == "float64" else data
     cfg = config(dtype=dtype, momentum=0.9, weight_decay=1e-3)
@@ -143,7 +142,7 @@ def test_jax_cuda_in_lockstep_with_numpy_cpu(data, scan):
     expected = lockstep_losses(ref, data, state)
     gpu = JaxBackend(config(momentum=0.9, jax_scan=scan), "cuda")
     gpu.load_data(data)
-    np.testing.assert_allclose(lockstep_losses(gpu, data, state), expected, rtol=LOCKSTEP_PART)
+    np.testing.assert_allclose(lockstep_losses(gpu, data, state), expected, rtol=LOCKSTEP_RTOL)
     assert gpu.peak_memory_bytes() > 0 and gpu.describe()["device_name"]
 
 
@@ -161,7 +160,7 @@ def test_no_compilation_after_the_start(data):
     for scan in (False, True):
         backend = JaxBackend(config(jax_scan=scan, eval_batch_size=100))
         backend.load_data(data)
-        result = train_run(backend, data, backend.config, 0, hooks=[Watch()])
+        result = run_one(backend, backend.config, data, 0, hooks=[Watch()])
         watching[0] = False
         assert result.status == "ok" and math.isfinite(result.run["test_acc"])
     assert compiles == []
@@ -189,7 +188,7 @@ def test_training_on_the_uint8_path_equals_the_float_path(dtype):
         backend = JaxBackend(config(dtype=dtype, gather_from=source, eval_batch_size=64))
         backend.load_data(data)
         assert backend._train[0].dtype == (np.uint8 if source == "uint8" else np.dtype(dtype))
-        result = train_run(backend, data, backend.config, 3, record_steps=True)
+        result = run_one(backend, backend.config, data, 3, record_steps=True)
         losses.append([s["loss"] for s in result.steps] + [result.run["test_loss"]])
     np.testing.assert_array_equal(losses[0], losses[1])
 
@@ -329,4 +328,4 @@ def test_compare_reports_the_compile_time_in_its_own_column_and_line(cli):
     assert "Compilation (before the first epoch, outside every clock" in report and "`jax:cpu` " in report
     env = json.loads((proc.cwd / "o" / "env.json").read_text())
     assert env["config"]["jax_scan"] is True
-    assert env["lockstep"]["backends"]["jax:cpu"]["max_rel"] < LOCKSTEP_PART  # scanned, in lock-step
+    assert env["lockstep"]["backends"]["jax:cpu"]["max_rel"] < LOCKSTEP_RTOL  # scanned, in lock-step

@@ -228,7 +228,7 @@ def test_pipeline_batch_equals_the_in_memory_rows():
 def test_dataloader_workers_give_the_same_batches():
     """num_workers changes who makes the batches, not which: same losses as num_workers=0."""
     needs_torchvision()
-    from bench.loop import train_run
+    from bench.run import run_one
     from bench.backends.dataloader_backend import DataLoaderBackend
 
     data = tiny_data(n_train=256)
@@ -237,7 +237,8 @@ def test_dataloader_workers_give_the_same_batches():
     for workers in (0, 2):
         b = DataLoaderBackend(dataclasses.replace(cfg, dataloader_workers=workers), "cpu")
         b.load_data(data)
-        result = train_run(b, data, b.config, seed=3, record_steps=True, warmup_steps=1)
+        result = run_one(b, dataclasses.replace(b.config, reference_timing=False), data, 3, record_steps=True,
+                         warmup_steps=1)
         losses.append([s["loss"] for s in result.steps])
         assert result.status == "ok" and result.epochs[0]["data_seconds"] > 0
     np.testing.assert_array_equal(losses[0], losses[1])

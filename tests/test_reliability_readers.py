@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import io as bio
-from bench.config import load_toml
+from bench.cli import load_toml
 from bench.data import archive, formats, load_dataset
 from bench.data.formats import BATCH_RECORDS, N_PIXELS, RestrictedUnpickler, restricted_loads
 from bench.errors import MAX_LINE, UserError

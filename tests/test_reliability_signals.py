@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import errors, gpu_check, gradflow, hessian, op_ratios
+from bench import errors, gpu_check, gradflow, hessian, op_ratios, op_timings, runner
+from bench.theory import gradflow as gradflow_theory
+from bench.theory import hessian as hessian_theory
 from bench.sweep import point as sweep_point
 from conftest import REPO, started_until_epochs
 
@@ -49,7 +51,7 @@ def interrupt_on_call(monkeypatch, module, name: str, n: int) -> None:
 
 def test_gradflow_keeps_the_networks_done(tmp_path, monkeypatch, after):
     after(signal.SIGTERM)
-    interrupt_on_call(monkeypatch, gradflow, "run_network", 2)
+    interrupt_on_call(monkeypatch, gradflow_theory, "measure_network", 2)
     out = tmp_path / "gf"
     args = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "64", "--batch-size", "32",
             "--depth", "3", "--width", "8", "--epochs", "1", "--eval-every", "3", "--batch-examples", "40",
@@ -63,7 +65,7 @@ def test_gradflow_keeps_the_networks_done(tmp_path, monkeypatch, after):
 
 def test_hessian_keeps_every_stage_done(tmp_path, monkeypatch, after):
     after(signal.SIGHUP)
-    interrupt_on_call(monkeypatch, hessian, "measure_point", 2)  # the trained point
+    interrupt_on_call(monkeypatch, hessian_theory, "measure_point", 2)  # the trained point
     out = tmp_path / "hs"
     args = ["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--batch-size", "32",
             "--hidden-dims", "4", "--epochs", "2", "--batch-examples", "64", "--k", "2",
@@ -124,7 +126,7 @@ def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeyp
             sent.append(signum)
 
     real = subprocess.Popen
-    monkeypatch.setattr(op_ratios.subprocess, "Popen", lambda cmd, *a, **kw: Pytest(cmd)
+    monkeypatch.setattr(op_timings.subprocess, "Popen", lambda cmd, *a, **kw: Pytest(cmd)
                         if "--benchmark-save=ops" in cmd else real(cmd, *a, **kw))
     out = tmp_path / "o"
     assert op_ratios.main(["--run", "--out", str(out)]) == 143
@@ -188,13 +190,13 @@ def test_a_signal_while_the_results_are_written_waits_for_them(tmp_path, monkeyp
     from bench import compare
 
     after(signal.SIGTERM)
-    real = compare.build_report
+    real = runner.report
 
-    def report_interrupted(**kwargs):
+    def report_interrupted(*args):
         errors._raise_interrupt(signal.SIGTERM, None)  # arrives while the outputs are written
-        return real(**kwargs)
+        return real(*args)
 
-    monkeypatch.setattr(compare, "build_report", report_interrupted)
+    monkeypatch.setattr(runner, "report", report_interrupted)
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):  # the run shell turns it into 143
         compare.main([*TINY, "--backends", "numpy:cpu", "--out", str(out)])

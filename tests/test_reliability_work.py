@@ -156,17 +156,19 @@ def test_tasks_count_backends_and_seeds(cli):
     assert_one_line_error(proc, "2500 points x 6 backend-seed run(s) = 15000 tasks")
 
 
-def test_a_map_of_the_largest_grid_stays_a_bounded_figure(monkeypatch):
+def test_a_map_of_the_largest_grid_stays_a_bounded_figure():
+    import matplotlib.pyplot as plt
+
     sizes = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: sizes.append(fig.get_size_inches()))
     values = [str(v) for v in range(MAX_VALUES)]
     grid = {"batch_size": values, "lr": values}
     ratios = pd.DataFrame([{"batch_size": b, "lr": lr, "device": "cpu", "ratio": 1.1, "flag": ""}
                            for b in values for lr in values])
-    plots.plot_ratio(ratios, grid, "cpu", {}, "unused.png")
+    sizes.append(plots.plot_ratio(ratios, grid, "cpu", {}).get_size_inches())
     acc = pd.DataFrame([{"batch_size": b, "lr": lr, "backend": k, "test_acc_mean": 0.5, "failed": ""}
                         for b in values for lr in values for k in ("numpy:cpu", "torch:cpu")])
-    plots.plot_accuracy(acc, grid, {}, "unused.png")
+    sizes.append(plots.plot_accuracy(acc, grid, {}).get_size_inches())
+    plt.close("all")
     assert all(w <= plots.MAX_INCHES and h <= plots.MAX_INCHES for w, h in sizes)
 
 
@@ -177,7 +179,9 @@ SWEEP = ["--grid", "lr=0.05,0.1", *TINY, "--no-reference-timing"]
 
 
 def _store(tmp_path) -> SweepStore:
-    store = SweepStore(tmp_path, {"grid": {"lr": ["0.05", "0.1"]}, "config": {}, "backends": ["numpy:cpu"],
+    from types import SimpleNamespace
+
+    store = SweepStore(SimpleNamespace(path=tmp_path), {"grid": {"lr": ["0.05", "0.1"]}, "config": {}, "backends": ["numpy:cpu"],
                                   "seeds": [42]})
     return store
 

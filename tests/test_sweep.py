@@ -17,6 +17,7 @@ import pytest
 
 from bench.backends import IMPLS, Impl
 from bench.errors import UserError
+from bench.io import save_figure
 from bench.sweep.__main__ import main
 from bench.sweep.grid import parse_grid
 from bench.run import failure_status
@@ -70,6 +71,9 @@ def test_local_rows_and_outputs(local_sweep, capsys):
     from bench.config import COMMAND_FIELDS
     assert names and names <= set(COMMAND_FIELDS["sweep"]) - {"batch_size", "hidden_dims"}
     assert {"lr", "epochs"} <= names and not names & {"depth", "k", "gpu_variants", "lockstep"}
+    settings = next(line for line in report.splitlines() if line.startswith("- Settings: "))
+    own = {item.split("=", 1)[0] for item in settings.split(": ", 1)[1].split(", ") if "=" in item}
+    assert {"grid", "lr", "scheduler"} <= own and not own & {"depth", "k", "gpu_variants", "lockstep"}
     spec = json.loads((local_sweep / "sweep.json").read_text())
     assert set(spec["config"]) <= set(COMMAND_FIELDS["sweep"])  # only what a resume must repeat
 
@@ -247,7 +251,8 @@ def test_ratio_map_draws_the_crossover_only_where_there_is_one(tmp_path):
                               "hidden_dims": ["8"] * 3 + ["16"] * 3, "device": "cpu", "ratio": ratios})
         z = np.array(ratios).reshape(2, 3)
         assert plots.crosses_one(z) is (name == "cross")
-        path = plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / f"{name}.png")
+        path = tmp_path / f"{name}.png"
+        save_figure(plots.plot_ratio(frame, grid, "cpu", {}), path)
         assert mpimg.imread(path).shape[0] > 100
     assert not plots.crosses_one(np.array([[0.5, 2.0]]))  # one row: no 2-D contour
 
@@ -268,7 +273,7 @@ def test_the_ratio_1_contour_never_runs_through_a_flagged_cell(tmp_path, monkeyp
     drawn = []
     contour = Axes.contour
     monkeypatch.setattr(Axes, "contour", lambda self, *a, **k: drawn.append(a[2]) or contour(self, *a, **k))
-    plots.plot_ratio(frame, grid, "cpu", {}, tmp_path / "r.png")
+    save_figure(plots.plot_ratio(frame, grid, "cpu", {}), tmp_path / "r.png")
     flagged = np.array([bool(f) for f in flags]).reshape(2, 3)
     if flags[1]:
         assert len(drawn) == 1 and np.ma.getmaskarray(drawn[0])[flagged].all()

@@ -15,7 +15,7 @@ import pytest
 from bench.backends.api import StepRecords
 from bench.config import Config
 from bench.data import make_synthetic
-from bench.loop import epoch_order, train_run
+from bench.run import epoch_order, run_one
 from bench.roofline import step_gemms
 from bench.timing import GatherTime, GemmBrackets, OK, epoch_flags, ratio_floor, summarise_timing, trusted_mask
 
@@ -73,9 +73,9 @@ def timed(step_seconds: float, gemm: list[float], epochs: int, fixed_step: float
     backend = FakeBackend(clock, step_seconds, gemm)
     data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
     config = Config(hidden_dims=[4], batch_size=BATCH, epochs=epochs, dataset="synthetic",
-                    train_subset=N_TRAIN)
+                    train_subset=N_TRAIN, reference_timing=False)  # the test's own brackets
     hook = GemmBrackets(step_gemms(4, [4], 10, BATCH), STEPS, fixed_step)
-    result = train_run(backend, data, config, seed=0, hooks=[hook], clock=clock, warmup_steps=0)
+    result = run_one(backend, config, data, 0, hooks=[hook], clock=clock, warmup_steps=0)
     return pd.DataFrame(result.epochs)
 
 
@@ -130,7 +130,8 @@ def test_loaded_epochs_are_left_out_as_not_nominal():
     clock = FakeClock()
     backend = FakeBackend(clock, 0.15, [0.4, 0.4, 0.4, 0.4, 0.56, 0.56, 0.56])
     data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
-    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=6, dataset="synthetic", train_subset=N_TRAIN)
+    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=6, dataset="synthetic", train_subset=N_TRAIN,
+                    reference_timing=False)
     hook = GemmBrackets(step_gemms(4, [4], 10, BATCH), STEPS)
     orig = backend.train_batch
 
@@ -139,8 +140,8 @@ def test_loaded_epochs_are_left_out_as_not_nominal():
         if backend.calls >= 5:  # after the 4th bracket: the load has arrived
             clock.now += 0.06
     backend.train_batch = slower
-    epochs = pd.DataFrame(train_run(backend, data, config, 0, hooks=[hook], clock=clock,
-                                    warmup_steps=0).epochs)
+    epochs = pd.DataFrame(run_one(backend, config, data, 0, hooks=[hook], clock=clock,
+                                  warmup_steps=0).epochs)
     s = summarise_timing(epochs)
     assert s["n_epochs_all"] == 6 and s["n_epochs_trusted"] == 2  # epochs 2 and 3 at nominal speed
     assert s["median_epoch_seconds_trusted"] == pytest.approx(0.6)
@@ -158,18 +159,17 @@ def test_the_gather_only_time_is_the_epochs_gathers_on_the_epoch_clock():
         clock.now += 0.02
     backend.gather = gather
     data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
-    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=5, dataset="synthetic", train_subset=N_TRAIN)
+    config = Config(hidden_dims=[4], batch_size=BATCH, epochs=5, dataset="synthetic", train_subset=N_TRAIN,
+                    reference_timing=False)  # the test's own hooks
     hooks = [GemmBrackets(step_gemms(4, [4], 10, BATCH), STEPS), GatherTime(N_TRAIN, BATCH, clock)]
-    epochs = pd.DataFrame(train_run(backend, data, config, 7, hooks=hooks, clock=clock,
-                                    warmup_steps=0).epochs)
+    epochs = pd.DataFrame(run_one(backend, config, data, 7, hooks=hooks, clock=clock, warmup_steps=0).epochs)
     assert epochs["gather_seconds"].tolist() == pytest.approx([0.08] * 5)
     assert epochs["epoch_seconds"].tolist() == pytest.approx([0.6] * 5)  # not inside the epoch's clock
     np.testing.assert_array_equal(np.concatenate(gathered[-STEPS:]), epoch_order(7, 5, N_TRAIN))
     assert summarise_timing(epochs)["gather_seconds_trusted"] == pytest.approx(0.08)
     # a backend without a gather by row index (a DataLoader peer): no figure, and no call
     backend.gather = None
-    epochs = pd.DataFrame(train_run(backend, data, config, 7, hooks=hooks, clock=clock,
-                                    warmup_steps=0).epochs)
+    epochs = pd.DataFrame(run_one(backend, config, data, 7, hooks=hooks, clock=clock, warmup_steps=0).epochs)
     assert epochs["gather_seconds"].isna().all() and math.isnan(summarise_timing(epochs)["gather_seconds_trusted"])
 
 
@@ -233,7 +233,7 @@ def test_eval_every_evaluates_inside_epochs_outside_the_clock(every, steps):
     backend = FakeBackend(clock, 0.25, [0.4])
     data = make_synthetic(N_TRAIN, 8, 8, n_features=4, seed=0)
     config = Config(hidden_dims=[4], batch_size=BATCH, epochs=2, dataset="synthetic",
-                    train_subset=N_TRAIN, eval_every=every)
-    result = train_run(backend, data, config, 0, clock=clock, warmup_steps=0)
+                    train_subset=N_TRAIN, eval_every=every, reference_timing=False)
+    result = run_one(backend, config, data, 0, clock=clock, warmup_steps=0)
     assert [e["step"] for e in result.evals] == steps
     assert [e["epoch_seconds"] for e in result.epochs] == pytest.approx([1.0, 1.0])  # 4 steps each

@@ -15,7 +15,7 @@ from bench.backends import resolve
 from bench.config import Config
 from bench.data import make_synthetic
 from bench.errors import UserError
-from bench.loop import epoch_order, train_run
+from bench.run import epoch_order, run_one
 from bench.roofline import Gemm, step_gemms
 from impl_torch import forward_loss
 from bench.backends.torch_backend import TorchBackend, available
@@ -32,7 +32,8 @@ def data():
 
 
 def config(**kw) -> Config:
-    base = dict(hidden_dims=[32], batch_size=32, lr=0.05, eval_batch_size=128, epochs=2)
+    base = dict(hidden_dims=[32], batch_size=32, lr=0.05, eval_batch_size=128, epochs=2,
+                reference_timing=False)  # the run layer without its GEMM-only brackets
     base.update(kw)
     return Config(**base)
 
@@ -150,7 +151,7 @@ def test_the_harness_run_is_bit_identical_for_a_seed(data):
     def run(seed):
         backend = TorchBackend(config(epochs=1, momentum=0.9))
         backend.load_data(data)
-        result = train_run(backend, data, backend.config, seed, record_steps=True)
+        result = run_one(backend, backend.config, data, seed, record_steps=True)
         assert result.status == "ok"
         return [s["loss"] for s in result.steps], result.run["test_acc"]
 
@@ -162,7 +163,7 @@ def test_the_harness_run_is_bit_identical_for_a_seed(data):
 def test_training_learns_the_synthetic_classes(data):
     backend = TorchBackend(config(epochs=3))
     backend.load_data(data)
-    result = train_run(backend, data, backend.config, 0)
+    result = run_one(backend, backend.config, data, 0)
     assert result.status == "ok"
     losses = [e["train_loss"] for e in result.epochs]
     assert losses[-1] < losses[0]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.config import Config
 from bench.data import make_synthetic
-from bench.loop import train_run
+from bench.run import run_one
 from bench.roofline import step_gemms
 from impl_torch import TorchMLP
 from bench.backends.torch_backend import TorchBackend
@@ -33,7 +33,8 @@ def data():
 
 
 def config(**kw) -> Config:
-    base = dict(hidden_dims=[64], batch_size=BATCH, lr=0.05, epochs=2, eval_batch_size=100)
+    base = dict(hidden_dims=[64], batch_size=BATCH, lr=0.05, epochs=2, eval_batch_size=100,
+                reference_timing=False)
     base.update(kw)
     return Config(**base)
 
@@ -58,7 +59,7 @@ class TestCuda:
     def test_a_short_training_run_learns(self, data):
         backend = TorchBackend(config(), "cuda")
         backend.load_data(data)
-        result = train_run(backend, data, backend.config, 0)
+        result = run_one(backend, backend.config, data, 0)
         assert result.status == "ok"
         assert result.run["test_acc"] > 0.5  # chance is 0.1
         assert result.run["peak_memory_bytes"] > 0

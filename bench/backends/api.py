@@ -1,6 +1,6 @@
 """The small interface every backend implements; the harness owns everything else.
 
-The harness (``bench.loop``) owns the training loop, the batch order, the
+The harness (``bench.run``) owns the training loop, the batch order, the
 clocks and the records. A backend only knows how to hold the data on its
 device, take one SGD step on a batch of row indices, evaluate a split, and
 export/import its weights. A difference measured between two backends is then

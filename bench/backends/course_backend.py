@@ -4,7 +4,8 @@ When the implementation has an ``MLP`` class (``mlp_numpy.py``), the student's
 own MLP is trained: its constructor, its forward and its backward, the
 course's loss on top (``SoftMaxModule`` when its forward returns logits, then
 ``CrossEntropyModule``). Otherwise, or when that MLP cannot run the config
-(another activation or alpha, layers that cannot be found), the network is
+(another activation or alpha, layers that cannot be found; a constructor
+parameter named like ``alpha`` is given the config's), the network is
 assembled from the student's modules, ``LinearModule`` and the activation in
 turn, and the report says so and why (``describe()["note"]``). Either way it
 trains in the harness's one loop on the same batches as every other backend
@@ -207,7 +208,7 @@ class CourseBackend:
         why = "no MLP class beside modules.py"
         if self.course.MLP is not None:
             try:
-                net = build_mlp(self.iface, widths, dtype=self.dtype)
+                net = build_mlp(self.iface, widths, dtype=self.dtype, alpha=alpha if act == "elu" else None)
                 why = ("" if net.activation == act and (act == "relu" or set(net.alphas) <= {alpha})
                        else f"its MLP builds {NAMES[net.activation]}s"
                             + (f" with alpha {net.alphas[0]:g}" if net.activation == "elu" else "")

@@ -1,6 +1,6 @@
 """scikit-learn's ``MLPClassifier`` as a harness backend (``sklearn:cpu``), driven as far as it allows.
 
-The harness loop (``bench.loop``) calls :meth:`SklearnBackend.train_batch`
+The harness loop (``bench.run``) calls :meth:`SklearnBackend.train_batch`
 once per batch; scikit-learn cannot take one step from outside, so
 ``train_batch`` only records the batch's row indices, and
 :meth:`SklearnBackend.synchronize` (inside the epoch clock, like a device

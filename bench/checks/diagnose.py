@@ -253,6 +253,13 @@ STABILISERS: dict[str, list[Stabiliser]] = {
         Stabiliser("dL/dx", _CLIP, lambda d, eps: -_onehot(d) / (_s(d) * np.maximum(d["x"], eps))),
     ],
 }
+# The loss path on logits x: the cross-entropy's stabilisers on their softmax, measured on the path
+# itself when the module alone could not show them (say its backward failed on a new module).
+STABILISERS[COMPOSITE] = [
+    Stabiliser("dL/dz" if st.quantity == "dL/dx" else st.quantity, st.text,
+               lambda d, eps, st=st: st.value({**d, "x": _softmax(d["x"])}, eps) if st.quantity == "loss"
+               else _softmax_vjp(_softmax(d["x"]), st.value({**d, "x": _softmax(d["x"])}, eps)))
+    for st in STABILISERS["CrossEntropyModule"]]
 
 FORWARD_QUANTITIES = ("output", "loss")
 

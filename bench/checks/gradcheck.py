@@ -27,7 +27,7 @@ AUTOGRAD_TOL = 1e-10 # the same computation in float64 torch: only rounding diff
 REPEAT_TOL = 1e-12   # a second identical forward/backward must give the same numbers
 FLOOR = 1e-3         # the smallest norm an error is relative to (exact zeros stay exact)
 # A deviation from the exact value that a numerical stabiliser explains (an eps inside a log, an eps
-# in a softmax's denominator) is a note while it stays below this: LOCKSTEP_PART of bench.compare,
+# in a softmax's denominator) is a note while it stays below this: LOCKSTEP_RTOL of bench.lockstep,
 # the relative loss difference from which two lock-step runs are said to have parted.
 STABILISER_BOUND = 1e-4
 

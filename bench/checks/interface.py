@@ -219,9 +219,14 @@ def _build(cls: type, shown: str, *args: Any, **kwargs: Any) -> Any:
 
 def _layout(lin: Any, key: str, layouts: dict[str, tuple[int, ...]]) -> str:
     try:
-        shape = tuple(np.shape(_params(lin, "params").get(key)))
+        params = _params(lin, "params")
     except UserCodeError as exc:
         raise UserError(f"LinearModule({PROBE_IN}, {PROBE_OUT}) {exc.message}") from None
+    if key not in params:
+        raise UserError(f"LinearModule({PROBE_IN}, {PROBE_OUT}).params has no key '{key}' (its keys: "
+                        f"{', '.join(map(repr, params)) or 'none'}; the course keeps the parameters as "
+                        "params['weight'] and params['bias'])")
+    shape = tuple(np.shape(params[key]))
     for name, want in layouts.items():
         if shape == want:
             return name

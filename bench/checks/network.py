@@ -53,14 +53,17 @@ class StudentMLP:
     note: str = ""             # what had to be assumed
 
 
-def build_mlp(iface: Interface, widths: Sequence[int], dtype: Any = np.float64) -> StudentMLP:
-    """``MLP(widths[0], widths[1:-1], widths[-1])`` (``dtype=`` when it takes one) and its layers."""
+def build_mlp(iface: Interface, widths: Sequence[int], dtype: Any = np.float64,
+              alpha: float | None = None) -> StudentMLP:
+    """``MLP(widths[0], widths[1:-1], widths[-1])`` and its layers; ``dtype=`` when it takes one, and
+    ``alpha`` (when given) to each of its parameters named like ``alpha`` (``alpha``, ``elu_alpha``)."""
     cls = iface.impl.MLP
     try:
-        takes_dtype = "dtype" in inspect.signature(cls).parameters
+        names = list(inspect.signature(cls).parameters)
     except (TypeError, ValueError):
-        takes_dtype = False
-    kwargs = {"dtype": dtype} if takes_dtype else {}
+        names = []
+    kwargs = {"dtype": dtype} if "dtype" in names else {}
+    kwargs.update({name: alpha for name in names[3:] if alpha is not None and "alpha" in name.lower()})
     mlp = call("constructor", cls, widths[0], list(widths[1:-1]), widths[-1], **kwargs)
     linears = _ordered_linears(iface, mlp, widths)
     return StudentMLP(mlp, linears, *_activations(iface, mlp, len(linears) - 1))

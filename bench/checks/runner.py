@@ -33,8 +33,8 @@ def run_checks(impl: CourseImpl, seed: int = 0,
     for k, spec in enumerate(specs(iface)):
         progress(f"checking {spec.name}")
         outcomes = check_layer(spec, iface, np.random.default_rng([seed, k]))
-        stabilised = carry_stabilisers(outcomes, _stabilisers(report)) if spec.name == COMPOSITE \
-            else mark_stabilisers(outcomes)
+        stabilised = (spec.name == COMPOSITE and carry_stabilisers(outcomes, _stabilisers(report))) \
+            or mark_stabilisers(outcomes)
         report.notes += stabilised + [n for o in outcomes for n in o.notes]
         report.outcomes += outcomes
         # SoftMax -> CrossEntropy gets lines of its own only when both modules pass alone
@@ -68,6 +68,8 @@ def check_target(target: str, seed: int = 0, progress: Callable[[str], None] = l
 
 
 def _stabilisers(report: CheckReport) -> list[str]:
-    """The stabilisers found in the modules checked so far (within their bound or not)."""
-    return [c.stabiliser for o in report.outcomes for c in o.comparisons
-            if c.stabiliser and o.module != COMPOSITE]
+    """The stabilisers found in the modules checked so far (within their bound or not), or, when
+    none, those the loss path showed itself."""
+    found = [(o.module == COMPOSITE, c.stabiliser) for o in report.outcomes for c in o.comparisons
+             if c.stabiliser]
+    return [text for composite, text in found if not composite] or [text for _, text in found]

@@ -9,9 +9,11 @@ Run it as::
 
 Claims 1-5 share one set of runs (``--seeds``, ten by default, of
 ``numpy:cpu`` and ``torch:cpu`` at the reference setup, each through the one
-run path) and claim 4 adds lock-step reruns of the first epoch; claims 6-8
-use ``bench.gradflow``'s and ``bench.hessian``'s measurements on the first
-``--theory-seeds`` seeds; claim 9 is finite differences on one residual block.
+run layer) and claim 4 adds lock-step reruns of the first epoch; claims 6-8
+use the measurements of ``bench.theory`` (gradient flow, Hessian) on the
+first ``--theory-seeds`` seeds; claim 9 is finite differences on one residual
+block. Its settings are ``bench.config.ClaimsSettings``; ``--quick`` starts
+from ``PRESETS["claims_quick"]`` instead (flags and TOML still override it).
 Every verdict is ``supported``, ``not supported`` or ``inconclusive``, with
 its reason; a rule never decides on fewer runs than its test needs.
 
@@ -20,110 +22,116 @@ Outputs in ``--out`` (default ``results/<timestamp>_claims/``): ``claims.csv``
 paragraph and a figure per claim), ``claim<N>.png``, ``env.json``, and what
 was measured: ``runs.csv``, ``epochs.csv``, ``lockstep.csv``, ``per_run.csv``,
 ``claim6_ratios.csv``, ``claim7_hessian.csv``, ``claim8_tiny.csv``,
-``claim9_gradients.csv``. They are rewritten after every claim (and the runs
-after every run), so Ctrl-C or SIGTERM keeps what was measured (exit 130 or
-143).
+``claim9_gradients.csv``. The measurements are written as they are made, so
+Ctrl-C or SIGTERM keeps them and the claims judged so far (exit 130 or 143).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import asdict
 
+import pandas as pd
+
+from bench import runner
 from bench.claims import gradient_flow, landscape, minimum, residual_block, training
 from bench.claims.context import Context
-from bench.claims.report import write
-from bench.claims.verdict import provisional
-from bench.cli import command_parser
-from bench.config import CIFAR10_N_FEATURES, PRESETS, Config, config_from_args
-from bench.errors import UserError, interrupted_code, run_cli
+from bench.claims.verdict import COLUMNS, provisional
+from bench.config import CIFAR10_N_FEATURES, PRESETS, split
+from bench.errors import UserError
 from bench.plots import plt
 from bench.report import md_table
-from bench.results import ResultsFolder
-from bench.threads import limit_threads, resolve_threads
 
-COMMAND = "claims"
-PROG = "python -m bench.claims"
 GROUPS = (training, gradient_flow, landscape, minimum, residual_block)
 
 
-def check(config: Config) -> None:
+def _quick(ctx: runner.Context) -> None:
+    """--quick: the quick preset under whatever a flag or the TOML file set."""
+    if ctx.settings.quick:
+        for target, values in zip((ctx.config, ctx.settings), split(PRESETS["claims_quick"], "claims")):
+            for name, value in values.items():
+                if name not in ctx.given:
+                    setattr(target, name, value)
+        ctx.settings.validate()
+
+
+def _check(ctx: runner.Context) -> None:
     """What the field checks cannot see, before any work: one UserError line."""
-    if config.theory_seeds > len(config.seeds):
-        raise UserError(f"invalid theory_seeds: {config.theory_seeds} (allowed: at most the "
+    config, opts = ctx.config, ctx.settings
+    if opts.theory_seeds > len(config.seeds):
+        raise UserError(f"invalid theory_seeds: {opts.theory_seeds} (allowed: at most the "
                         f"{len(config.seeds)} seeds given)")
     for name in ("batch_examples", "check_examples"):
-        if getattr(config, name) > config.n_train:
-            raise UserError(f"invalid {name}: {getattr(config, name)} (allowed: at most the "
+        if getattr(opts, name) > config.n_train:
+            raise UserError(f"invalid {name}: {getattr(opts, name)} (allowed: at most the "
                             f"{config.n_train} training rows)")
-    if config.check_examples < config.batch_size:
-        raise UserError(f"invalid check_examples: {config.check_examples} (allowed: at least the batch "
+    if opts.check_examples < config.batch_size:
+        raise UserError(f"invalid check_examples: {opts.check_examples} (allowed: at least the batch "
                         f"size {config.batch_size}: the tiny model trains on them)")
-    if config.check_features > CIFAR10_N_FEATURES:
-        raise UserError(f"invalid check_features: {config.check_features} (allowed: at most the "
+    if opts.check_features > CIFAR10_N_FEATURES:
+        raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = command_parser(COMMAND, "Test the claims of the course write-up this suite reproduces "
-                            "(docs/reference.md): one verdict per claim, each with its measurement.")
-    quick = ", ".join(f"{k} {v}" for k, v in PRESETS["claims_quick"].items()
-                      if PRESETS[COMMAND].get(k) != v)
-    parser.add_argument("--quick", action="store_true", help=f"start from the quick preset ({quick}): "
-                        "less data, shorter training, smaller nets; every verdict is provisional")
-    args = parser.parse_args(argv)
-    config = config_from_args(args, COMMAND, "claims_quick" if args.quick else None)
-    check(config)
-    threads = resolve_threads(config.threads)
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
-    outcomes = []
-    with ResultsFolder.create(args.out, COMMAND) as folder, limit_threads(threads):
-        ctx = Context(config, folder, log)
-        env = folder.write_env(threads, {"config": config.to_dict(), "quick": args.quick,
-                                         "data": ctx.data(config.seeds[0]).info()})
-
-        def save():
-            done = {o.number for o in outcomes}
-            return write(folder, outcomes, env, quick=args.quick, interrupted=ctx.interrupted,
-                         pending=[i for i in sorted(config.only) if i not in done])
-        try:
-            for group in (g for g in GROUPS if set(g.CLAIMS) & set(config.only)):
-                wall, cpu = time.perf_counter(), time.process_time()
-                for o in group.judge(group.measure(ctx), ctx):
-                    if o.number not in config.only:
-                        if o.figure is not None:
-                            plt.close(o.figure)
-                        continue
-                    o.verdicts = [provisional(v) for v in o.verdicts] if args.quick else o.verdicts
-                    for name, table in o.tables.items():
-                        folder.write_csv(name, table)
-                    name = f"claim{o.number}.png"
-                    o.figure = name if o.figure is not None and folder.save_figure(name, o.figure) else None
-                    outcomes.append(o)
-                    for v in o.verdicts:
-                        log(f"claim {v.id}: {v.verdict}. {v.reason}")
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                env.setdefault("seconds", {})[",".join(map(str, group.CLAIMS))] = {"wall": wall, "cpu": cpu}
-                log(f"claims {', '.join(map(str, group.CLAIMS))}: {wall:.0f} s wall, {cpu:.0f} s CPU")
-                folder.write_json("env.json", env)
-                save()
-                if ctx.interrupted:
-                    break
-        except KeyboardInterrupt:
-            ctx.interrupted = True
-        table = save()
-    print(md_table(table[["id", "verdict", "statistic", "ci_or_p", "n"]]))
-    print(f"results: {folder.path}")
-    if ctx.interrupted:
-        print(f"interrupted: what was measured is in {folder.path}", file=sys.stderr)
-        return interrupted_code()
-    return 0
+def measure(ctx: runner.Context) -> runner.Result:
+    """Every group of the claims asked for, in order; a signal keeps the claims judged before it."""
+    only, quick = ctx.settings.only, ctx.settings.quick
+    claims = Context(ctx, (lambda m: None) if ctx.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    outcomes, seconds = [], {}
+    with ctx.measuring():
+        for group in (g for g in GROUPS if set(g.CLAIMS) & set(only)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for o in group.judge(group.measure(claims), claims):
+                if o.number not in only:
+                    if o.figure is not None:
+                        plt.close(o.figure)
+                    continue
+                o.verdicts = [provisional(v) for v in o.verdicts] if quick else o.verdicts
+                for name, table in o.tables.items():
+                    ctx.folder.write_csv(name, table)
+                name = f"claim{o.number}.png"
+                o.figure = name if o.figure is not None and ctx.folder.save_figure(name, o.figure) else None
+                outcomes.append(o)
+                for v in o.verdicts:
+                    claims.log(f"claim {v.id}: {v.verdict}. {v.reason}")
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            seconds[",".join(map(str, group.CLAIMS))] = {"wall": wall, "cpu": cpu}
+            claims.log(f"claims {', '.join(map(str, group.CLAIMS))}: {wall:.0f} s wall, {cpu:.0f} s CPU")
+            ctx.folder.write_csv("claims.csv", _table(outcomes))  # the verdicts so far, kept as they come
+            if claims.interrupted:
+                raise KeyboardInterrupt
+    table, config = _table(outcomes), ctx.config
+    done = {o.number for o in outcomes}
+    pending = [i for i in sorted(only) if i not in done]
+    intro = [*(["**A --quick run: less data, shorter training, smaller nets. Every verdict is provisional.**",
+                ""] if quick else []),
+             *([f"Not measured: claims {', '.join(map(str, pending))}.", ""] if pending else []),
+             "A verdict is `supported`, `not supported` or `inconclusive`; it never rests on fewer runs than "
+             "its test needs, and no verdict uses a timing."]
+    sections = [(None, intro), ("Verdicts", [md_table(table.drop(columns=["reason"]))])]
+    for o in outcomes:
+        sections.append((f"Claim {o.number}: {o.statement}", [
+            o.text, "", *[f"- **{v.id}: {v.verdict}.** {v.reason}." for v in o.verdicts],
+            *(["", f"![claim {o.number}]({o.figure})"] if o.figure else [])]))
+    return runner.Result(
+        tables={"claims.csv": table}, sections=sections, env={"quick": quick, "seconds": seconds},
+        setup=[f"- Seeds: {config.seeds}; claims 6-8 use the first {ctx.settings.theory_seeds}; training: "
+               f"hidden {config.hidden_dims}, {config.activation}, SGD lr {config.lr}, batch "
+               f"{config.batch_size}, {config.epochs} epochs, {config.dtype}"],
+        printed=[md_table(table[["id", "verdict", "statistic", "ci_or_p", "n"]])])
 
 
-def cli() -> None:
-    run_cli(main, prog=PROG)
+def _table(outcomes: list) -> pd.DataFrame:
+    return pd.DataFrame([asdict(v) for o in outcomes for v in o.verdicts], columns=list(COLUMNS))
 
+
+COMMAND = runner.Command(
+    "claims", "The course write-up's claims, tested (docs/reference.md)", measure, configure=_quick,
+    check=_check, report="claims.md",
+    about="Test the claims of the course write-up this suite reproduces (docs/reference.md): one verdict per "
+          "claim, each with its measurement.")
+main, cli = runner.entry_points(COMMAND)
 
 if __name__ == "__main__":
     cli()

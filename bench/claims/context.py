@@ -1,4 +1,5 @@
-"""What the claim groups share while the command runs: the config, the data, the folder, the log."""
+"""What the claim groups share while the command runs: the runner's context, the log, what one group
+leaves for another."""
 
 from __future__ import annotations
 
@@ -6,31 +7,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import Config
 from bench.data.dataset import Dataset
-from bench.datasource import load_for_config
-from bench.results import ResultsFolder
 
 
 @dataclass
 class Context:
-    config: Config
-    folder: ResultsFolder
+    run: Any                    # bench.runner.Context: the config, the claims' settings, the folder, the data
     log: Callable[[str], None]
     shared: dict[str, Any] = field(default_factory=dict)  # what one group leaves for another
     interrupted: bool = False  # a group stopped early on Ctrl-C / SIGTERM, keeping what it measured
     official: bool = False     # the data is the official CIFAR-10 (set by every load; one source for all)
-    _data: tuple[int, Dataset] | None = None
+
+    @property
+    def config(self):
+        return self.run.config
+
+    @property
+    def settings(self):
+        return self.run.settings
+
+    @property
+    def folder(self):
+        return self.run.folder
 
     def data(self, seed: int) -> Dataset:
         """The splits for ``seed`` (the validation split is drawn by the seed); the last one is kept."""
-        if self._data is None or self._data[0] != seed:
-            self._data = None  # free the old splits before loading the new ones
-            self._data = (seed, load_for_config(self.config, seed, progress=False))
-            self.official = bool(self._data[1].official)
-        return self._data[1]
+        data = self.run.data(seed)
+        self.official = bool(data.official)
+        return data
 
     @property
     def theory_seeds(self) -> list[int]:
         """The seeds of claims 6-8: the first ``theory_seeds`` of ``seeds``."""
-        return self.config.seeds[:self.config.theory_seeds]
+        return self.config.seeds[:self.settings.theory_seeds]

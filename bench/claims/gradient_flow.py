@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.claims.context import Context
 from bench.claims.verdict import INCONCLUSIVE, MIN_SEEDS, NOT_SUPPORTED, SUPPORTED, Outcome, Verdict, too_few
-from bench.gradflow import first_last_ratios, grads_of, initial_state, weight_grad_norms
+from bench.theory.gradflow import first_last_ratios, grads_of, initial_state, weight_grad_norms
 from bench.plots import plt
 from impl_common.arch import Arch
 
@@ -27,14 +27,14 @@ VANISH = 0.01  # a net's gradient has vanished when its input layer gets under 1
 
 def measure(ctx: Context) -> pd.DataFrame:
     """One row per (depth, arch, seed): first_last and hidden_first_last at init."""
-    cfg = ctx.config
+    cfg, opts = ctx.config, ctx.settings
     data = ctx.data(cfg.seeds[0])
-    x, y = data.x_train[:cfg.batch_examples], data.y_train[:cfg.batch_examples]
+    x, y = data.x_train[:opts.batch_examples], data.y_train[:opts.batch_examples]
     rows = []
-    for depth in cfg.depths:
+    for depth in opts.depths:
         for seed in ctx.theory_seeds:
             for name in ("plain", "residual"):
-                arch = Arch(data.n_features, (cfg.width,) * depth, data.n_classes, cfg.activation,
+                arch = Arch(data.n_features, (opts.width,) * depth, data.n_classes, cfg.activation,
                             cfg.alpha, name == "residual")
                 _, grads = grads_of("numpy", arch, initial_state(arch, seed, cfg.dtype), x, y, cfg.dtype)
                 norms = pd.DataFrame({"activation": cfg.activation, "arch": name, "stage": "init",
@@ -81,10 +81,10 @@ def judge(ratios: pd.DataFrame, ctx: Context) -> list[Outcome]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    cfg = ctx.config
-    text = (f"Plain and residual nets of width {cfg.width}, {cfg.activation}, at depths "
-            f"{', '.join(map(str, cfg.depths))}, each at its own initialisation for {len(ctx.theory_seeds)} "
+    cfg, opts = ctx.config, ctx.settings
+    text = (f"Plain and residual nets of width {opts.width}, {cfg.activation}, at depths "
+            f"{', '.join(map(str, opts.depths))}, each at its own initialisation for {len(ctx.theory_seeds)} "
             f"seeds (Kaiming; the residual blocks by R2, every block the identity at first). One gradient "
-            f"on the first {cfg.batch_examples} training rows; the ratio is the input layer's ‖dL/dW‖ over "
+            f"on the first {opts.batch_examples} training rows; the ratio is the input layer's ‖dL/dW‖ over "
             "the output layer's (the same shapes in both nets).")
     return [Outcome(6, STATEMENT, [claim6(ratios)], text, fig, {"claim6_ratios.csv": ratios})]

@@ -23,7 +23,7 @@ import pandas as pd
 from bench.backends import resolve
 from bench.claims.context import Context
 from bench.claims.verdict import MIN_SEEDS, Outcome, Verdict, decide, p_text, too_few
-from bench.hessian import InitialWeights, spectrum_ends
+from bench.theory.hessian import InitialWeights, spectrum_ends
 from bench.plots import plt
 from bench.run import run_one
 from bench.stats import ALPHA
@@ -41,7 +41,7 @@ def hessian_ends(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.
     of both ends (``ritz``, ascending), by Lanczos on double-backward products."""
     n = arch.n_params()
     v0 = np.random.default_rng([seed, 1]).standard_normal(n)
-    ends = spectrum_ends(TorchHVP(arch, state, x, y), n, min(ctx.config.k, n - 1), v0, ctx.config)
+    ends = spectrum_ends(TorchHVP(arch, state, x, y), n, min(ctx.settings.k, n - 1), v0, ctx.settings)
     top, bottom = ends["LA"], ends["SA"]
     return {"lambda_max": float(top.values[-1]) if top.converged else math.nan,
             "lambda_min": float(bottom.values[0]) if bottom.converged else math.nan,
@@ -50,15 +50,15 @@ def hessian_ends(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.
 
 def measure(ctx: Context) -> pd.DataFrame:
     """One row per (seed, arch, stage): λ_max, λ_min, the run's status."""
-    cfg = ctx.config
+    cfg, opts = ctx.config, ctx.settings
     data = ctx.data(cfg.seeds[0])
-    x = np.asarray(data.x_train[:cfg.batch_examples], dtype=np.float64)
-    y = data.y_train[:cfg.batch_examples]
+    x = np.asarray(data.x_train[:opts.batch_examples], dtype=np.float64)
+    y = data.y_train[:opts.batch_examples]
     chosen = resolve(["numpy:cpu"])[0][0]
     rows = []
     for seed in ctx.theory_seeds:
         for name in ("plain", "residual"):
-            c = dataclasses.replace(cfg, hidden_dims=list(cfg.landscape_dims), residual=name == "residual")
+            c = dataclasses.replace(cfg, hidden_dims=list(opts.landscape_dims), residual=name == "residual")
             arch = Arch(data.n_features, tuple(c.hidden_dims), data.n_classes, c.activation, c.alpha,
                         c.residual)
             backend, start = chosen.make(c), InitialWeights()
@@ -118,10 +118,10 @@ def judge(table: pd.DataFrame, ctx: Context) -> list[Outcome]:
         ax.set_title("λ_max (sharpness)" if q == "lambda_max" else "λ_min")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    cfg = ctx.config
-    text = (f"Plain and residual nets with hidden widths {cfg.landscape_dims} ({cfg.activation}), "
+    cfg, opts = ctx.config, ctx.settings
+    text = (f"Plain and residual nets with hidden widths {opts.landscape_dims} ({cfg.activation}), "
             f"{len(ctx.theory_seeds)} seeds, each trained by NumPy for {cfg.epochs} epochs at lr {cfg.lr}. "
-            f"Hessian of the mean loss on the first {cfg.batch_examples} training rows, at the initial "
+            f"Hessian of the mean loss on the first {opts.batch_examples} training rows, at the initial "
             "and the best-validation weights; each grey line joins the two nets of one seed.")
     return [Outcome(7, STATEMENT, [claim7(table, "init", "7a"), claim7(table, "trained", "7b")], text, fig,
                     {"claim7_hessian.csv": table})]

@@ -55,7 +55,7 @@ def tiny_data(ctx: Context, arch: Arch):
     """The first check_examples training rows and every val/test row, first check_features features,
     float64."""
     d = ctx.data(ctx.config.seeds[0])
-    f, rows = arch.n_inputs, ctx.config.check_examples
+    f, rows = arch.n_inputs, ctx.settings.check_examples
 
     def cut(x):
         return np.ascontiguousarray(x[:, :f], dtype=np.float64)
@@ -76,12 +76,12 @@ def to_minimum(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.nd
 
 
 def measure(ctx: Context) -> dict:
-    cfg = ctx.config
-    decay = cfg.tiny_weight_decay
-    arch = Arch(cfg.check_features, (cfg.check_hidden,), 10, cfg.activation, cfg.alpha, False)
+    cfg, opts = ctx.config, ctx.settings
+    decay = opts.tiny_weight_decay
+    arch = Arch(opts.check_features, (opts.check_hidden,), 10, cfg.activation, cfg.alpha, False)
     data = tiny_data(ctx, arch)
     x, y = data.x_train, data.y_train
-    c = dataclasses.replace(cfg, hidden_dims=[cfg.check_hidden], residual=False, dtype="float64",
+    c = dataclasses.replace(cfg, hidden_dims=[opts.check_hidden], residual=False, dtype="float64",
                             weight_decay=decay)
     chosen = resolve(["numpy:cpu"])[0][0]
     rows, spectra = [], {}
@@ -94,7 +94,7 @@ def measure(ctx: Context) -> dict:
             rows.append({"seed": seed, "point": "sgd", "status": record.status})
             continue
         sgd = backend.export_state()
-        best, grad_norm, iters = to_minimum(arch, sgd, x, y, decay, cfg.grad_tol)
+        best, grad_norm, iters = to_minimum(arch, sgd, x, y, decay, opts.grad_tol)
         for point, state in (("sgd", sgd), ("minimum", best)):
             exact = np.linalg.eigvalsh(exact_hessian(arch, state, x, y)) + decay  # of J, ascending
             ends = hessian_ends(arch, state, x, y, ctx, seed)
@@ -110,8 +110,8 @@ def measure(ctx: Context) -> dict:
     if ref_state:
         d = ctx.data(ref_seed)
         ref_arch = Arch(d.n_features, tuple(cfg.hidden_dims), d.n_classes, cfg.activation, cfg.alpha, False)
-        x = np.asarray(d.x_train[:cfg.batch_examples], dtype=np.float64)
-        ref = hessian_ends(ref_arch, ref_state, x, d.y_train[:cfg.batch_examples], ctx, ref_seed)
+        x = np.asarray(d.x_train[:opts.batch_examples], dtype=np.float64)
+        ref = hessian_ends(ref_arch, ref_state, x, d.y_train[:opts.batch_examples], ctx, ref_seed)
         ref = {"seed": ref_seed, **{k: v + cfg.weight_decay if k != "matvecs" else v for k, v in ref.items()}}
         ctx.log(f"claim 8: reference model, best-validation point: λ_min {ref['lambda_min']:.4g}, "
                 f"λ_max {ref['lambda_max']:.4g}")
@@ -151,7 +151,7 @@ def claim8b(ref: dict, tiny: pd.DataFrame, tol: float) -> Verdict:
 
 
 def judge(m: dict, ctx: Context) -> list[Outcome]:
-    cfg, tiny, ref = ctx.config, m["tiny"], m["reference"]
+    cfg, opts, tiny, ref = ctx.config, ctx.settings, m["tiny"], m["reference"]
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2))
     ax = axes[0]
     first = next((s for s, p in m["spectra"] if p == "minimum"), None)
@@ -179,13 +179,13 @@ def judge(m: dict, ctx: Context) -> list[Outcome]:
     for a in axes:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    text = (f"The tiny model ({cfg.check_features} inputs, {cfg.check_hidden} hidden units, "
-            f"{cfg.check_examples} training rows, weight decay {cfg.tiny_weight_decay:g}) after SGD ({cfg.epochs} "
-            f"epochs, lr {cfg.lr}) and after L-BFGS from there to a gradient norm under {cfg.grad_tol:g}; the "
+    text = (f"The tiny model ({opts.check_features} inputs, {opts.check_hidden} hidden units, "
+            f"{opts.check_examples} training rows, weight decay {opts.tiny_weight_decay:g}) after SGD ({cfg.epochs} "
+            f"epochs, lr {cfg.lr}) and after L-BFGS from there to a gradient norm under {opts.grad_tol:g}; the "
             "exact Hessian of its objective at both points (left, the first seed: every eigenvalue, symlog "
             "scale; the softmax's flat directions, one per hidden unit and one more, get the weight decay as "
             "their curvature). Right: the most negative and the largest Ritz values "
-            f"of the reference model's Hessian on {cfg.batch_examples} training rows at its best-validation "
+            f"of the reference model's Hessian on {opts.batch_examples} training rows at its best-validation "
             "weights.")
-    verdicts = [claim8a(tiny, cfg.grad_tol), claim8b(ref, tiny, cfg.tol)]
+    verdicts = [claim8a(tiny, opts.grad_tol), claim8b(ref, tiny, opts.tol)]
     return [Outcome(8, STATEMENT, verdicts, text, fig, {"claim8_tiny.csv": tiny})]

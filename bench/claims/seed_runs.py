@@ -26,8 +26,8 @@ import pandas as pd
 
 from bench.backends import resolve
 from bench.claims.context import Context
-from bench.gradflow import Watch
-from bench.hessian import InitialWeights
+from bench.theory.gradflow import Watch
+from bench.theory.hessian import InitialWeights
 from bench.run import run_one
 
 IMPLS = {"numpy": "numpy:cpu", "torch": "torch:cpu"}
@@ -70,7 +70,7 @@ def train(ctx: Context, impl: str, seed: int, *, epochs: int | None = None,
 
 
 def measure(ctx: Context) -> SeedRuns:
-    cfg = ctx.config
+    cfg, opts = ctx.config, ctx.settings
     runs: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     lock: list[dict[str, Any]] = []
@@ -104,7 +104,7 @@ def measure(ctx: Context) -> SeedRuns:
                 save()
                 ctx.log(f"claims 1-5: run {len(runs)}/{total}: {impl} seed {seed}: {rec.status}, test acc "
                         f"{rec.run.get('test_acc', np.nan):.4f} ({t.seconds:.0f} s)")
-            if i < cfg.lockstep_seeds and numpy_run is not None:
+            if i < opts.lockstep_seeds and numpy_run is not None:
                 t = train(ctx, "torch", seed, epochs=1, initial_state=numpy_run.start.state)
                 if t.record.status == "ok":
                     lock.append({"seed": seed, "init_val_loss_numpy": numpy_run.watch.initial[0],

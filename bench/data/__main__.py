@@ -6,52 +6,32 @@ Run::
 
 (also installed as ``mlpbench-data``). Prints the source, whether it is the
 official archive, the dataset fingerprint, the split sizes, the class counts
-of the archive and of every split, and where the decoded cache lives. Every
-Config flag is accepted (``--help`` lists them); the split uses the first of
+of the archive and of every split, and where the decoded cache lives. Its
+flags are the data fields of ``bench.config.Config`` and its own
+``DataSettings`` (``--help`` lists them); the split uses the first of
 ``--seeds``. Any error is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from bench.config import add_config_arguments, config_from_args
+from bench import runner
 from bench.data.loader import load_decoded, split_rows
-from bench.errors import OneLineArgumentParser, UserError, run_cli
+from bench.errors import UserError
 
 
-def _prog() -> str:
-    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return "python -m bench.data" if name in ("", "__main__.py", "-c") else name
-
-
-def build_parser(prog: str) -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-download", dest="download", action="store_false",
-                        help="fail instead of downloading when no copy is found")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar while downloading")
-    add_config_arguments(parser, "data")
-    return parser
-
-
-def summarise(argv: Sequence[str] | None = None, prog: str = "python -m bench.data") -> int:
-    """Print the summary; raises UserError for bad flags or unusable data."""
-    args = build_parser(prog).parse_args(argv)
-    cfg = config_from_args(args, "data")
+def measure(ctx: runner.Context) -> runner.Result:
+    """The summary lines; a UserError for unusable data."""
+    cfg = ctx.config
     if cfg.dataset != "cifar10":
         raise UserError(f"--dataset {cfg.dataset}: this command summarises a CIFAR-10 copy "
                         "(leave --dataset at cifar10)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_decoded(cfg.data_dir, download=args.download, progress=args.progress)
-    for w in caught:
-        print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        loaded = load_decoded(cfg.data_dir, download=ctx.settings.download, progress=ctx.settings.progress)
     d, layout = loaded.decoded, loaded.source.layout
     # the rows load_dataset would give (the same split_rows); the pixels need no normalising here
     train_idx, val_idx = split_rows(len(d.train_y), val_size=cfg.val_size, seed=cfg.seeds[0],
@@ -83,15 +63,12 @@ def summarise(argv: Sequence[str] | None = None, prog: str = "python -m bench.da
     for i, name in enumerate(d.classes):
         lines.append(f"{f'{i} {name}':<{width}}" + "".join(f"{c[i]:>{col}}" for c in counts.values()))
     lines.append(f"{'total':<{width}}" + "".join(f"{c.sum():>{col}}" for c in counts.values()))
-    print("\n".join(lines))
-    return 0
+    return runner.Result(printed=["\n".join(lines)],
+                         notes=[f"{runner.prog(COMMAND)}: warning: {w.message}" for w in caught])
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: run :func:`summarise`; a UserError becomes one line and exit 2."""
-    prog = _prog()
-    run_cli(lambda a: summarise(a, prog), argv, prog=prog)
-
+COMMAND = runner.Command("data", "CIFAR-10 summary", measure, folder=False, about=__doc__.split("\n\n")[0])
+main, cli = runner.entry_points(COMMAND)
 
 if __name__ == "__main__":
-    main()
+    cli()

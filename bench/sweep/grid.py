@@ -29,8 +29,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import COMMAND_FIELDS, FIELDS, Config, field_kind
-from bench.errors import UserError
+from bench.cli import FIELDS, field_kind
+from bench.config import COMMAND_FIELDS, Config
+from bench.errors import ConfigError, UserError
 
 # fields a grid may not cover, and why
 NOT_IN_GRID = {
@@ -131,7 +132,7 @@ def check_size(grid: Grid, tasks_per_point: int = 1) -> None:
 
 def _parse_value(name: str, text: str) -> Any:
     """One grid value of field ``name`` from its text, typed like the field."""
-    elem, is_list, optional = field_kind(FIELDS[name])
+    elem, is_list, optional = field_kind(Config, FIELDS[name])
     text = text.strip()
     if text == "":
         raise UserError(f"--grid: {name} has an empty value (write {name}=V1,V2,...)")
@@ -158,12 +159,15 @@ def _parse_scalar(name: str, elem: type, text: str, *, is_list: bool) -> Any:
 
 
 def point_configs(base: Config, grid: Grid) -> list[tuple[dict[str, Any], Config]]:
-    """(point, validated Config) for every grid point; the first invalid point is a UserError."""
+    """(point, validated Config) for every grid point; the first invalid point, or one whose data cannot
+    fit on this machine (refused here, not a failed row per task), is a UserError."""
+    from bench.memory import check_memory
+
     out = []
     for point in grid.points():
         cfg = dataclasses.replace(base, **{k: _copy(v) for k, v in point.items()})
         try:
-            cfg.validate()
+            check_memory(cfg.validate(), 0)
         except UserError as exc:
             raise UserError(f"grid point {describe_point(point)}: {exc}") from None
         out.append((point, cfg))
@@ -174,18 +178,26 @@ def describe_point(point: dict[str, Any]) -> str:
     return " ".join(f"{k}={canonical(v)}" for k, v in point.items())
 
 
-def first_values(grid: Grid) -> dict[str, Any]:
-    """The first value of every grid field (to build and check the base config)."""
-    return {f: _copy(vals[0]) for f, vals in zip(grid.fields, grid.values)}
+def pin_first(base: Config, grid: Grid) -> Config:
+    """``base`` with every swept field at its first grid value, validated (a mistake in a swept field
+    is named as that grid point's), so that a base value the grid replaces (say the default batch size
+    on a tiny train subset) is never checked on its own."""
+    first = {f: _copy(vals[0]) for f, vals in zip(grid.fields, grid.values)}
+    try:
+        return dataclasses.replace(base, **first).validate()
+    except ConfigError as exc:
+        if exc.field in grid.fields:
+            raise UserError(f"grid point {exc.field}={canonical(exc.value)}: {exc}") from None
+        raise
 
 
 def _copy(v: Any) -> Any:
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
-def check_no_overlap(grid: Grid, flags: Iterable[str]) -> None:
-    """A field both swept and given as a flag is ambiguous: a UserError."""
-    both = [f for f in grid.fields if f in set(flags)]
+def check_no_overlap(grid: Grid, given: Iterable[str]) -> None:
+    """A field both swept and set by a flag (or the TOML file) is ambiguous: a UserError."""
+    both = [f for f in grid.fields if f in set(given)]
     if both:
         flag = "--" + both[0].replace("_", "-")
         raise UserError(f"{both[0]} is both swept by --grid and set by {flag}; drop one of them")

@@ -11,17 +11,12 @@ cells are annotated only while there is room for the text.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.io import save_figure  # noqa: E402
-from bench.sweep.analysis import flag_matrix, matrix  # noqa: E402
+from bench.plots import plt
+from bench.sweep.analysis import flag_matrix, matrix
 
 MAX_INCHES = 30.0   # the largest width or height of a figure
 MAX_ANNOTATED = 400  # cells with a number written in them, at most
@@ -54,7 +49,7 @@ def crosses_one(z: np.ndarray) -> bool:
 
 
 def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fixed: dict[str, str],
-               path: Path, subtitle: str = "") -> Path:
+               subtitle: str = ""):
     """Heatmap of NumPy / PyTorch median epoch time on ``device``, annotated, with the ratio-1 contour.
 
     Colour is log2 of the ratio, centred on 1 (white): blue where PyTorch is
@@ -100,12 +95,10 @@ def plot_ratio(ratios: pd.DataFrame, grid: dict[str, list[str]], device: str, fi
         note += "; ?: timing flagged, not a finding"
     ax.set_title("\n".join([f"NumPy / PyTorch median epoch time on {device}{_title_suffix(fixed)}",
                             *([subtitle] if subtitle else []), note]), fontsize=9)
-    save_figure(fig, path, bbox_inches="tight")
-    return path
+    return fig
 
 
-def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str],
-                  path: Path) -> Path:
+def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str, str]):
     """One heatmap per backend of the mean test accuracy (%) per point; failed cells show their status."""
     backends = list(dict.fromkeys(acc["backend"]))
     fields = list(grid)
@@ -140,8 +133,7 @@ def plot_accuracy(acc: pd.DataFrame, grid: dict[str, list[str]], fixed: dict[str
     fig.colorbar(im, ax=list(axes[0]), label="test accuracy %")
     fig.suptitle(f"Test accuracy per grid point (mean over seeds){_title_suffix(fixed)}; "
                  "* = some seeds failed", fontsize=10)
-    save_figure(fig, path, bbox_inches="tight")
-    return path
+    return fig
 
 
 def _select(frame: pd.DataFrame, fixed: dict[str, str]) -> pd.DataFrame:

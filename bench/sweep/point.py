@@ -1,11 +1,14 @@
-"""One sweep task (a grid point × backend × seed) through the one run path, ``bench.run.run_one``.
+"""One sweep task (a grid point × backend × seed) through the one run layer, ``bench.run.run_one``.
 
 :func:`run_task` is what every executor calls, in this process or on a Dask
 worker. It runs exactly what ``bench.compare`` runs for one backend and one
 seed (``bench.run.run_one``: the one loop, the GEMM-only brackets and the
-fixed-cost floor of ``bench.timing``) and returns the records instead of
-writing a results folder, so a point's results do not depend on the executor
-that ran it.
+fixed-cost floor of ``bench.timing``) and summarises it as ``bench.compare``
+does (``bench.run.Recorder``, ``bench.stats.summarise``): its row of
+``sweep.csv`` is the run's row of ``runs.csv`` and its backend's row of
+``summary.csv``, with the grid point, GFLOP/s and the machine. The records
+come back instead of a results folder, so a point's results do not depend on
+the executor that ran it.
 
 A point that fails (non-finite loss, out of memory, any exception) comes back
 as a result with its status and a one-line message; only Ctrl-C propagates.
@@ -20,16 +23,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from bench.backends import resolve
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.datasource import load_for_config
 from bench.env import collect_env
-from bench.roofline import epoch_flop, gflops_columns
-from bench.run import failure_status, one_line, run_one
-from bench.stats import summarise
+from bench.roofline import epoch_flop
+from bench.run import Recorder, failure_status, one_line, run_one
 from bench.threads import limit_threads, resolve_threads
 
 # the Config fields that decide the loaded data: points that agree on them share one load
@@ -87,47 +87,24 @@ def run_task(task: Task) -> TaskResult:
                gpu=(env.get("gpu") or {}).get("name", ""), pid=os.getpid(),
                started_at=_stamp(started), finished_at=_stamp(time.time()),
                wall_seconds=time.time() - started)
-    epochs = [{**task.point, **e} for e in epochs]
     return TaskResult(row, epochs, env)
 
 
-TIMING_COLUMNS = ("n_epochs_all", "median_epoch_seconds_all", "n_epochs_trusted",
-                  "median_epoch_seconds_trusted", "epoch_seconds_min_trusted", "epoch_seconds_q25_trusted",
-                  "epoch_seconds_q75_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted",
-                  "ratio_floor")
-
-
 def _train(task: Task, threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One ``bench.run.run_one``; returns the measured columns and the epoch records."""
+    """One ``bench.run.run_one``; returns its run row with its summary row, and its epoch rows."""
     config, seed = task.config, task.seed
     chosen, _ = resolve([task.backend])
     backend = chosen[0].make(config)  # the constructor checks the options
     with limit_threads(threads):
         data = dataset_for(config, seed)
-        record = run_one(chosen[0], config, data, seed, backend=backend)
+        rec = Recorder()
+        record = rec.add(run_one(chosen[0], config, data, seed, backend=backend, labels=task.point))
     if record.interrupted:
         raise KeyboardInterrupt
-    run, epochs = record.run, record.epochs
-    measured: dict[str, Any] = {"status": record.status, "error": record.error}
-    if record.status == "diverged":
-        measured["error"] = f"non-finite training loss in epoch {len(epochs)}"
-    if epochs:
-        s = summarise(pd.DataFrame([run]), pd.DataFrame(epochs)).iloc[0].to_dict()
-        flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size,
-                          len(data.y_train))
-        median, gemm = s["median_epoch_seconds_trusted"], s.get("gemm_seconds_trusted", float("nan"))
-        measured.update({
-            # the same definitions and names as bench.compare's summary.csv
-            **{k: s.get(k, float("nan")) for k in TIMING_COLUMNS},
-            **gflops_columns(median, gemm, flop), "timing_quality": s["timing_quality"]})
-    measured.update({
-        "test_acc": run["test_acc"], "test_loss": run["test_loss"], "best_val_acc": run["best_val_acc"],
-        "epochs_done": run["epochs_done"], "total_train_seconds": run["total_train_seconds"],
-        "peak_memory_bytes": run["peak_memory_bytes"], "compile_seconds": run.get("compile_seconds"),
-        "n_train": len(data.y_train), "data_fingerprint": data.fingerprint,
-    })
-    del backend
-    return measured, epochs
+    flop = epoch_flop(data.n_features, config.hidden_dims, data.n_classes, config.batch_size, len(data.y_train))
+    summary = rec.tables(flop)["summary.csv"].iloc[0].to_dict()
+    return {**record.run, **summary, "n_train": len(data.y_train), "data_fingerprint": data.fingerprint}, \
+        record.epochs
 
 
 def dataset_for(config: Config, seed: int, *, progress: bool = False, quiet: bool = True) -> Dataset:

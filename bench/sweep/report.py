@@ -1,4 +1,5 @@
-"""The sweep's outputs drawn from its folder: the PNGs and ``report.md`` (machines, maps, failures)."""
+"""The sweep's outputs from its folder: the figures, the report's sections (machines, maps, failures)
+and the terminal's ratio tables, as a ``bench.runner.Result``."""
 
 from __future__ import annotations
 
@@ -9,57 +10,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import COMMAND_FIELDS
 from bench.errors import UserError
-from bench.io import JSON_BYTES, read_json, write_text
-from bench.loop import WARMUP_STEPS
+from bench.io import JSON_BYTES, read_json
 from bench.report import md_table
+from bench.run import WARMUP_STEPS
+from bench.runner import Result
 from bench.sweep import plots
 from bench.sweep.analysis import flag_matrix, accuracy_frame, crossover_sentences, matrix, \
     paired_devices, ratio_frame, slices
 from bench.sweep.store import SPEC_FILE, TABLE_BYTES, read_rows
 
 
-def write_outputs(out: Path) -> dict[str, Any]:
-    """Draw every PNG and write report.md from sweep.csv; returns the ratios and the crossover sentences."""
-    out = Path(out)
+def outputs(out: Path, quiet: bool) -> Result:
+    """Every figure, the report's sections and the terminal's ratio tables, from sweep.csv."""
     spec = read_json(out / SPEC_FILE, TABLE_BYTES, "a sweep's spec")
     grid = spec["grid"]
     rows = read_rows(out)
-    envs = _host_envs(out)
-    ratios = ratio_frame(rows, grid)
-    acc = accuracy_frame(rows, grid)
+    ratios, acc = ratio_frame(rows, grid), accuracy_frame(rows, grid)
     subtitle = _subtitle(rows, spec)
-    ratio_figs: dict[str, str] = {}  # label (device and slice) -> PNG
-    acc_figs: list[tuple[str, str]] = []  # (title, PNG)
+    figures: dict[str, tuple] = {}
     crossings: dict[str, list[str]] = {}
     for device in paired_devices(rows):
         for fixed, suffix in slices(grid):
-            name = f"ratio_{_safe(device)}{suffix}.png"
             label = f"{device}{_fixed_text(fixed)}"
             crossings[label] = crossover_sentences(ratios, grid, device, fixed)
-            if _drawn(lambda: plots.plot_ratio(ratios, grid, device, fixed, out / name,
-                                               subtitle=subtitle)):
-                ratio_figs[label] = name
-    if len(acc):
-        for fixed, suffix in slices(grid):
-            name = f"accuracy{suffix}.png"
-            if _drawn(lambda: plots.plot_accuracy(acc, grid, fixed, out / name)):
-                acc_figs.append((f"Test accuracy{_fixed_text(fixed)}", name))
-    write_text(build_report(spec, rows, envs, ratios, acc, ratio_figs, acc_figs, crossings),
-               out / "report.md")
-    return {"ratios": ratios, "crossings": crossings,
-            "figures": [*ratio_figs.values(), *(n for _, n in acc_figs)]}
-
-
-def _drawn(draw) -> bool:
-    """Whether ``draw()`` wrote its PNG; a full disk costs the plot (one warning), not the report."""
-    try:
-        draw()
-    except OSError as exc:
-        print(f"warning: could not write {exc.filename or 'a plot'}: {exc.strerror or exc}", flush=True)
-        return False
-    return True
+            figures[f"ratio_{_safe(device)}{suffix}.png"] = (
+                f"NumPy / PyTorch epoch-time ratio, {label}",
+                lambda d=device, f=fixed: plots.plot_ratio(ratios, grid, d, f, subtitle=subtitle))
+    for fixed, suffix in slices(grid) if len(acc) else ():
+        figures[f"accuracy{suffix}.png"] = (f"Test accuracy{_fixed_text(fixed)}",
+                                            lambda f=fixed: plots.plot_accuracy(acc, grid, f))
+    printed = []
+    for label, table in ([] if quiet else ratio_tables(ratios, grid).items()):
+        printed += [f"\nNumPy / PyTorch median epoch time, {label}:", md_table(table, floatfmt=".2f"),
+                    *[f"- {sentence}" for sentence in crossings.get(label, [])]]
+    failed = int((rows["status"] != "ok").sum())
+    return Result(figures=figures, printed=printed,
+                  sections=sections(spec, rows, _host_envs(out), ratios, acc, crossings),
+                  notes=[f"{failed} task(s) did not finish ok (see status and error in {out / 'sweep.csv'})"]
+                  if failed else [],
+                  problems=["no task finished ok"] if len(rows) and not rows["status"].eq("ok").any() else [])
 
 
 def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
@@ -82,84 +72,62 @@ def ratio_tables(ratios: pd.DataFrame, grid: dict[str, list[str]]) -> dict[str, 
     return out
 
 
-def build_report(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[str, Any]],
-                 ratios: pd.DataFrame, acc: pd.DataFrame, ratio_figs: dict[str, str],
-                 acc_figs: list[tuple[str, str]], crossings: dict[str, list[str]]) -> str:
+def sections(spec: dict[str, Any], rows: pd.DataFrame, envs: dict[str, dict[str, Any]],
+             ratios: pd.DataFrame, acc: pd.DataFrame, crossings: dict[str, list[str]]
+             ) -> list[tuple[str | None, list[str]]]:
+    """The sweep report's sections: what ran where, the crossover, the accuracy, the failures."""
     grid = spec["grid"]
     counts = rows["status"].value_counts()
     total = len(spec["backends"]) * len(spec["seeds"]) * math.prod(len(v) for v in grid.values())
-    lines = ["# NumPy vs PyTorch sweep", ""]
-    lines += ["## Setup", "",
-              "- Grid: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in grid.items()),
-              f"- Backends: {', '.join(spec['backends'])}; seeds: {spec['seeds']}",
-              f"- Tasks: {len(rows)} of {total} recorded — "
-              + ", ".join(f"{s} {n}" for s, n in counts.items()),
-              "- Base settings (every point; the grid overrides its own fields): "
-              + ", ".join(f"{k}={v}" for k, v in spec["config"].items()
-                          if k in COMMAND_FIELDS["sweep"] and k not in grid),
-              ]
-    for i, run in enumerate(spec.get("runs", []), 1):
-        lines.append(f"- Run {i} (`{run['run_id']}`, {run['executor']}, {run['started']}): "
-                     f"`{run['command']}`")
-    lines += ["", "### Machines", ""]
-    for host, env in envs.items():
-        lines.append("- " + _machine_line(host, env))
-    executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
-    lines += ["",
-              "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
-              "one run path of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds_trusted` "
-              "is the median over the run's trusted epochs (after the first, at nominal machine speed "
-              "and unflagged; empty when none is) of the training steps between two device "
-              "synchronisations; excluded are data loading, evaluation and "
-              f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone; "
-              "`median_epoch_seconds_all` is the median over every epoch, trusted or not. The map's "
-              "ratio is the median over seeds of NumPy's trusted median divided by that of PyTorch on "
-              "the same device (above 1: PyTorch is faster).",
-              ""]
-    if "gemm_seconds" not in rows or rows["gemm_seconds"].isna().all():
-        lines += ["The reference timing was off (`--no-reference-timing`): `gemm_seconds` and "
-                  "`epoch_to_gemm` are empty and no epoch was checked against its matrix products, "
-                  "so every point is flagged and no crossover is stated.", ""]
-    lines += ["A point's timing is flagged (`timing_quality` in `sweep.csv`) when its epochs fail the "
+    lines = ["- Grid: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in grid.items()),
+             f"- Backends: {', '.join(spec['backends'])}; seeds: {spec['seeds']}",
+             f"- Tasks: {len(rows)} of {total} recorded — " + ", ".join(f"{s} {n}" for s, n in counts.items()),
+             "- Base settings (every point; the grid overrides its own fields): "
+             + ", ".join(f"{k}={v}" for k, v in spec["config"].items() if k not in grid),
+             *[f"- Run {i} (`{run['run_id']}`, {run['executor']}, {run['started']}): `{run['command']}`"
+               for i, run in enumerate(spec.get("runs", []), 1)],
+             "", "Where the tasks ran:", "", *["- " + _machine_line(host, env) for host, env in envs.items()], "",
+             "What the clocks cover: each task is one backend, one seed, one grid point, run by the "
+             "one run layer of `bench.compare` (`bench.run.run_one`). `median_epoch_seconds_trusted` "
+             "is the median over the run's trusted epochs (after the first, at nominal machine speed "
+             "and unflagged; empty when none is) of the training steps between two device "
+             "synchronisations; excluded are data loading, evaluation and "
+             f"{WARMUP_STEPS} warm-up steps taken before the first epoch and then undone; "
+             "`median_epoch_seconds_all` is the median over every epoch, trusted or not. The map's "
+             "ratio is the median over seeds of NumPy's trusted median divided by that of PyTorch on "
+             "the same device (above 1: PyTorch is faster)."]
+    if spec["config"].get("reference_timing") is False:
+        lines += ["", "The reference timing was off (`--no-reference-timing`): `gemm_seconds_trusted` and "
+                  "`epoch_to_gemm_trusted` are empty and no epoch was checked against its matrix products, "
+                  "so every point is flagged and no crossover is stated."]
+    lines += ["", "A point's timing is flagged (`timing_quality` in `sweep.csv`) when its epochs fail the "
               "checks of `bench.timing` (a ratio below 1 or below its fixed-cost floor, GEMM-only "
               "brackets that disagree, too few epochs, too wide a spread). A crossover is stated only "
-              "between two unflagged points; next to a flagged one it reads \"inconclusive\".", ""]
+              "between two unflagged points; next to a flagged one it reads \"inconclusive\"."]
+    executors = sorted(set(rows.get("executor", pd.Series(dtype=str))) - {""})
     if any(e.startswith("dask") for e in executors):
-        lines += ["Some tasks ran on a Dask cluster (" + ", ".join(executors) + "): each worker ran "
+        lines += ["", "Some tasks ran on a Dask cluster (" + ", ".join(executors) + "): each worker ran "
                   "one task at a time, but workers sharing a machine share its cores, so their "
-                  "timings are comparable only with tasks run the same way.", ""]
-
-    lines += ["## Crossover", ""]
-    tables = ratio_tables(ratios, grid)
-    if not tables:
-        lines += ["No device has finished NumPy and PyTorch tasks to compare.", ""]
-    for label, table in tables.items():
-        lines += [f"### {label}: NumPy / PyTorch median epoch time", "",
-                  md_table(table, floatfmt=".2f"), ""]
-        lines += [f"- {s}" for s in crossings.get(label, [])]
-        lines += [""]
-        if label in ratio_figs:
-            lines += [f"![NumPy / PyTorch epoch-time ratio, {label}]({ratio_figs[label]})", ""]
-
-    lines += ["## Accuracy", ""]
-    for title, name in acc_figs:
-        lines += [f"![{title}]({name})", ""]
+                  "timings are comparable only with tasks run the same way."]
+    out: list[tuple[str | None, list[str]]] = [(None, lines)]
+    cross = []
+    for label, table in ratio_tables(ratios, grid).items():
+        cross += [f"### {label}: NumPy / PyTorch median epoch time", "", md_table(table, floatfmt=".2f"), "",
+                  *[f"- {s}" for s in crossings.get(label, [])], ""]
+    out.append(("Crossover", cross or ["No device has finished NumPy and PyTorch tasks to compare."]))
     if len(acc):
         view = acc.assign(**{"test acc %": [
             "" if math.isnan(m) else f"{100 * m:.2f}" + ("" if math.isnan(s) else f" ± {100 * s:.2f}")
             for m, s in zip(acc["test_acc_mean"], acc["test_acc_std"])]})
-        lines += [md_table(view[[*grid, "backend", "test acc %", "n", "failed"]]), ""]
-
+        out.append(("Accuracy", [md_table(view[[*grid, "backend", "test acc %", "n", "failed"]])]))
     failed = rows[rows["status"] != "ok"]
     if len(failed):
-        lines += ["## Failed tasks", "",
-                  md_table(failed[[*grid, "backend", "seed", "status", "error", "hostname"]]), ""]
-    lines += ["## Files", "",
-              "`sweep.csv` (one row per grid point × backend × seed: timings, accuracy, status, the "
-              "machine that ran it), `epochs.csv` (every epoch of every task), `sweep.json` (the grid "
-              "and settings a resume must repeat), `env_<host>.json` (machine, versions, BLAS, threads "
-              "per host), the PNGs above.", ""]
-    return "\n".join(lines)
+        out.append(("Failed tasks", [md_table(failed[[*grid, "backend", "seed", "status", "error", "hostname"]])]))
+    out.append((None, ["`sweep.csv`: one row per grid point × backend × seed (its row of `runs.csv` and of "
+                       "`summary.csv` in `bench.compare`, the machine that ran it); `epochs.csv`: every epoch "
+                       "of every task; `sweep.json`: the grid and settings a resume must repeat; "
+                       "`env_<host>.json`: machine, versions, BLAS, threads per host."]))
+    return out
 
 
 def _subtitle(rows: pd.DataFrame, spec: dict[str, Any]) -> str:

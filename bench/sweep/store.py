@@ -15,9 +15,10 @@ figure of an ``ok`` row, a key outside the grid) is not done: it is dropped
 and its task run again, with one note line. Every file is read through the
 one bounded reader (``bench.io``).
 
-The folder is a ``bench.results.ResultsFolder`` opened for resuming: one
-sweep at a time may write it (a second one fails with one line), and a folder
-that holds anything but a sweep is refused.
+The folder is the runner's ``bench.results.ResultsFolder``, claimed for
+resuming: one sweep at a time may write it (a second one fails with one line),
+and a folder that holds anything but a sweep is refused. Every file goes
+through it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError, shorten
-from bench.io import read_bounded, read_json, refuse_link, write_csv, write_json
+from bench.io import read_bounded, read_json, refuse_link
 from bench.results import ResultsFolder
 from bench.sweep.point import TaskResult
 
@@ -63,12 +64,11 @@ FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch
 class SweepStore:
     """The rows of one sweep folder, kept in memory and rewritten atomically on every change."""
 
-    def __init__(self, out: Path, spec: dict[str, Any]):
-        self.out = Path(out)
+    def __init__(self, folder: ResultsFolder, spec: dict[str, Any]):
+        self.folder, self.out = folder, folder.path
         self.spec = spec
         self.fields: list[str] = list(spec["grid"])
         self.key_columns = [*self.fields, "backend", "seed"]
-        self.folder: ResultsFolder | None = None
         self._rows: dict[tuple[str, ...], dict[str, Any]] = {}
         self._epochs: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._env_written: set[str] = set()
@@ -77,19 +77,14 @@ class SweepStore:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, out: str | Path, spec: dict[str, Any]) -> "SweepStore":
-        """Create the folder, or resume it when it holds the same sweep; a different one is a UserError."""
-        store = cls(Path(out), _plain(spec))
-        store.folder = ResultsFolder.create(store.out, "sweep", resume=True, marker=SPEC_FILE)
-        try:
-            existing = store.out / SPEC_FILE
-            if existing.exists():
-                store._resume(existing)
-            else:
-                write_json(store.spec, existing)
-        except BaseException:
-            store.close()
-            raise
+    def open(cls, folder: ResultsFolder, spec: dict[str, Any]) -> "SweepStore":
+        """Resume the sweep ``folder`` holds when it is the same sweep, else start it; a different one
+        is a UserError."""
+        store = cls(folder, _plain(spec))
+        if (folder.path / SPEC_FILE).exists():
+            store._resume(folder.path / SPEC_FILE)
+        else:
+            folder.write_json(SPEC_FILE, store.spec)
         return store
 
     def _resume(self, spec_path: Path) -> None:
@@ -115,7 +110,7 @@ class SweepStore:
         for name in ("backends", "seeds"):
             self.spec[name] = list(dict.fromkeys([*old.get(name, []), *self.spec[name]]))
         self.spec["runs"] = old.get("runs", [])
-        write_json(self.spec, spec_path)
+        self.folder.write_json(SPEC_FILE, self.spec)
         self._load()
         self.resumed = True
 
@@ -185,14 +180,14 @@ class SweepStore:
         host = str(result.row.get("hostname", ""))
         if result.env and host not in self._env_written:
             try:
-                write_json(result.env, self.out / env_file(host))
+                self.folder.write_json(env_file(host), result.env)
             except (OSError, UserError) as exc:  # the machine record is worth less than the row
                 print(f"warning: {shorten(str(exc), 200)}", file=sys.stderr)
             self._env_written.add(host)
         epochs = [e for rows in self._epochs.values() for e in rows]
         if epochs:
-            write_csv(pd.DataFrame(epochs), self.out / EPOCHS_FILE)
-        write_csv(self.frame(), self.out / ROWS_FILE)  # last: sweep.csv is the record of what is done
+            self.folder.write_csv(EPOCHS_FILE, pd.DataFrame(epochs))
+        self.folder.write_csv(ROWS_FILE, self.frame())  # last: sweep.csv is the record of what is done
 
     def frame(self) -> pd.DataFrame:
         """Every stored row, key columns first (strings for rows read back from disk)."""
@@ -201,11 +196,6 @@ class SweepStore:
             return df
         first = [c for c in (*self.fields, *FIRST_COLUMNS) if c in df.columns]
         return df[first + [c for c in df.columns if c not in first]]
-
-    def close(self) -> None:
-        if self.folder is not None:
-            self.folder.close()
-            self.folder = None
 
 
 def env_file(hostname: str) -> str:

@@ -1,0 +1,223 @@
+"""What ``bench.op_ratios`` measures: the NumPy / PyTorch time ratio of every micro-benchmarked operation.
+
+:func:`load_saved` reads a pytest-benchmark JSON of ``benchmarks/`` (every
+field of every benchmark checked; everything comes from each benchmark's
+``extra_info``: ``op``, ``backend``, ``batch``, ``hidden``, never from test
+names), :func:`pivot` makes the ratio table, :func:`plot_ratios` its chart,
+:func:`run_benchmarks` runs ``benchmarks/`` to make a JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import UserError, shorten
+from bench.io import read_json
+from bench.timing import SPREAD_TOLERANCE
+
+REPO = Path(__file__).resolve().parents[1]
+CSV_NAME = "op_ratios.csv"
+PNG_NAME = "op_ratios.png"
+RUN_JSON_NAME = "ops.json"
+NUMER, DENOM = "numpy", "torch"  # ratio = NUMER time / DENOM time on the same device
+KEYS = ("op", "batch", "hidden")
+REQUIRED_INFO = ("op", "backend", "batch")
+SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
+STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
+
+
+def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per benchmark (op, batch, hidden, backend, impl, device, median_s) and the run's machine_info.
+
+    Raises :class:`UserError` for an unreadable file, a file that is not a
+    pytest-benchmark JSON, or one without any benchmark carrying the extra_info.
+    """
+    try:
+        doc = read_json(Path(path), SAVED_BYTES, "a pytest-benchmark JSON")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise UserError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
+    rows = []
+    for b in doc["benchmarks"]:
+        info = b.get("extra_info") if isinstance(b, dict) else None
+        stats = b.get("stats") if isinstance(b, dict) else None
+        if not (isinstance(info, dict) and isinstance(stats, dict)
+                and all(k in info for k in REQUIRED_INFO) and stats.get("median") is not None):
+            continue
+        rows.append(_benchmark_row(b["name"] if "name" in b else "?", info, stats, path))
+    if not rows:
+        raise UserError(f"{path} has no benchmark with stats and extra_info {'/'.join(REQUIRED_INFO)} "
+                        f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
+                        "benchmarks/, without --benchmark-disable?)")
+    df = pd.DataFrame(rows)
+    df["batch"] = df["batch"].astype("Int64")
+    df["hidden"] = pd.to_numeric(df["hidden"]).astype("Int64")  # <NA> where the op has no hidden width
+    dup = df.duplicated(["op", "batch", "hidden", "backend"], keep=False)
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise UserError(f"{path}: more than one benchmark for op {r['op']}, batch {r['batch']}, "
+                        f"hidden {r['hidden']}, backend {r['backend']}")
+    return df, doc.get("machine_info") or {}
+
+
+def _benchmark_row(name: object, info: dict[str, Any], stats: dict[str, Any], path: Path
+                   ) -> dict[str, Any]:
+    """One benchmark's row, every field checked: a wrong one is a UserError naming it."""
+    def bad(field: str, value: object, allowed: str) -> UserError:
+        return UserError(f"{path}: benchmark {shorten(repr(name), 60)} has {field} "
+                         f"{shorten(repr(value), 60)} (allowed: {allowed})")
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    impl, sep, device = str(info["backend"]).partition(":")
+    if not (isinstance(info["backend"], str) and sep and impl and device):
+        raise bad("backend", info["backend"], "impl:device, e.g. numpy:cpu")
+    if not (isinstance(info["op"], str) and info["op"]):
+        raise bad("op", info["op"], "a name")
+    for key in ("batch", "hidden"):
+        v = info.get(key)
+        if not (v is None and key == "hidden") and not (isinstance(v, int) and not isinstance(v, bool)
+                                                         and v >= 1):
+            raise bad(key, v, "an integer >= 1" + (", or none" if key == "hidden" else ""))
+    median, iqr = stats["median"], stats.get("iqr")
+    if not (number(median) and median > 0):
+        raise bad("median", median, "a finite number of seconds > 0")
+    if iqr is not None and not (number(iqr) and iqr >= 0):
+        raise bad("iqr", iqr, "a finite number of seconds >= 0, or none")
+    return {"op": info["op"], "batch": info["batch"], "hidden": info.get("hidden"),
+            "backend": f"{impl}:{device}", "impl": impl, "device": device, "median_s": float(median),
+            "spread": float(iqr) / float(median) if iqr is not None else np.nan}
+
+
+def pivot(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows (op, batch, hidden); median_s_<backend> columns; ratio_<device> = numpy / torch.
+
+    Ops keep the order in which they were first run; sizes ascend within an op.
+    Backends are ordered by device, then implementation (numpy before torch).
+    """
+    op_order = {op: i for i, op in enumerate(dict.fromkeys(df["op"]))}
+    backends = sorted(df["backend"].unique(), key=lambda b: (b.partition(":")[2], b))
+    def wide(values: str, prefix: str) -> pd.DataFrame:
+        w = (df.pivot_table(index=list(KEYS), columns="backend", values=values, aggfunc="first",
+                            dropna=False)
+             .reindex(columns=backends))
+        return w.rename(columns={b: f"{prefix}{b}" for b in backends})
+
+    medians = wide("median_s", "median_s_").dropna(how="all")  # combinations never run together
+    spreads = wide("spread", "spread_").reindex(medians.index)
+    out = pd.concat([medians, spreads], axis=1).reset_index()
+    out.columns.name = None
+    for device in dict.fromkeys(b.partition(":")[2] for b in backends):
+        num, den = f"{NUMER}:{device}", f"{DENOM}:{device}"
+        if f"median_s_{num}" in out and f"median_s_{den}" in out:
+            out[f"ratio_{device}"] = out[f"median_s_{num}"] / out[f"median_s_{den}"]
+            out[f"flag_{device}"] = [_flag(r, (num, den)) for r in out.to_dict("records")]
+    out["_op"] = out["op"].map(op_order)
+    out = out.sort_values(["_op", "batch", "hidden"], na_position="first").drop(columns="_op")
+    return out.reset_index(drop=True)
+
+
+def _flag(row: dict[str, Any], backends: tuple[str, ...]) -> str:
+    """Why one ratio is not a finding: a side whose rounds spread too widely ('' when none)."""
+    noisy = [f"{b} IQR/median {row[f'spread_{b}']:.2f} > {SPREAD_TOLERANCE}" for b in backends
+             if row.get(f"spread_{b}", np.nan) > SPREAD_TOLERANCE]
+    return "; ".join(noisy)
+
+
+def ratio_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("ratio_")]
+
+
+def row_label(r: pd.Series) -> str:
+    hidden = "" if pd.isna(r["hidden"]) else f" h{r['hidden']}"
+    return f"{r['op']} b{r['batch']}{hidden}"
+
+
+def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
+    """Horizontal bars of every ratio_<device> column, log scale, a line at 1; flagged bars hatched."""
+    from bench.plots import plt
+
+    cols = ratio_columns(table)
+    shown = table.dropna(subset=cols, how="all").reset_index(drop=True)
+    n = len(shown)
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.22 * n * max(1, len(cols))))
+    height = 0.8 / len(cols)
+    y = np.arange(n)
+    for k, col in enumerate(cols):
+        r = shown[col].to_numpy(float)
+        flags = shown.get(col.replace("ratio_", "flag_"), pd.Series([""] * n)).fillna("")
+        # bars grow from 1 (equal times) towards the ratio: right where DENOM is faster
+        bars = ax.barh(y + (k - (len(cols) - 1) / 2) * height, r - 1, left=1, height=height,
+                       label=f"{col.removeprefix('ratio_')}: {NUMER} / {DENOM}")
+        for bar, flag in zip(bars, flags):
+            if flag:
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(y, [row_label(r) for _, r in shown.iterrows()], fontsize=7)
+    ax.invert_yaxis()  # first op on top, as in the CSV
+    ax.set_xlabel(f"median time ratio {NUMER} / {DENOM} (log)   "
+                  f"< 1: {NUMER} faster | > 1: {DENOM} faster")
+    threads = (machine_info.get("mlpbench") or {}).get("threads")
+    cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
+    gpu = (machine_info.get("gpu") or {}).get("name") if isinstance(machine_info.get("gpu"), dict) else None
+    where = ", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s)
+    ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else "")
+                 + "\nhatched: too noisy to compare (IQR/median of a side > "
+                 f"{SPREAD_TOLERANCE})", fontsize=9)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> tuple[Path, bool]:
+    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json;
+    (the JSON, whether a signal stopped it). On Ctrl-C, SIGTERM or SIGHUP pytest is asked to stop
+    (SIGINT) and saves what it timed so far."""
+    json_path = out.resolve() / RUN_JSON_NAME  # pytest runs from the repository root
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
+           "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
+    print("+", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not json_path.exists():
+            raise
+        return json_path, True
+    if code != 0:
+        raise UserError(f"pytest exited with status {code}; see its output above "
+                        f"(nothing written to {out / CSV_NAME})")
+    return json_path, False
+
+
+def flagged_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per flagged ratio: the op, the size, the device and why."""
+    out = []
+    for r in table.to_dict("records"):
+        for col in ratio_columns(table):
+            device = col.removeprefix("ratio_")
+            flag = r.get(f"flag_{device}")
+            if isinstance(flag, str) and flag:
+                out.append(f"{row_label(pd.Series(r))} on {device}: ratio {r[col]:.3g} is not a finding "
+                           f"({flag})")
+    return out
