@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, hold_signals, interrupted_code, interruption, release_signals
+from bench.errors import UserError, hold_signals, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -156,10 +156,6 @@ class ResultsFolder:
             return []
         return [f"**This run was interrupted ({interruption()}): the tables hold what finished before "
                 "it.**", ""]
-
-    def exit_code(self, code: int = 0) -> int:
-        """``code``, or 130/143 when the measurements were interrupted."""
-        return interrupted_code() if self.interrupted else code
 
     # ------------------------------------------------------------ closing
 
