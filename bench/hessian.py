@@ -66,9 +66,9 @@ def measure(ctx: runner.Context) -> runner.Result:
     check, spectra, run, ritz, summary, failed = pd.DataFrame(), {}, {}, [], [], ""
     with ctx.measuring():
         data = ctx.data(seed)
-        tiny = Arch(opts.check_features, (opts.check_hidden,), data.n_classes, config.activation, config.alpha, False)
-        xs = np.ascontiguousarray(data.x_train[:opts.check_examples, :opts.check_features], dtype=np.float64)
-        ys = data.y_train[:opts.check_examples].astype(np.int64)
+        tiny = theory.tiny_arch(config, opts, data.n_classes)
+        small = theory.tiny_data(data, tiny, opts.check_examples)
+        xs, ys = small.x_train, small.y_train
         check, spectra = theory.exact_check(tiny, theory.tiny_points(tiny, seed, xs, ys), xs, ys, opts, seed)
         ctx.say(f"exact check ({tiny.n_params()} parameters): largest relative error {check['rel_err'].max():.3g}")
         initial = theory.InitialWeights()

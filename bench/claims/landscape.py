@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,29 +22,15 @@ import pandas as pd
 from bench.backends import resolve
 from bench.claims.context import Context
 from bench.claims.verdict import MIN_SEEDS, Outcome, Verdict, decide, p_text, too_few
-from bench.theory.hessian import InitialWeights, spectrum_ends
+from bench.theory.hessian import InitialWeights, hessian_ends
 from bench.plots import plt
 from bench.run import run_one
 from bench.stats import ALPHA
-from bench.theory.hvp import TorchHVP
 from impl_common.arch import Arch
 
 CLAIMS = (7,)
 STATEMENT = "Residual connections give a smoother loss landscape."
 STAGES = ("init", "trained")
-
-
-def hessian_ends(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, ctx: Context,
-                 seed: int) -> dict[str, Any]:
-    """λ_max and λ_min (NaN where Lanczos did not converge), the products used, and the Ritz values
-    of both ends (``ritz``, ascending), by Lanczos on double-backward products."""
-    n = arch.n_params()
-    v0 = np.random.default_rng([seed, 1]).standard_normal(n)
-    ends = spectrum_ends(TorchHVP(arch, state, x, y), n, min(ctx.settings.k, n - 1), v0, ctx.settings)
-    top, bottom = ends["LA"], ends["SA"]
-    return {"lambda_max": float(top.values[-1]) if top.converged else math.nan,
-            "lambda_min": float(bottom.values[0]) if bottom.converged else math.nan,
-            "matvecs": top.matvecs + bottom.matvecs, "ritz": np.concatenate([bottom.values, top.values])}
 
 
 def measure(ctx: Context) -> pd.DataFrame:
@@ -67,7 +52,7 @@ def measure(ctx: Context) -> pd.DataFrame:
                 raise KeyboardInterrupt
             trained = record.run.get("best_epoch") is not None
             for stage, state in (("init", start.state), ("trained", backend.export_state() if trained else None)):
-                ends = hessian_ends(arch, state, x, y, ctx, seed) if state is not None else \
+                ends = hessian_ends(arch, state, x, y, opts, seed) if state is not None else \
                     {"lambda_max": math.nan, "lambda_min": math.nan, "matvecs": 0}
                 ends.pop("ritz", None)
                 rows.append({"seed": seed, "arch": name, "stage": stage, "status": record.status,

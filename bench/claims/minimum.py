@@ -33,11 +33,11 @@ from scipy.optimize import minimize
 
 from bench.backends import resolve
 from bench.claims.context import Context
-from bench.claims.landscape import hessian_ends
 from bench.claims.seed_runs import reference_state
 from bench.claims.verdict import INCONCLUSIVE, MIN_SEEDS, NOT_SUPPORTED, SUPPORTED, Outcome, Verdict, too_few
 from bench.plots import plt
 from bench.run import run_one
+from bench.theory.hessian import hessian_ends, tiny_arch, tiny_data
 from bench.theory.hvp import exact_hessian
 from bench.theory.params import flatten, numpy_loss_grads, numpy_model, unflatten
 from impl_common.arch import Arch
@@ -49,18 +49,6 @@ EIG_RTOL = 1e-12  # the exact spectrum's rounding, relative to λ_max (eigvalsh 
 MAX_ITER = 20_000  # L-BFGS iterations at most
 TINY_COLUMNS = ["seed", "point", "status", "grad_norm", "lbfgs_iterations", "exact_min", "exact_max",
                 "lanczos_min", "lanczos_max"]
-
-
-def tiny_data(ctx: Context, arch: Arch):
-    """The first check_examples training rows and every val/test row, first check_features features,
-    float64."""
-    d = ctx.data(ctx.config.seeds[0])
-    f, rows = arch.n_inputs, ctx.settings.check_examples
-
-    def cut(x):
-        return np.ascontiguousarray(x[:, :f], dtype=np.float64)
-    return dataclasses.replace(d, x_train=cut(d.x_train[:rows]), y_train=d.y_train[:rows], x_val=cut(d.x_val),
-                               x_test=cut(d.x_test), raw_train=None, raw_val=None, raw_test=None)
 
 
 def to_minimum(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, decay: float,
@@ -78,8 +66,8 @@ def to_minimum(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.nd
 def measure(ctx: Context) -> dict:
     cfg, opts = ctx.config, ctx.settings
     decay = opts.tiny_weight_decay
-    arch = Arch(opts.check_features, (opts.check_hidden,), 10, cfg.activation, cfg.alpha, False)
-    data = tiny_data(ctx, arch)
+    arch = tiny_arch(cfg, opts)
+    data = tiny_data(ctx.data(cfg.seeds[0]), arch, opts.check_examples)
     x, y = data.x_train, data.y_train
     c = dataclasses.replace(cfg, hidden_dims=[opts.check_hidden], residual=False, dtype="float64",
                             weight_decay=decay)
@@ -97,7 +85,7 @@ def measure(ctx: Context) -> dict:
         best, grad_norm, iters = to_minimum(arch, sgd, x, y, decay, opts.grad_tol)
         for point, state in (("sgd", sgd), ("minimum", best)):
             exact = np.linalg.eigvalsh(exact_hessian(arch, state, x, y)) + decay  # of J, ascending
-            ends = hessian_ends(arch, state, x, y, ctx, seed)
+            ends = hessian_ends(arch, state, x, y, opts, seed)
             spectra[(seed, point)] = exact
             rows.append({"seed": seed, "point": point, "status": record.status,
                          "grad_norm": grad_norm if point == "minimum" else math.nan, "lbfgs_iterations": iters,
@@ -111,7 +99,7 @@ def measure(ctx: Context) -> dict:
         d = ctx.data(ref_seed)
         ref_arch = Arch(d.n_features, tuple(cfg.hidden_dims), d.n_classes, cfg.activation, cfg.alpha, False)
         x = np.asarray(d.x_train[:opts.batch_examples], dtype=np.float64)
-        ref = hessian_ends(ref_arch, ref_state, x, d.y_train[:opts.batch_examples], ctx, ref_seed)
+        ref = hessian_ends(ref_arch, ref_state, x, d.y_train[:opts.batch_examples], opts, ref_seed)
         ref = {"seed": ref_seed, **{k: v + cfg.weight_decay if k != "matvecs" else v for k, v in ref.items()}}
         ctx.log(f"claim 8: reference model, best-validation point: λ_min {ref['lambda_min']:.4g}, "
                 f"λ_max {ref['lambda_max']:.4g}")

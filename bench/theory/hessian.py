@@ -12,6 +12,7 @@ would not fit; :func:`plot_hessian` and :func:`sections` draw and word it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -55,6 +56,35 @@ def spectrum_ends(op, n: int, k: int, v0: np.ndarray, opts: HessianSettings | An
     maxiter = max(1, opts.max_matvecs // max(1, ncv - k))
     return {which: lanczos(op, n, k, which, v0=v0, tol=opts.tol, maxiter=maxiter, ncv=ncv)
             for which in ("LA", "SA")}
+
+
+def hessian_ends(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, opts, seed: int
+                 ) -> dict[str, Any]:
+    """λ_max and λ_min (NaN where Lanczos did not converge), the products used, and the Ritz values
+    of both ends (``ritz``, ascending), by Lanczos on double-backward products (claims 7 and 8)."""
+    n = arch.n_params()
+    v0 = np.random.default_rng([seed, 1]).standard_normal(n)
+    ends = spectrum_ends(TorchHVP(arch, state, x, y), n, min(opts.k, n - 1), v0, opts)
+    top, bottom = ends["LA"], ends["SA"]
+    return {"lambda_max": float(top.values[-1]) if top.converged else math.nan,
+            "lambda_min": float(bottom.values[0]) if bottom.converged else math.nan,
+            "matvecs": top.matvecs + bottom.matvecs, "ritz": np.concatenate([bottom.values, top.values])}
+
+
+def tiny_arch(config: Config, opts, n_classes: int = CIFAR10_N_CLASSES) -> Arch:
+    """The tiny model whose whole Hessian is formed (the exact check here, claim 8): ``check_hidden``
+    units on the first ``check_features`` inputs, the config's activation, no residual."""
+    return Arch(opts.check_features, (opts.check_hidden,), n_classes, config.activation, config.alpha, False)
+
+
+def tiny_data(data, arch: Arch, rows: int):
+    """``data`` cut to the tiny model: the first ``rows`` training rows and every val/test row, the
+    first ``arch.n_inputs`` features, float64 (no uint8 images: they hold every feature)."""
+    def cut(x):
+        return np.ascontiguousarray(x[:, :arch.n_inputs], dtype=np.float64)
+    return dataclasses.replace(data, x_train=cut(data.x_train[:rows]), y_train=data.y_train[:rows],
+                               x_val=cut(data.x_val), x_test=cut(data.x_test), raw_train=None, raw_val=None,
+                               raw_test=None)
 
 
 def measure_point(arch: Arch, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
@@ -153,7 +183,7 @@ def check_sizes(config: Config, opts: HessianSettings) -> None:
     if opts.check_features > CIFAR10_N_FEATURES:
         raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
-    tiny = Arch(opts.check_features, (opts.check_hidden,), CIFAR10_N_CLASSES, config.activation, config.alpha, False)
+    tiny = tiny_arch(config, opts)
     if tiny.n_params() > MAX_EXACT_PARAMS:
         raise UserError(f"the exact check's model has {tiny.n_params()} parameters (check_features "
                         f"{opts.check_features} x check_hidden {opts.check_hidden}); its Hessian is "
