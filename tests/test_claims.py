@@ -45,7 +45,7 @@ def test_claim1_reported_figures_inside_and_outside_their_seed_distribution():
     inside = {"numpy": around(REPORTED["numpy"]), "torch": around(REPORTED["torch"], seed=1)}
     a, b, c = claim1(inside, official=True)
     assert (a.id, a.verdict, b.verdict) == ("1a", SUPPORTED, SUPPORTED)
-    assert c.verdict == SUPPORTED and "NumPy is ahead" in c.reason  # 2 points apart, spread 0.2
+    assert c.verdict == SUPPORTED and "significantly bigger in NumPy" in c.reason  # 2 points apart, spread 0.2
     outside = {"numpy": around(0.45), "torch": around(0.45, seed=1)}
     a, b, c = claim1(outside, official=True)
     assert a.verdict == b.verdict == NOT_SUPPORTED and "outside" in a.reason
@@ -64,7 +64,7 @@ def test_claim1_on_unofficial_data_says_so_and_cannot_test_the_absolute_figures(
 def test_claim1_gap_the_wrong_way_round_is_not_supported():
     acc = {"numpy": around(0.47), "torch": around(0.50, seed=1)}
     gap = claim1(acc, official=True)[2]
-    assert gap.verdict == NOT_SUPPORTED and "PyTorch is ahead" in gap.reason
+    assert gap.verdict == NOT_SUPPORTED and "significantly bigger in PyTorch" in gap.reason
 
 
 def test_claims_2_and_3_count_the_runs_that_show_the_statement():

@@ -8,6 +8,7 @@ implementation says ``inconclusive``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -35,6 +36,7 @@ from bench.stats import ALPHA, welch
 
 CLAIMS = (1, 2, 3, 4, 5)
 IMPLS = tuple(seed_runs.IMPLS)
+NAMES = {"numpy": "NumPy", "torch": "PyTorch"}
 REPORTED = {"numpy": 0.4988, "torch": 0.4789}  # the write-up's test accuracies (docs/reference.md)
 STATEMENTS = {
     1: "Test accuracy is 49.88 % for NumPy and 47.89 % for PyTorch at the reference setup.",
@@ -91,24 +93,15 @@ def claim1(acc: dict[str, np.ndarray], official: bool) -> list[Verdict]:
         says = (f"the reported {100 * REPORTED[impl]:.2f} % lies {'inside' if inside else 'outside'} the "
                 f"95 % prediction interval of one run, {100 * plo:.2f}-{100 * phi:.2f} %")
         if official:
-            verdict, reason = (SUPPORTED, says) if inside else (NOT_SUPPORTED, says)
+            verdict, reason = SUPPORTED if inside else NOT_SUPPORTED, says
         else:
             verdict, reason = INCONCLUSIVE, (f"{where}its pixels are not the official ones, so its "
                                             f"accuracies cannot test a figure from the official set; {says}")
         out.append(Verdict(sub, what, len(a), f"mean {100 * m:.2f} %",
                            f"95 % CI {100 * lo:.2f}-{100 * hi:.2f} %", verdict, reason))
-    a, b = acc["numpy"], acc["torch"]
-    what = "numpy minus torch mean test accuracy (Welch's t)"
-    if min(len(a), len(b)) < MIN_RUNS:
-        return out + [too_few("1c", what, min(len(a), len(b)), MIN_RUNS)]
-    _, p = welch(a, b)
-    diff = float(a.mean() - b.mean())
-    sig = not math.isnan(p) and p < ALPHA
-    reason = (f"{where}the gap is {'' if sig else 'not '}significant at {ALPHA}"
-              + (" and NumPy is ahead, as reported" if sig and diff > 0 else
-                 ", and PyTorch is ahead" if sig else ": one run each cannot tell it from seed noise"))
-    return out + [Verdict("1c", what, min(len(a), len(b)), f"{100 * diff:+.2f} points", p_text(p),
-                          decide(sig, diff > 0), reason)]
+    v, _ = _bigger("1c", "numpy minus torch mean test accuracy (Welch's t)",
+                   {i: 100 * v for i, v in acc.items()}, "points", ahead="numpy")
+    return out + [dataclasses.replace(v, reason=where + v.reason)]
 
 
 def _shares(id: str, what: str, shows: dict[str, np.ndarray], how: str) -> Verdict:
@@ -141,19 +134,22 @@ def claim3(rises: dict[str, np.ndarray], dips: dict[str, np.ndarray]) -> Verdict
                    f"{v.reason}; dips per run: {mean} (mean)")
 
 
-def _bigger(id: str, what: str, values: dict[str, np.ndarray], unit: str) -> tuple[Verdict, float]:
-    """Is PyTorch's mean above NumPy's (Welch's t, two-sided, at ALPHA)? Also the difference."""
-    a, b = values["torch"], values["numpy"]
+def _bigger(id: str, what: str, values: dict[str, np.ndarray], unit: str, ahead: str = "torch"
+            ) -> tuple[Verdict, float]:
+    """Is ``ahead``'s mean above the other implementation's (Welch's t, two-sided, at ALPHA)? Also the
+    difference."""
+    other = next(i for i in IMPLS if i != ahead)
+    a, b = values[ahead], values[other]
     n = min(len(a), len(b))
     if n < MIN_RUNS:
         return too_few(id, what, n, MIN_RUNS), math.nan
     _, p = welch(a, b)
     diff = float(a.mean() - b.mean())
     sig = not math.isnan(p) and p < ALPHA
-    reason = (f"torch {a.mean():.4g} vs numpy {b.mean():.4g} {unit} (means): "
-              + ("significantly bigger in PyTorch" if sig and diff > 0 else
-                 "significantly bigger in NumPy" if sig else f"not significant at {ALPHA}"))
-    return Verdict(id, what, n, f"torch − numpy {diff:+.4g} {unit}", p_text(p), decide(sig, diff > 0),
+    reason = (f"{ahead} {a.mean():.4g} vs {other} {b.mean():.4g} {unit} (means): "
+              + (f"significantly bigger in {NAMES[ahead]}" if sig and diff > 0 else
+                 f"significantly bigger in {NAMES[other]}" if sig else f"not significant at {ALPHA}"))
+    return Verdict(id, what, n, f"{ahead} − {other} {diff:+.4g} {unit}", p_text(p), decide(sig, diff > 0),
                    reason), diff
 
 
@@ -231,8 +227,6 @@ def _paired(t: pd.DataFrame, column: str) -> np.ndarray:
 def _strip(groups: dict[str, np.ndarray], ylabel: str, reported: dict[str, float] | None = None):
     """One column of points per group, its mean and 95 % CI; ``reported`` values as stars, with the
     95 % prediction interval of one run as a band."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     rng = np.random.default_rng(0)  # the jitter only
     for j, (name, v) in enumerate(groups.items()):
