@@ -120,7 +120,7 @@ def test_evaluate_is_sane_and_does_not_change_training(data):
     assert backend.evaluate("val") == (loss, acc)
     loss_test, acc_test = backend.evaluate("test")
     assert np.isfinite(loss_test) and 0.0 <= acc_test <= 1.0
-    with pytest.raises(ValueError, match="unknown or unloaded split 'valid'"):
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
         backend.evaluate("valid")
     # evaluation in chunks of 200 gives what one big chunk gives
     whole = NumpyBackend(config(eval_batch_size=10_000))

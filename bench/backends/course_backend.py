@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from bench.backends.api import StepRecords
-from bench.backends.gather import RowGather
+from bench.backends.gather import RowGather, chunked_evaluate, upload_splits
 from bench.backends.numpy_backend import NumpyBackend
 from bench.checks.gradcheck import UserCodeError, call
 from bench.checks.interface import Interface, detect, labels_as
 from bench.checks.loader import load_course
 from bench.checks.network import build_mlp, returns_probabilities
 from bench.config import Config
-from bench.data.dataset import EVALUATED, Dataset
+from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm
 from bench.threads import numpy_gemm_library
@@ -109,8 +109,8 @@ class CourseBackend:
 
     def load_data(self, data: Dataset) -> None:
         self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
-        self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
-                               np.asarray(data.split(name)[1], dtype=np.int64)) for name in EVALUATED}
+        self._splits = upload_splits(data, lambda x: np.ascontiguousarray(x, dtype=self.dtype),
+                                     lambda y: np.asarray(y, dtype=np.int64))
         self.n_features, self.n_classes = data.n_features, data.n_classes
 
     def init_model(self, seed: int) -> None:
@@ -172,16 +172,13 @@ class CourseBackend:
         pass
 
     def evaluate(self, split: str) -> tuple[float, float]:
-        x, y = self._splits[split]
-        total, correct, chunk = 0.0, 0, self.config.eval_batch_size
+        def sums(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+            out = np.asarray(self.net.forward(x))
+            p = out if self.probs else self.softmax.forward(out)
+            loss = float(self.loss.forward(p, labels_as(self.iface.labels, y, self.n_classes)))
+            return loss * len(out), int((np.argmax(out, axis=1) == y).sum())
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for s in range(0, len(y), chunk):
-                out = np.asarray(self.net.forward(x[s:s + chunk]))
-                p = out if self.probs else self.softmax.forward(out)
-                target = labels_as(self.iface.labels, y[s:s + chunk], self.n_classes)
-                total += float(self.loss.forward(p, target)) * len(out)
-                correct += int((np.argmax(out, axis=1) == y[s:s + chunk]).sum())
-        return total / len(y), correct / len(y)
+            return chunked_evaluate(self._splits, split, self.config.eval_batch_size, sums)
 
     # ------------------------------------------------------------ measurement
 

@@ -1,4 +1,5 @@
-"""The batch gather of the NumPy-family backends (NumPy, CuPy; also the course and scikit-learn peers).
+"""The batch gather of the NumPy-family backends (NumPy, CuPy; also the course and scikit-learn peers),
+and the evaluated splits of every backend (:func:`upload_splits`, :func:`chunked_evaluate`).
 
 A batch is gathered by row index from the normalised training split, or
 (``Config.gather_from = "uint8"``) from the uint8 images and normalised as it
@@ -10,12 +11,14 @@ bit for bit. The torch backends do the same with their own ops
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from bench.data.dataset import Dataset, normalise_into
+from bench.data.dataset import EVALUATED, Dataset, normalise_into
 from impl_numpy.xp import take_rows
 
 
@@ -54,3 +57,25 @@ class RowGather:
                                           xp.empty(size, np.int64),
                                           xp.empty((size, width), np.uint8) if self.norm else None)
         return bufs
+
+
+def upload_splits(data: Dataset, put_x: Callable[[Any], Any], put_y: Callable[[Any], Any]) -> dict[str, tuple]:
+    """{split: (put_x(x), put_y(y))} for every evaluated split (val, test): on the device once."""
+    return {name: (put_x(data.split(name)[0]), put_y(data.split(name)[1])) for name in EVALUATED}
+
+
+def chunked_evaluate(splits: dict[str, tuple], split: str, chunk: int,
+                     sums: Callable[[Any, Any], tuple[Any, Any]]) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``split`` from ``sums(x, y) -> (summed loss, correct count)`` on chunks
+    of ``chunk`` rows (the sums may stay on the device until the end); NaN for an empty split."""
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)}, after load_data)")
+    x, y = splits[split]
+    n = len(y)
+    if n == 0:
+        return math.nan, math.nan
+    loss_sum, correct = 0.0, 0
+    for s in range(0, n, chunk):
+        loss, right = sums(x[s:s + chunk], y[s:s + chunk])
+        loss_sum, correct = loss_sum + loss, correct + right
+    return float(loss_sum) / n, int(correct) / n

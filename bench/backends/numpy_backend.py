@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from bench.backends.api import StepRecords
-from bench.backends.gather import RowGather
+from bench.backends.gather import RowGather, chunked_evaluate, upload_splits
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
-from bench.data.dataset import EVALUATED, Dataset
+from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from bench.threads import numpy_gemm_library
@@ -99,10 +99,8 @@ class NumpyBackend:
         ``Config.gather_from`` says), and the val and test splits in the config dtype, C-contiguous."""
         xp = self.xp
         self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8", xp)
-        for name in EVALUATED:
-            x, y = data.split(name)
-            self._splits[name] = (xp.ascontiguousarray(xp.asarray(x, dtype=self.dtype)),
-                                  xp.ascontiguousarray(xp.asarray(y, dtype=np.int64)))
+        self._splits = upload_splits(data, lambda x: xp.ascontiguousarray(xp.asarray(x, dtype=self.dtype)),
+                                     lambda y: xp.ascontiguousarray(xp.asarray(y, dtype=np.int64)))
         if self.model is not None and self.model.n_inputs != data.n_features:
             raise ValueError(f"the model takes {self.model.n_inputs} features, the data has "
                              f"{data.n_features}; call init_model again")
@@ -188,23 +186,18 @@ class NumpyBackend:
     def evaluate(self, split: str) -> tuple[float, float]:
         """(mean loss, accuracy) over ``split`` in chunks of eval_batch_size; nothing kept for backward."""
         model, xp = self._require_model(), self.xp
-        if split not in self._splits:
-            raise ValueError(f"unknown or unloaded split {split!r} (allowed: {', '.join(EVALUATED)})")
-        x, y = self._splits[split]
-        n, step = x.shape[0], self.config.eval_batch_size
-        total_loss, correct = 0.0, 0
+
+        def sums(xb: Any, yb: Any) -> tuple[float, int]:
+            logits = model.forward(xb)
+            loss, right = float(self._eval_loss.forward(logits, yb)) * xb.shape[0], (xp.argmax(logits, 1) == yb).sum()
+            self._note_memory()
+            return loss, int(right)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for start in range(0, n, step):
-                    xb, yb = x[start:start + step], y[start:start + step]
-                    logits = model.forward(xb)
-                    total_loss += float(self._eval_loss.forward(logits, yb)) * xb.shape[0]
-                    correct += int((xp.argmax(logits, axis=1) == yb).sum())
-                    self._note_memory()
+                return chunked_evaluate(self._splits, split, self.config.eval_batch_size, sums)
         finally:
             model.clear_cache()
             self._eval_loss.clear_cache()
-        return total_loss / n, correct / n
 
     # ------------------------------------------------------------ measurement
 

@@ -23,9 +23,9 @@ import sklearn
 from sklearn.neural_network import MLPClassifier
 
 from bench.backends.api import StepRecords, check_state
-from bench.backends.gather import RowGather
+from bench.backends.gather import RowGather, chunked_evaluate, upload_splits
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
-from bench.data.dataset import EVALUATED, Dataset
+from bench.data.dataset import Dataset
 from bench.errors import UserError
 from bench.roofline import Gemm
 from bench.backends.numpy_backend import NumpyBackend
@@ -136,9 +136,8 @@ class SklearnBackend:
             raise UserError(f"backend sklearn:cpu needs 3 or more classes (with {data.n_classes} "
                             "MLPClassifier has one logistic output, not a softmax)")
         self.gather = RowGather(data, self.dtype, self.config.gather_from == "uint8")  # as numpy:cpu
-        self._splits = {name: (np.ascontiguousarray(data.split(name)[0], dtype=self.dtype),
-                               np.ascontiguousarray(data.split(name)[1], dtype=np.int64))
-                        for name in EVALUATED}
+        self._splits = upload_splits(data, lambda x: np.ascontiguousarray(x, dtype=self.dtype),
+                                     lambda y: np.ascontiguousarray(y, dtype=np.int64))
         self._n_features, self._n_classes = data.n_features, data.n_classes
         steps = len(data.y_train) // self.config.batch_size
         self._epoch_x = np.empty((max(steps, 1) * self.config.batch_size, data.n_features), self.dtype)
@@ -228,21 +227,12 @@ class SklearnBackend:
         dtype's smallest normal number (a sample adds at most 87.3 in float32),
         as the training records are; see docs/peers.md.
         """
-        if split not in EVALUATED:
-            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)})")
-        x, y = self._splits[split]
-        n, chunk = len(y), self.config.eval_batch_size
-        if n == 0:
-            return float("nan"), float("nan")
-        loss_sum, correct = 0.0, 0
+        def sums(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+            p = self.clf.predict_proba(x)                                      # (C, n_classes) softmax
+            p_y = np.maximum(p[np.arange(len(y)), y], np.finfo(p.dtype).tiny)  # (C,)
+            return -float(np.sum(np.log(p_y), dtype=np.float64)), int(np.count_nonzero(p.argmax(axis=1) == y))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for s in range(0, n, chunk):
-                p = self.clf.predict_proba(x[s:s + chunk])        # (C, n_classes) softmax
-                yb = y[s:s + chunk]                               # (C,)
-                p_y = np.maximum(p[np.arange(len(yb)), yb], np.finfo(p.dtype).tiny)  # (C,)
-                loss_sum -= float(np.sum(np.log(p_y), dtype=np.float64))
-                correct += int(np.count_nonzero(p.argmax(axis=1) == yb))
-        return loss_sum / n, correct / n
+            return chunked_evaluate(self._splits, split, self.config.eval_batch_size, sums)
 
     def export_state(self) -> dict[str, np.ndarray]:
         """``linears.{i}.weight`` = ``coefs_[i].T`` (out, in), ``linears.{i}.bias`` = ``intercepts_[i]``."""

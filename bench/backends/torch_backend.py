@@ -11,7 +11,6 @@ correct count there, so no step waits for the device. Optional speed-ups, off by
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from typing import Any
 
@@ -21,10 +20,11 @@ import torch.nn.functional as F
 
 from bench.backends import torch_device as devices
 from bench.backends.api import StepRecords
+from bench.backends.gather import chunked_evaluate, upload_splits
 from bench.backends.torch_device import available  # noqa: F401  (the registry looks it up here)
 from bench.backends.torch_steps import EagerStep, GraphedStep, compiled_step
 from bench.config import Config
-from bench.data.dataset import EVALUATED, Dataset, normalise_into
+from bench.data.dataset import Dataset, normalise_into
 from bench.errors import UserError
 from bench.roofline import Gemm, time_products
 from impl_torch.model import TorchMLP
@@ -71,9 +71,8 @@ class TorchBackend:
         self._train = (_to_device(images, self.dev, torch.uint8 if norm else self.dtype),
                        _to_device(data.y_train, self.dev, torch.int64),
                        None if norm is None else tuple(_to_device(r, self.dev, self.dtype) for r in norm))
-        self._splits = {name: (_to_device(data.split(name)[0], self.dev, self.dtype),
-                               _to_device(data.split(name)[1], self.dev, torch.int64))
-                        for name in EVALUATED}
+        self._splits = upload_splits(data, lambda x: _to_device(x, self.dev, self.dtype),
+                                     lambda y: _to_device(y, self.dev, torch.int64))
         self.n_features, self.n_classes = data.n_features, data.n_classes
         if self.dev.type == "cuda":
             devices.synchronize(self.dev)
@@ -142,20 +141,11 @@ class TorchBackend:
 
     def evaluate(self, split: str) -> tuple[float, float]:
         """(mean loss, accuracy) on ``split``, in chunks of eval_batch_size, without autograd."""
-        if split not in EVALUATED:
-            raise ValueError(f"unknown split {split!r} (allowed: {', '.join(EVALUATED)})")
-        x, y = self._splits[split]
-        n, chunk = len(y), self.config.eval_batch_size
-        if n == 0:
-            return math.nan, math.nan
+        def sums(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # kept on the device
+            logits = self.model(x)                                                           # (C, n_classes)
+            return F.cross_entropy(logits, y, reduction="sum").double(), (logits.argmax(1) == y).sum()  # F1
         with torch.inference_mode(), self._precision:
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.dev)
-            correct = torch.zeros((), dtype=torch.int64, device=self.dev)
-            for s in range(0, n, chunk):
-                logits = self.model(x[s:s + chunk])                                   # (C, n_classes)
-                loss_sum += F.cross_entropy(logits, y[s:s + chunk], reduction="sum")  # F1 summed
-                correct += (logits.argmax(1) == y[s:s + chunk]).sum()
-        return float(loss_sum) / n, int(correct) / n
+            return chunked_evaluate(self._splits, split, self.config.eval_batch_size, sums)
 
     def export_state(self) -> dict[str, np.ndarray]:
         return self.model.export_state()
