@@ -91,21 +91,32 @@ def _cgroup_headroom() -> int | None:
     return least
 
 
-def available_bytes() -> int | None:
-    """The least of what may still be allocated: ``MemAvailable`` of /proc/meminfo, the address-space
-    and data limits (``ulimit -v``, ``-d``) less what the process already maps, and its cgroup's
-    ``memory.max`` less its use; None where none of them says."""
+def available() -> tuple[int, str] | None:
+    """The least of what may still be allocated, and what sets it: ``MemAvailable`` of /proc/meminfo,
+    the address-space and data limits (``ulimit -v``, ``-d``) less what the process already maps, and
+    its cgroup's ``memory.max`` less its use; None where none of them says."""
     import resource
 
-    room = list(_kib_fields("/proc/meminfo", "MemAvailable").values())
+    room = [(b, "the machine's MemAvailable") for b in _kib_fields("/proc/meminfo", "MemAvailable").values()]
     used = _kib_fields("/proc/self/status", "VmSize", "VmData")
-    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+    limits = ((resource.RLIMIT_AS, "VmSize", "ulimit -v"), (resource.RLIMIT_DATA, "VmData", "ulimit -d"))
+    for limit, field, name in limits:
         soft = resource.getrlimit(limit)[0]
         if soft != resource.RLIM_INFINITY and field in used:
-            room.append(soft - used[field])
+            room.append((soft - used[field], f"{name} of {soft / GIB:.1f} GiB less the "
+                                             f"{used[field] / GIB:.1f} GiB this process already maps"))
     cgroup = _cgroup_headroom()
-    room += [cgroup] if cgroup is not None else []
-    return max(min(room), 0) if room else None
+    room += [(cgroup, "the cgroup's memory.max less its use")] if cgroup is not None else []
+    if not room:
+        return None
+    least, what = min(room, key=lambda pair: pair[0])
+    return max(least, 0), what
+
+
+def available_bytes() -> int | None:
+    """:func:`available`'s bytes alone."""
+    found = available()
+    return found[0] if found else None
 
 
 def check_memory(config: Config, n_cpu_backends: int, *, data: bool = True, extra: int = 0,
@@ -117,12 +128,13 @@ def check_memory(config: Config, n_cpu_backends: int, *, data: bool = True, extr
     models = n_cpu_backends * bytes_needed(config)
     loaded = data_bytes(config) if data else 0
     need = models + loaded + extra
-    have = available_bytes()
-    if have is not None and need > have:
+    found = available()
+    if found is not None and need > found[0]:
+        have, what = found
         raise NotEnoughMemory(
             f"the run needs at least {need / GIB:.1f} GiB ({n_cpu_backends} CPU backend(s) of "
             f"hidden_dims {config.hidden_dims if len(config.hidden_dims) <= 8 else '[...]'}, batch "
             f"{config.batch_size}, {config.dtype}: {models / GIB:.1f} GiB; data of {config.n_train} "
             f"training images: {loaded / GIB:.1f} GiB"
             + (f"; the command's own: {extra / GIB:.1f} GiB" if extra else "")
-            + f") and {have / GIB:.1f} GiB is available; use smaller {flags}")
+            + f") and {have / GIB:.1f} GiB is available ({what}); use smaller {flags}")

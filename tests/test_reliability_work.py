@@ -66,7 +66,7 @@ def test_the_hessian_check_model_and_k_are_bounded(cli):
 def test_the_estimate_counts_the_data(monkeypatch):
     from bench import memory
 
-    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(memory, "available", lambda: (2**30, "a test's limit"))
     check_memory(Config(dataset="synthetic", train_subset=1000), 1)
     with pytest.raises(UserError, match="data of 100000 training images: 1.6 GiB"):
         check_memory(Config(dataset="synthetic", train_subset=100_000), 1)
@@ -97,7 +97,7 @@ def test_a_run_beyond_ulimit_v_is_refused_before_any_work(tmp_path):
     proc = subprocess.run(["bash", "-c", f"ulimit -v 3000000; exec {sys.executable} -m bench.compare "
                            + " ".join(TINY) + " --train-subset 250000 --out o"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert_one_line_error(proc, "training images", "available")
+    assert_one_line_error(proc, "training images", "available (ulimit -v of 2.9 GiB less the")
 
 
 def test_a_memory_error_outside_a_run_is_one_line_exit_1():
