@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import build_parser, prog_name, settings_from_args
-from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config
+from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
 from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
@@ -149,7 +149,10 @@ def parse(command: Command, argv: Sequence[str] | None = None) -> Context | None
             do()
             return None
     values, own, given = settings_from_args(args, command.name, preset, rest)
-    settings = SETTINGS[command.name](**own).validate() if command.name in SETTINGS else None
+    settings = SETTINGS[command.name](**own) if command.name in SETTINGS else None
+    if settings is not None:  # the Config's caps are checked by its validate()
+        check_caps(settings)
+        settings.validate()
     config = Config(**values) if COMMAND_FIELDS.get(command.name) else None
     ctx = Context(command, config, settings, given, getattr(args, "out", None), getattr(args, "quiet", False))
     if command.configure:
