@@ -60,6 +60,7 @@ def measure(ctx: runner.Context) -> runner.Result:
                 r = rec.add(run_one(c, config, data, seed, backend=b, initial_state=initial,
                                     record_steps=config.lockstep, hooks=[bar, rec]))
                 bar.bar.close()
+                ctx.checkpoint(_outputs(ctx, rec, control, data))  # on disk now, whatever ends the process
                 if r.status in ("diverged", "failed", "oom"):  # one line; the error in runs.csv
                     print(f"{c.name} seed {seed}: {r.status}: {r.error}; the other runs go on",
                           file=sys.stderr)

@@ -17,10 +17,10 @@ does everything else, in this order:
 4. under the thread limit, call ``measure(ctx)``: ``ctx.data(seed)`` loads the
    data (the first load writes ``env.json``), and ``ctx.measuring()`` is the
    block a signal ends, after which the command returns what it has;
-5. with signals held, write the tables, draw the figures (a full disk costs a
-   figure, never a table), write ``env.json`` and ``report.md`` (title,
+5. with signals held, write the tables, ``env.json`` and ``report.md`` (title,
    interrupted note, setup, settings, sections, figures, files; or the
-   command's own name for it), then print
+   command's own name for it), then draw the figures, which a signal may end
+   (a full disk costs a figure, never a table or the report), then print
    the command's lines and ``results: DIR``;
 6. exit 0; 1 for a problem (no run finished, a check failed); 2 for a usage
    error (``bench.errors.run_cli``); 130 after Ctrl-C; 143 after SIGTERM or SIGHUP.
@@ -38,7 +38,7 @@ from typing import Any
 
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, run_cli
+from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -122,6 +122,11 @@ class Context:
             self.write_env(self._loaded[seed].info())
         return self._loaded[seed]
 
+    def checkpoint(self, result: "Result") -> None:
+        """``result``'s tables, env.json and report.md now, without its figures: a process that later
+        ends without a word (a backend calling ``os._exit``) leaves them whole."""
+        write(self, result, figures=False)
+
     def settings_dict(self) -> dict[str, Any]:
         """The command's own fields: those of Config it reads, then its settings."""
         own = dataclasses.asdict(self.settings) if self.settings is not None else {}
@@ -204,15 +209,27 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
     return finish(ctx, result)
 
 
-def write(ctx: Context, result: Result) -> None:
-    """Every table, figure, env.json and report.md of ``result``."""
+def write(ctx: Context, result: Result, figures: bool = True) -> None:
+    """Every table, env.json and report.md of ``result``, then its figures (unless ``figures`` is False):
+    a full disk costs a figure, never the report. Drawing may take long, so a signal is not held for it:
+    it ends the drawing, and report.md is rewritten with the figures drawn."""
     folder = ctx.folder
     for name, table in result.tables.items():
         folder.write_csv(name, table)
-    drawn = {name: title for name, (title, draw) in result.figures.items()
-             if folder.save_figure(name, draw(), bbox_inches="tight") is not None}
     ctx.env.update(result.env)
     folder.write_json("env.json", ctx.env)
+    folder.write_text(ctx.command.report, report(ctx, result, {}))
+    if not (figures and result.figures):
+        return
+    drawn = {}
+    try:
+        release_signals()  # one that came while the tables were written ends the drawing now
+        for name, (title, draw) in result.figures.items():
+            if folder.save_figure(name, draw(), bbox_inches="tight") is not None:
+                drawn[name] = title
+    except KeyboardInterrupt:
+        folder.interrupted = True
+    hold_signals()
     folder.write_text(ctx.command.report, report(ctx, result, drawn))
 
 
