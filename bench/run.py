@@ -48,6 +48,7 @@ from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.errors import shorten
+from bench.provenance import replaced
 
 WARMUP_STEPS = 5  # steps taken, then undone, before the first clock (lazy init, BLAS threads, compile)
 MAX_MESSAGE = 400  # characters of an error message kept in the records
@@ -59,7 +60,7 @@ EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", 
 RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
                "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
                "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes",
-               "compile_seconds"]
+               "compile_seconds", "replaced"]
 
 
 def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
@@ -161,6 +162,7 @@ class Run:
                  "epochs_done": len(r.epochs), "total_train_seconds": self.train_clock,
                  "median_epoch_seconds_all": float(np.median(times)) if times else math.nan,
                  "time_to_target_seconds": self.time_to_target, "peak_memory_bytes": self.peak}
+        r.run["replaced"] = ",".join(replaced())  # NumPy callables a backend replaced: not to be trusted
         r.options = options_of(self.backend) if self.backend is not None else {}
         # a compiling backend's compile time, before the first epoch and outside every clock
         r.run["compile_seconds"] = r.options.get("compile_seconds", math.nan)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
 from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
@@ -217,6 +218,8 @@ def write(ctx: Context, result: Result, figures: bool = True) -> None:
     for name, table in result.tables.items():
         folder.write_csv(name, table)
     ctx.env.update(result.env)
+    if provenance.replaced():  # a backend's import or constructor replaced them: the runs say so too
+        ctx.env["replaced_callables"] = provenance.replaced()
     folder.write_json("env.json", ctx.env)
     folder.write_text(ctx.command.report, report(ctx, result, {}))
     if not (figures and result.figures):
@@ -238,7 +241,10 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
     from bench.report import setup_lines
 
     settings = ", ".join(f"{k}={v}" for k, v in ctx.settings_dict().items())
-    lines = [f"# {ctx.command.title}", "", *ctx.folder.interrupted_note(), "## Setup", "",
+    gone = ctx.env.get("replaced_callables")
+    warn = [f"**Replaced while this command ran (a backend's import or constructor): {', '.join(gone)}. "
+            "Runs that finished after it are flagged in `replaced` and are not to be trusted.**", ""] if gone else []
+    lines = [f"# {ctx.command.title}", "", *ctx.folder.interrupted_note(), *warn, "## Setup", "",
              *setup_lines(ctx.env, [*result.setup, f"- Settings: {settings}"]), ""]
     for heading, body in result.sections:
         lines += [*([f"## {heading}", ""] if heading else []), *body, ""]
@@ -256,6 +262,9 @@ def finish(ctx: Context, result: Result) -> int:
         print(line)
     for line in result.notes:
         print(line, file=sys.stderr)
+    if ctx.env.get("replaced_callables"):
+        print(f"warning: a backend replaced {', '.join(ctx.env['replaced_callables'])}: the runs that "
+              "finished after it are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
     if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
             print(f"interrupted: partial results in {ctx.folder.path}", file=sys.stderr)
