@@ -77,7 +77,8 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _machine_info(info: object, path: Path) -> dict[str, Any]:
     """The run's machine_info, checked where this command reads it (threads, the CPU and GPU names)."""
     info = {} if info is None else info
-    parts = [info.get(k) or {} for k in ("mlpbench", "cpu", "gpu")] if isinstance(info, dict) else [None]
+    parts = [{} if info.get(k) is None else info[k] for k in ("mlpbench", "cpu", "gpu")] \
+        if isinstance(info, dict) else [None]
     ok = all(isinstance(p, dict) for p in parts)
     if ok:
         threads = parts[0].get("threads")
