@@ -252,7 +252,7 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
         lines += ["## Figures", ""]
         for name, title in figures.items():
             lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    files = [*ctx.folder.written, ctx.command.report]
+    files = [*(f for f in ctx.folder.written if f != ctx.command.report), ctx.command.report]
     return "\n".join([*lines, "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""])
 
 
