@@ -9,10 +9,9 @@ Run it as::
 
 Every flag is a field of ``bench.config.Config`` (``--help`` lists them with
 their defaults); ``--config FILE`` reads the same fields from TOML. Each
-(backend, seed) is one run of the one run layer (``bench.run``); the runner
-writes into ``--out DIR`` (default ``results/<timestamp>_<backends>/``), never over an existing run,
-after every run: ``epochs.csv``, ``runs.csv``, ``summary.csv``, ``pairs.csv``, ``steps.csv`` (lock-step),
-``env.json``, ``report.md``, and the PNGs at the end.
+(backend, seed) is one run of the one run layer (``bench.run``); after each run, ``--out DIR`` (new;
+default ``results/<timestamp>_<backends>/``) holds ``epochs.csv``, ``runs.csv``, ``summary.csv``,
+``pairs.csv``, ``steps.csv`` (lock-step), ``env.json`` and ``report.md``; the PNGs come at the end.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _isolated(tmp_path, monkeypatch):
     ("bench.compare", [*TINY, "--hidden-dims", "60000,60000,60000"], "GiB"),
     ("bench.compare", [*TINY, "--lockstep", "--batch-size", "1", "--train-subset", "40000", "--epochs", "100000"], "GiB"),
     ("bench.gradflow", ["--dataset", "synthetic", "--width", "60000", "--depth", "21"], "--width, --depth"),
-    ("bench.hessian", ["--dataset", "synthetic", "--hidden-dims", "60000,60000,60000"], "--hidden-dims, --k"),
+    ("bench.hessian", ["--dataset", "synthetic", "--hidden-dims", "60000"], "--hidden-dims, --k"),
 ])
 def test_a_run_that_cannot_fit_is_refused_before_any_work(cli, tmp_path, command, flags, needle):
     proc = cli(command, *flags, "--out", "o")
