@@ -16,14 +16,15 @@ from bench.threads import blas_info
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _version(dist: str) -> str | None:
+def dist_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, None when it is not installed."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _cupy_version() -> str | None:
+def cupy_version() -> str | None:
     """CuPy's version, whichever wheel brought it (cupy, cupy-cuda12x, cupy-cuda13x, ...)."""
     module = sys.modules.get("cupy")
     if module is not None:
@@ -93,9 +94,9 @@ def collect_env(threads: int, extra: dict[str, Any] | None = None) -> dict[str, 
     env = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "versions": {**{d: _version(d) for d in ("numpy", "torch", "scipy", "pandas", "scikit-learn",
+        "versions": {**{d: dist_version(d) for d in ("numpy", "torch", "scipy", "pandas", "scikit-learn",
                                                  "torchvision", "jax", "jaxlib")},
-                     "cupy": _cupy_version()},
+                     "cupy": cupy_version()},
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count()},
         "threads": threads,
         "blas": blas_info(),

@@ -127,6 +127,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print(f"{prog}: interrupted ({interruption()})", file=sys.stderr)
         sys.exit(interrupted_code())
+    except MemoryError:  # a resource failure outside a run (a run records its own as "oom")
+        print(f"{prog}: error: out of memory (the limits of this machine or of `ulimit -v`); use "
+              "smaller settings or free memory", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the exit's flush stays quiet
         sys.exit(EXIT_BROKEN_PIPE)

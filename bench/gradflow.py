@@ -49,6 +49,7 @@ from bench.errors import UserError
 from bench.memory import check_memory
 from bench.report import md_table
 from bench.theory import gradflow as theory
+from bench.theory.params import initial_state
 from impl_common.arch import Arch
 
 PROG = "python -m bench.gradflow"
@@ -74,7 +75,7 @@ def measure(ctx: runner.Context) -> runner.Result:
         data = ctx.data(seed)
         for act in opts.activations:
             for arch in theory.ARCHS:
-                init = theory.initial_state(Arch(data.n_features, (opts.width,) * opts.depth, data.n_classes,
+                init = initial_state(Arch(data.n_features, (opts.width,) * opts.depth, data.n_classes,
                                                  act, config.alpha, arch == "residual"), seed, config.dtype)
                 done.append(theory.measure_network(config, opts, data, act, arch, seed, init, ctx.say))
     if not done:

@@ -2,9 +2,10 @@
 
 **Writing** (:func:`atomic_write`): a temporary file beside the target, then a
 rename, so a reader never sees half a file. The temporary file is named
-``.<name>.<8 random characters>.tmp`` in the target's folder (a kill leaves at
-most such a file, never a truncated target; :func:`sweep_temporaries` removes
-those and nothing else) and gets the permissions of an ordinary new file
+``.mlpbench-tmp.<name>.<8 random characters>.tmp`` in the target's folder (a
+kill leaves at most such a file, never a truncated target;
+:func:`sweep_temporaries` removes those, when they are regular files of this
+user, and nothing else: a user's ``.notes.tmp`` is never taken for one) and gets the permissions of an ordinary new file
 (``0666`` less the umask). A target that is a symbolic link is refused: the
 suite never writes through, or over, a link someone planted. Text is UTF-8;
 what cannot be encoded (a path holding a byte that is not UTF-8) is written
@@ -37,9 +38,9 @@ from bench.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-TMP_SUFFIX = ".tmp"
-# what tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes: 8 characters from its alphabet
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+TMP_PREFIX, TMP_SUFFIX = ".mlpbench-tmp.", ".tmp"  # reserved: no other program's or user's name
+# what tempfile.mkstemp(prefix=TMP_PREFIX + "<name>.", suffix=".tmp") makes: 8 characters of its alphabet
+_TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}$")
 JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
 FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
 
@@ -64,7 +65,7 @@ def atomic_write(path: Path, write: Callable[[IO], Any], *, binary: bool = False
     """Call ``write(fh)`` on a temporary file beside ``path``, then move it over ``path``."""
     path = Path(path)
     refuse_link(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with (os.fdopen(fd, "wb") if binary else
               os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace")) as fh:
@@ -115,20 +116,50 @@ def is_temporary(name: str) -> bool:
 
 
 def sweep_temporaries(folder: Path) -> int:
-    """Remove the temporary files a killed :func:`atomic_write` left in ``folder``; how many went."""
+    """Remove the temporary files a killed :func:`atomic_write` left in ``folder``: regular files of
+    this user with the reserved name, never through a link; how many went."""
     n = 0
+    if os.path.islink(folder):
+        return 0
     try:
-        leftovers = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
+        with os.scandir(folder) as entries:
+            leftovers = [e for e in entries if is_temporary(e.name)]
     except OSError:
         return 0
-    for p in leftovers:
+    for e in leftovers:
         try:
-            if not p.is_symlink() and p.is_file():
-                p.unlink()
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+                os.unlink(e.path)
                 n += 1
         except OSError:
             pass
     return n
+
+
+def owned_folder(path: Path, depth: int, *, create: bool) -> bool:
+    """Whether ``path`` is a folder, after checking its last ``depth`` components (the suite's own:
+    a cache entry and its parent) with ``lstat``, creating them when ``create``: a symbolic link or
+    a file there is a UserError naming it, so nothing is read, swept or written through a planted
+    link. The components above are the user's, taken as named (OSError when they cannot be made)."""
+    path = Path(path)
+    owned = [path, *path.parents][:depth][::-1]
+    if create:
+        owned[0].parent.mkdir(parents=True, exist_ok=True)
+    for p in owned:
+        if create:
+            try:
+                p.mkdir()
+            except FileExistsError:
+                pass
+        try:
+            mode = os.lstat(p).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if not stat.S_ISDIR(mode):
+            raise UserError(f"{p} is a symbolic link or not a folder; refusing to read or write "
+                            "through it (allowed: a folder, or nothing there)")
+    return True
 
 
 def make_dirs(path: Path) -> list[Path]:

@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, hold_signals, interrupted_code, interruption, release_signals
+from bench.errors import UserError, hold_signals, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -63,7 +63,10 @@ class ResultsFolder:
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
         path = Path(out) if out is not None else default_path(label)
-        if (path.exists() or path.is_symlink()) and not path.is_dir():
+        if path.is_symlink():
+            raise UserError(f"--out {path} is a symbolic link; refusing to write through it (allowed: "
+                            "a new or empty folder, named by its own path)")
+        if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
         try:
             created = io.make_dirs(path)
@@ -158,10 +161,6 @@ class ResultsFolder:
             return []
         return [f"**This run was interrupted ({interruption()}): the tables hold what finished before "
                 "it.**", ""]
-
-    def exit_code(self, code: int = 0) -> int:
-        """``code``, or 130/143 when the measurements were interrupted."""
-        return interrupted_code() if self.interrupted else code
 
     # ------------------------------------------------------------ closing
 

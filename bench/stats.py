@@ -12,7 +12,6 @@ import pandas as pd
 from bench.timing import summarise_timing, trusted_epochs
 
 ALPHA = 0.05  # significance level used in the report's sentences
-SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
 FAILED = ("diverged", "failed", "oom")  # run statuses counted as failed (interrupted is counted apart)
 
 
@@ -45,8 +44,6 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame, flop: int | None = None,
             # a compiling backend's compile time: its first run's (later seeds reuse what it compiled)
             "compile_seconds": r["compile_seconds"].max() if "compile_seconds" in r else math.nan,
             **summarise_timing(ep),
-            # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
-            **{f"median_{c}_trusted": _trusted_median(ep, c) for c in SPLIT_COLUMNS if c in ep},
         }
         if flop is not None:
             for name, seconds in (("achieved_gflops", row["median_epoch_seconds_trusted"]),
@@ -54,12 +51,6 @@ def summarise(runs: pd.DataFrame, epochs: pd.DataFrame, flop: int | None = None,
                 row[name] = flop / seconds / 1e9 if seconds > 0 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _trusted_median(ep: pd.DataFrame, column: str) -> float:
-    """Median of ``column`` over the trusted epochs; NaN where never recorded."""
-    values = trusted_epochs(ep)[column].dropna()
-    return float(values.median()) if len(values) else math.nan
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -55,6 +55,7 @@ MIN_TIMED_EPOCHS = 3      # fewer summarised epochs than this: too few to trust
 FIXED_WIDTH = 8           # features and hidden width of the model whose steps are all overhead
 FIXED_EPOCHS = 5          # timed epochs of that model (after one warm-up epoch)
 OK = "ok"
+SPLIT_COLUMNS = ("data_seconds", "compute_seconds")  # epochs.csv columns some backends add
 
 
 class GemmBrackets(LoopHooks):
@@ -239,10 +240,10 @@ def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
         "n_epochs_trusted": len(times), "median_epoch_seconds_trusted": float(q50),
         "epoch_seconds_min_trusted": float(times.min()) if len(times) else nan,
         "epoch_seconds_q25_trusted": float(q25), "epoch_seconds_q75_trusted": float(q75)}
+    def median(col: str) -> float:
+        v = used[col].dropna().to_numpy(float) if len(used) and col in used else np.array([])
+        return float(np.median(v)) if len(v) else nan
     if has_reference(epochs):
-        def median(col: str) -> float:
-            v = used[col].dropna().to_numpy(float) if len(used) and col in used else np.array([])
-            return float(np.median(v)) if len(v) else nan
         floors = epochs["ratio_floor"].to_numpy(float) if "ratio_floor" in epochs else np.array([])
         out.update(gemm_seconds_trusted=median("gemm_seconds"), epoch_to_gemm_trusted=median("epoch_to_gemm"),
                    epoch_to_gemm_min_trusted=float(used["epoch_to_gemm"].min()) if len(used) else nan,
@@ -262,4 +263,6 @@ def summarise_timing(epochs: pd.DataFrame) -> dict[str, Any]:
         reasons.append(f"spread too wide (IQR/median {(q75 - q25) / q50:.2f} > {SPREAD_TOLERANCE})")
     out["timing_quality"] = quality_text(reasons)
     out["epochs_left_out"] = left
+    # per-epoch splits a backend records in StepRecords.extra (torch-dataloader: data/compute)
+    out.update({f"median_{c}_trusted": median(c) for c in SPLIT_COLUMNS if c in epochs})
     return out

@@ -34,7 +34,6 @@ compare, JSON, CSV, histogram, sorting, grouping) works as documented.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import math
 import os
 import statistics
@@ -46,7 +45,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.env import gpu_info
+from bench.env import cupy_version, dist_version, gpu_info
 from bench.threads import blas_info, default_threads, limit_threads
 from benchmarks.inputs import BACKENDS, DTYPE_NAME, BackendSpec, unavailable_reason
 
@@ -106,22 +105,13 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "numpy": np.__version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "jax": _dist_version("jax"),
-        "cupy": _dist_version("cupy", "cupy-cuda12x", "cupy-cuda11x"),
+        "jax": dist_version("jax"),
+        "cupy": cupy_version(),
         "blas": blas_info(),  # threadpoolctl: every BLAS/OpenMP pool, its version and thread count
         "torch_parallel": torch.__config__.parallel_info().splitlines()[:4],
         "openblas_coretype_set": "OPENBLAS_CORETYPE" in os.environ,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
     }
-
-
-def _dist_version(*dists: str) -> str | None:
-    for d in dists:
-        try:
-            return importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@ editing a copy of course_ok (``variant``).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -482,6 +485,43 @@ def test_hostile_code_costs_one_result_never_the_command(capsys, tmp_path, name)
     assert needle in out, out
 
 
+def _running(needle: str) -> list[int]:
+    """Pids of the processes whose command line holds ``needle`` (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["start_new_session", "double fork and setsid"])
+def test_no_process_the_code_starts_outlives_its_check(capsys, tmp_path, how):
+    """k04: a process that leaves the session (setsid) and its parent is killed with the check."""
+    seconds = f"{300 + (tmp_path.stat().st_ino % 1000) / 1000 + (how == 'start_new_session'):.3f}"
+    spawn = {"start_new_session": f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True)",
+             "double fork and setsid": ("if os.fork() == 0:\n    os.setsid()\n    subprocess.Popen(['sleep', "
+                                        f"'{seconds}'])\n    os._exit(0)\nos.wait()")}[how]
+    (tmp_path / "modules.py").write_text(f"import os, subprocess\n{spawn}\n" + (FIXTURES / "course_ok"
+                                         / "modules.py").read_text())
+    try:
+        command(capsys, tmp_path, "--timeout", "60")
+        assert _running(f"sleep\0{seconds}") == []
+    finally:
+        for pid in _running(f"sleep\0{seconds}"):  # only what this test started, by its unique argument
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_inherited_hard_memory_limit_caps_the_checks_limit(tmp_path):
+    """k00: a hard ``ulimit -v`` below the checker's own limit is a check within it, not "does not load"."""
+    proc = subprocess.run(["bash", "-c", f"ulimit -v 8000000; exec {sys.executable} -m bench.check "
+                           f"{FIXTURES / 'course_ok'} --memory-mb 100000"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+
+
 def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     code, _, _ = command(capsys, FIXTURES / "course_bad_bias_mean", "--json", tmp_path / "check.json")
     doc = json.loads((tmp_path / "check.json").read_text())
@@ -542,6 +582,25 @@ def test_a_class_is_one_table_whatever_its_submissions_do(capsys, tmp_path):
     report = (tmp_path / "o" / "report.md").read_text()
     assert "4 submissions, 1 passed every check" in report and "| alice |" in report
     assert "4 of 4 submissions checked" in out
+
+
+@settings(max_examples=100, deadline=None)
+@given(names=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=4))
+def test_any_submission_name_stays_on_its_row_of_the_report(names):
+    """k07: a newline, a pipe or a backtick in a name neither splits nor breaks the Markdown table."""
+    import re
+
+    import pandas as pd
+
+    from bench.checks.classwide import _markdown_safe
+    from bench.report import md_table
+
+    table = pd.DataFrame({"submission": names, "exit status": [1] * len(names), "diagnosis": names})
+    lines = md_table(_markdown_safe(table)).split("\n")
+    assert len(lines) == len(names) + 2
+    for line in lines:
+        bare = re.sub(r"\\.", "", line)  # what is left once every escaped character is dropped
+        assert bare.count("|") == 4 and "`" not in bare, line
 
 
 @pytest.mark.skipif(not COURSE_IMPLS.is_dir(), reason="no ../shared/course-impls next to the checkout")

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import tarfile
 import warnings
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 
 from bench import compare
+from bench import io as bio
 from bench.backends import IMPLS, Impl
 from bench.data import load_dataset
 from bench.errors import UserError
@@ -279,12 +281,35 @@ def test_cache_leftovers_are_swept_and_cache_files_are_not_private(tmp_path):
     data_dir = make_source(tmp_path, "binary", "archive")
     load_quiet(data_dir)
     entry = next((tmp_path / "cache").rglob("manifest.json")).parent
-    leftover = entry / ".train_x.npy.abc123xy.tmp"
+    leftover = entry / f"{bio.TMP_PREFIX}train_x.npy.abc123xy.tmp"
     leftover.write_bytes(b"half a file")
     load_quiet(data_dir)
     assert not leftover.exists()
     for f in entry.iterdir():
         assert f.stat().st_mode & 0o044, f  # readable by others, as the umask allows
+
+
+@pytest.mark.parametrize("where", ["cifar10", "entry"])
+def test_a_link_planted_in_the_cache_is_refused_and_nothing_goes_through_it(tmp_path, where):
+    """o01-o03: the cache's own folders are never followed, for reading, sweeping or writing."""
+    data_dir = make_source(tmp_path, "binary", "archive")
+    load_quiet(data_dir)
+    entry = next((tmp_path / "cache").rglob("manifest.json")).parent
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for name in (".thesis.draft001.tmp", f"{bio.TMP_PREFIX}thesis.abcdefgh.tmp"):
+        (victim / name).write_text("the user's")
+    planted = entry.parent if where == "cifar10" else entry
+    if where == "entry":
+        for f in entry.iterdir():
+            (victim / f.name).unlink(missing_ok=True)
+    shutil.rmtree(planted)
+    planted.symlink_to(victim)
+    with pytest.raises(UserError, match=f"{planted}.*symbolic link"):
+        load_quiet(data_dir)
+    assert sorted(p.name for p in victim.iterdir()) == sorted(
+        [".thesis.draft001.tmp", f"{bio.TMP_PREFIX}thesis.abcdefgh.tmp"])
+    assert (victim / ".thesis.draft001.tmp").read_text() == "the user's"
 
 
 def test_a_plot_that_fails_leaves_no_partial_file_and_closes_the_figure(tmp_path):

@@ -45,7 +45,8 @@ def test_any_entry_but_a_killed_writers_temporary_makes_out_not_empty(name):
             assert (out / name).read_text() == "the user's"
 
 
-@pytest.mark.parametrize("name", [".notes.tmp", ".tmp", "a.tmp", ".x.tmp", ".report.md.abc.tmp"])
+@pytest.mark.parametrize("name", [".notes.tmp", ".tmp", "a.tmp", ".x.tmp", ".report.md.abc.tmp",
+                                  ".notes.version1.tmp", ".thesis.draft001.tmp", ".mlpbench-tmp.tmp"])
 def test_a_users_file_ending_in_tmp_is_never_swept(tmp_path, name):
     out = tmp_path / "o"
     out.mkdir()
@@ -53,6 +54,44 @@ def test_a_users_file_ending_in_tmp_is_never_swept(tmp_path, name):
     with pytest.raises(UserError, match="not empty"):
         ResultsFolder.create(out, "x")
     assert (out / name).read_text() == "notes"
+
+
+@settings(max_examples=60, deadline=None)
+@given(stem=st.text(alphabet=string.ascii_letters + string.digits + "._-", min_size=1, max_size=20),
+       tail=st.text(alphabet=string.ascii_lowercase + string.digits + "_", min_size=8, max_size=8))
+def test_only_the_reserved_prefix_marks_a_temporary(stem, tail):
+    """o05: ``.<anything>.<8 characters>.tmp`` is a user's name unless it carries the suite's prefix."""
+    name = f".{stem}.{tail}.tmp"
+    assert bio.is_temporary(name) == name.startswith(bio.TMP_PREFIX)
+    assert bio.is_temporary(f"{bio.TMP_PREFIX}{stem}.{tail}.tmp")
+
+
+def test_a_temporary_name_that_is_a_link_or_a_folder_is_not_swept(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("kept")
+    name = f"{bio.TMP_PREFIX}x.abcdefgh.tmp"
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / name).symlink_to(victim)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / name).mkdir()
+    assert bio.sweep_temporaries(tmp_path / "o") == bio.sweep_temporaries(tmp_path / "p") == 0
+    (tmp_path / "link").symlink_to(tmp_path / "q")
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / name).write_text("a user's, behind a link")
+    assert bio.sweep_temporaries(tmp_path / "link") == 0 and (tmp_path / "q" / name).exists()
+    assert victim.read_text() == "kept"
+
+
+@pytest.mark.parametrize("target", ["empty", "missing"])
+def test_out_that_is_a_symbolic_link_is_refused(tmp_path, target):
+    """o04: nothing is written through a link, --out itself included."""
+    real = tmp_path / "real"
+    if target == "empty":
+        real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(UserError, match="symbolic link"):
+        ResultsFolder.create(tmp_path / "link", "x")
+    assert not real.exists() or list(real.iterdir()) == []
 
 
 def test_what_atomic_write_leaves_is_what_is_swept(tmp_path, monkeypatch):
@@ -117,7 +156,7 @@ def test_no_writer_writes_through_a_link(tmp_path, write, dangling):
 
 def test_an_out_that_is_a_dangling_link_is_one_line(cli, tmp_path):
     (tmp_path / "o").symlink_to(tmp_path / "nowhere")
-    assert_one_line_error(cli("bench.compare", *TINY, "--out", "o"), "exists and is not a folder")
+    assert_one_line_error(cli("bench.compare", *TINY, "--out", "o"), "is a symbolic link")
     assert not (tmp_path / "nowhere").exists()
 
 

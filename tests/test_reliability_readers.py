@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pickle
+import tarfile
 import tempfile
 import threading
 import warnings
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 
 from bench import io as bio
 from bench.cli import load_toml
-from bench.data import archive, load_dataset
+from bench.data import archive, formats, load_dataset
 from bench.data.formats import BATCH_RECORDS, N_PIXELS, RestrictedUnpickler, restricted_loads
 from bench.errors import MAX_LINE, UserError
 from conftest import assert_one_line_error
@@ -218,9 +219,65 @@ def test_extended_headers_are_refused_exactly_above_the_cap(kind, size):
         archive.check_headers(stream, Path("a.tar.gz"))
 
 
+def with_size_field(header: bytes, field: bytes) -> bytes:
+    """``header`` with its 12-byte size field replaced and its checksum recomputed."""
+    h = bytearray(header)
+    h[124:136], h[148:156] = field, b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+@SETTINGS
+@given(kind=st.sampled_from(sorted(archive.EXTENDED)), size=st.integers(0, 2**32),
+       junk=st.binary(max_size=11))
+def test_the_walk_reads_every_size_field_as_tarfile_does(kind, size, junk):
+    """Octal up to the first NUL, whatever follows it (the d01/d02 fields "40000000\\0ZZZ")."""
+    field = (b"%o\0" % size + junk)[:12].ljust(12, b"\0")
+    header = with_size_field(tar_header(b"././@LongLink", 0, kind), field)
+    assert tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape").size == size
+    stream = io.BytesIO(header + bytes(-(-min(size, 2**17) // 512) * 512) + bytes(1024))
+    if size > archive.HEADER_BYTES:
+        with pytest.raises(UserError, match=f"is {size} bytes"):
+            archive.check_headers(stream, Path("a.tar.gz"))
+    else:
+        archive.check_headers(stream, Path("a.tar.gz"))
+
+
+@SETTINGS
+@given(field=st.binary(min_size=12, max_size=12))
+def test_a_header_tarfile_cannot_parse_is_a_refusal_not_the_end(field):
+    header = with_size_field(tar_header(b"m", 0, b"0"), field)
+    try:
+        tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        with pytest.raises(UserError, match="cannot be parsed"):
+            archive.check_headers(io.BytesIO(tar_header(b"ok", 0, b"0") + header), Path("a"))
+
+
+def test_the_walk_skips_data_only_where_tarfile_does():
+    """A folder's size is not followed by data for tarfile: a big pax header hidden there is found."""
+    hidden = tar_header(b"././@PaxHeader", 10 * 2**20, b"x")
+    for folder in (tar_header(b"d", 512, b"5"), tar_header(b"d/", 512, b"\0")):
+        with pytest.raises(UserError, match="extended header"):
+            archive.check_headers(io.BytesIO(folder + hidden + bytes(1024)), Path("a"))
+
+
+@pytest.mark.parametrize("stream, needle", [
+    (b"".join(tar_header(b"././@LongLink", 0, b"L") for _ in range(archive.MAX_EXTENDED + 1)),
+     "in a row"),
+    (tar_header(b"././@PaxHeader", 512, b"x") + b"20 size=99999999999\n".ljust(512, b"\0"),
+     "sets a size"),
+    (tar_header(b"s", 0, b"S"), "sparse"),
+    (with_size_field(tar_header(b"m", 0, b"0"), b"\xff" + b"\xff" * 11), "bytes"),  # negative
+])
+def test_headers_that_would_move_tarfiles_walk_are_refused(stream, needle):
+    with pytest.raises(UserError, match=needle):
+        archive.check_headers(io.BytesIO(stream + bytes(1024)), Path("a"))
+
+
 def test_too_many_members_or_too_many_bytes_are_refused(tmp_path, monkeypatch):
     many = b"".join(tar_header(b"f%d" % i, 0, b"0") for i in range(archive.MAX_MEMBERS + 1))
-    with pytest.raises(UserError, match=f"more than {archive.MAX_MEMBERS} members"):
+    with pytest.raises(UserError, match=f"more than {archive.MAX_MEMBERS} headers"):
         archive.check_headers(io.BytesIO(many + bytes(1024)), Path("a"))
     monkeypatch.setattr(archive, "RAW_BYTES", 10_000)
     big = tar_header(b"big", 20_000, b"0") + bytes(20_480) + bytes(1024)
@@ -267,6 +324,28 @@ def test_a_pickle_cannot_build_an_array_larger_than_a_batch(tmp_path, data, need
     assert isinstance(got, UserError) and "refusing to build" in str(got) and needle in str(got), got
 
 
+@SETTINGS
+@given(rows=st.integers(1, 10_000), builder=st.sampled_from(["ndarray", "reconstruct"]))
+def test_an_array_is_never_built_from_no_bytes(tmp_path_factory, rows, builder):
+    """A batch-sized array with no buffer behind it (d03: uninitialised memory) is refused."""
+    from numpy.core.multiarray import _reconstruct
+
+    data = (Reduce(np.ndarray, (rows, 3072), "u1") if builder == "ndarray"
+            else Reduce(_reconstruct, np.ndarray, (rows, 3072), b"b"))
+    got = within(30, lambda: load_quiet(_python_folder_with(tmp_path_factory.mktemp("u"), data)))
+    assert isinstance(got, UserError) and "from no bytes" in str(got), got
+
+
+def test_a_batch_holds_no_more_pixels_than_its_file_has_bytes():
+    data = np.zeros((10, 3072), np.uint8)
+    buf = pickle.dumps({b"data": data, b"labels": [0] * 10}, protocol=2)
+    assert formats.parse_python_batch(buf, "b")[0].shape == (10, 3072)
+    with pytest.raises(UserError, match="not read from it"):
+        with pytest.MonkeyPatch.context() as mp:  # the guard behind the builders' own checks
+            mp.setattr(formats, "restricted_loads", lambda *_: {b"data": data, b"labels": [0] * 10})
+            formats.parse_python_batch(b"short", "b")
+
+
 def test_a_chain_of_codec_encodings_cannot_grow_bytes(tmp_path):
     import codecs
 
@@ -293,8 +372,9 @@ def test_a_pickle_of_millions_of_tiny_opcodes_is_refused_before_it_builds_anythi
        dtype=st.sampled_from(["u1", "i4", "f8", "c16", "U3"]))
 def test_the_unpickler_builds_an_array_exactly_when_it_fits_the_cap(shape, dtype):
     cap = 40_000
-    buf = pickle.dumps(Reduce(np.ndarray, tuple(shape), dtype), protocol=2)
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    array = np.zeros(shape, dtype) if nbytes <= cap else Reduce(np.ndarray, tuple(shape), dtype)
+    buf = pickle.dumps(array, protocol=5)  # an array with its bytes, as NumPy pickles it
     if nbytes <= cap:
         a = restricted_loads(buf, "f", cap)
         assert a.shape == tuple(shape) and a.dtype == np.dtype(dtype)

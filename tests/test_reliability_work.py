@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -64,10 +66,47 @@ def test_the_hessian_check_model_and_k_are_bounded(cli):
 def test_the_estimate_counts_the_data(monkeypatch):
     from bench import memory
 
-    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(memory, "available", lambda: (2**30, "a test's limit"))
     check_memory(Config(dataset="synthetic", train_subset=1000), 1)
     with pytest.raises(UserError, match="data of 100000 training images: 1.6 GiB"):
         check_memory(Config(dataset="synthetic", train_subset=100_000), 1)
+
+
+@settings(max_examples=50, deadline=None)
+@given(meminfo=st.integers(0, 2**40), vmsize=st.integers(0, 2**36), soft=st.one_of(st.none(), st.integers(0, 2**37)),
+       cgroup=st.one_of(st.none(), st.integers(-2**30, 2**40)))
+def test_available_memory_is_the_least_of_every_limit(meminfo, vmsize, soft, cgroup):
+    """c10, g01: a ``ulimit -v`` or a cgroup's memory.max bounds a run as much as MemAvailable."""
+    import resource
+
+    from bench import memory
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "_kib_fields", lambda path, *names: (
+            {"MemAvailable": meminfo} if "meminfo" in path else {"VmSize": vmsize, "VmData": 0}))
+        mp.setattr(memory, "_cgroup_headroom", lambda: cgroup)
+        mp.setattr(resource, "getrlimit", lambda which: (
+            (resource.RLIM_INFINITY if soft is None or which != resource.RLIMIT_AS else soft),) * 2)
+        limits = [meminfo] + ([soft - vmsize] if soft is not None else []) + (
+            [cgroup] if cgroup is not None else [])
+        assert memory.available_bytes() == max(min(limits), 0)
+
+
+def test_a_run_beyond_ulimit_v_is_refused_before_any_work(tmp_path):
+    """c10: MemAvailable says gigabytes, the address-space limit far less: refused in one line."""
+    proc = subprocess.run(["bash", "-c", f"ulimit -v 3000000; exec {sys.executable} -m bench.compare "
+                           + " ".join(TINY) + " --train-subset 250000 --out o"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert_one_line_error(proc, "training images", "available (ulimit -v of 2.9 GiB less the")
+
+
+def test_a_memory_error_outside_a_run_is_one_line_exit_1():
+    code = ("from bench.errors import run_cli\n"
+            "def main(argv):\n    raise MemoryError\n"
+            "run_cli(main, [], 'x')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "out of memory" in proc.stderr
 
 
 @pytest.mark.parametrize("flags, needle", [

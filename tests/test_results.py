@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from bench import io as bio
 from bench.backends import IMPLS, Impl
 from bench.errors import UserError
 from bench.results import LOCK_FILE, ResultsFolder
@@ -45,10 +46,10 @@ def test_a_folder_left_empty_is_removed_with_the_parents_it_made_but_not_the_use
 def test_leftover_temporaries_are_swept_and_files_are_not_private(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    (out / ".epochs.csv.abc123xy.tmp").write_text("half a file")
+    (out / f"{bio.TMP_PREFIX}epochs.csv.abc123xy.tmp").write_text("half a file")
     with ResultsFolder.create(out, "x") as folder:
         path = folder.write_csv("t.csv", pd.DataFrame({"a": [1]}))
-    assert not (out / ".epochs.csv.abc123xy.tmp").exists()
+    assert not (out / f"{bio.TMP_PREFIX}epochs.csv.abc123xy.tmp").exists()
     assert path.stat().st_mode & 0o044  # readable by others, like any result
 
 

@@ -92,3 +92,13 @@ class Backend(Protocol):
     def peak_memory_bytes(self) -> int | None:
         """Peak device memory of this backend's run, or None where it cannot be measured."""
 
+
+def check_state(own: dict[str, tuple[int, ...]], state: dict[str, Any]) -> None:
+    """A ValueError naming every missing, unexpected or wrongly shaped entry of ``state`` against the
+    model's {name: shape}."""
+    problems = [f"missing {n}" for n in own if n not in state]
+    problems += [f"unexpected {n}" for n in state if n not in own]
+    problems += [f"{n} has shape {tuple(np.shape(state[n]))}, expected {tuple(s)}"
+                 for n, s in own.items() if n in state and tuple(np.shape(state[n])) != tuple(s)]
+    if problems:
+        raise ValueError("import_state: " + "; ".join(problems))

@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.backends.api import StepRecords
 from bench.backends.gather import RowGather
+from bench.backends.numpy_backend import NumpyBackend
 from bench.checks.gradcheck import UserCodeError, call
 from bench.checks.interface import Interface, detect, labels_as
 from bench.checks.loader import load_course
@@ -44,7 +45,7 @@ from bench.checks.network import build_mlp, returns_probabilities
 from bench.config import Config
 from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
-from bench.roofline import Gemm, time_products
+from bench.roofline import Gemm
 from bench.threads import numpy_gemm_library
 from impl_common.arch import init_std, layer_widths
 from impl_numpy.optim import SGD
@@ -185,10 +186,8 @@ class CourseBackend:
     # ------------------------------------------------------------ measurement
 
     def gemm_seconds(self, shapes: list[Gemm], repeats: int) -> float:
-        return time_products(shapes, repeats, operand=lambda a: np.asarray(a, dtype=self.dtype),
-                             transpose=lambda a: a.T,
-                             empty=lambda shape: np.empty(shape, dtype=self.dtype),
-                             matmul=lambda a, b, c: np.matmul(a, b, out=c), synchronize=lambda: None)
+        """The NumPy backend's GEMM-only timing (NumPy's matmul, as the course code uses)."""
+        return NumpyBackend(self.config, "cpu").gemm_seconds(shapes, repeats)
 
     def describe(self) -> dict[str, Any]:
         return {"impl": self.impl, "device": "cpu", "source": self.course.describe(),

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends.api import StepRecords
+from bench.backends.api import StepRecords, check_state
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import EVALUATED, Dataset
 from bench.errors import UserError
@@ -179,12 +179,7 @@ class JaxBackend:
     def import_state(self, state: dict[str, np.ndarray]) -> None:
         """The weights from ``state`` (names and shapes checked), zero momentum."""
         own = {name: v.shape for name, v in self.params.items()}
-        problems = [f"missing {n}" for n in own if n not in state]
-        problems += [f"unexpected {n}" for n in state if n not in own]
-        problems += [f"{n} has shape {tuple(np.shape(state[n]))}, expected {s}"
-                     for n, s in own.items() if n in state and tuple(np.shape(state[n])) != s]
-        if problems:
-            raise ValueError("import_state: " + "; ".join(problems))
+        check_state(own, state)
         self._run_pending()
         with impl_jax.precision(self.dtype):
             self.params = {n: jax.device_put(np.asarray(state[n], dtype=self.dtype), self.dev)

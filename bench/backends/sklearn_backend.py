@@ -22,7 +22,7 @@ import numpy as np
 import sklearn
 from sklearn.neural_network import MLPClassifier
 
-from bench.backends.api import StepRecords
+from bench.backends.api import StepRecords, check_state
 from bench.backends.gather import RowGather
 from bench.config import CIFAR10_N_CLASSES, CIFAR10_N_FEATURES, Config
 from bench.data.dataset import EVALUATED, Dataset
@@ -258,13 +258,7 @@ class SklearnBackend:
         Deleting ``_optimizer`` makes the next ``partial_fit`` build a fresh
         ``SGDOptimizer`` with zero velocities, as a new torch optimizer would.
         """
-        own = self.export_state()
-        problems = [f"missing {n}" for n in own if n not in state]
-        problems += [f"unexpected {n}" for n in state if n not in own]
-        problems += [f"{n} has shape {tuple(np.shape(state[n]))}, expected {own[n].shape}"
-                     for n in own if n in state and tuple(np.shape(state[n])) != own[n].shape]
-        if problems:
-            raise ValueError("import_state: " + "; ".join(problems))
+        check_state({n: v.shape for n, v in self.export_state().items()}, state)
         for i, (w, b) in enumerate(zip(self.clf.coefs_, self.clf.intercepts_)):
             np.copyto(w, np.asarray(state[f"linears.{i}.weight"]).T, casting="unsafe")  # (in, out)
             np.copyto(b, np.asarray(state[f"linears.{i}.bias"]), casting="unsafe")      # (out,)

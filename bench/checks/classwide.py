@@ -66,8 +66,9 @@ def check_class(subs: list[tuple[str, str]], seed: int, limits: Limits, jobs: in
         seconds = time.monotonic() - start
         table = pd.DataFrame([table_row(name, docs.get(name)) for name, _ in subs])
         folder.write_csv("check.csv", table)
-        folder.write_text("report.md", _report(table, seed, limits, jobs, seconds, interrupted))
-    print(md_table(table.drop(columns=["interface", "notes"])))
+        shown = _markdown_safe(table)
+        folder.write_text("report.md", _report(shown, seed, limits, jobs, seconds, interrupted))
+    print(md_table(shown.drop(columns=["interface", "notes"])))
     print(f"{len(docs)} of {len(subs)} submissions checked in {seconds:.0f} s ({jobs} at a time); "
           f"results: {folder.path}")
     if interrupted:
@@ -88,6 +89,19 @@ def table_row(name: str, doc: dict[str, Any] | None) -> dict[str, Any]:
             "exit status": doc["exit"],
             "diagnosis": " / ".join(doc.get("diagnoses") or [doc.get("error", "")]) if doc["exit"] else "",
             "notes": " / ".join(doc.get("notes", [])), "seconds": round(doc.get("seconds", 0.0), 1)}
+
+
+def _markdown_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell kept on its row of a Markdown table: a control character (a
+    newline in a submission's name) written as its escape, a backslash and a backtick escaped (a
+    pipe: ``md_table``)."""
+    def safe(v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        v = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                    for c in v.replace("\\", "\\\\"))
+        return v.replace("`", "\\`")
+    return table.apply(lambda column: column.map(safe))
 
 
 def _modules_folder(folder: Path) -> str:

@@ -16,9 +16,13 @@ a new session, points stdin, stdout and stderr at /dev/null and forks again:
 the grandchild alone runs the user's code, under an address-space limit of
 its size after the imports plus ``memory_bytes`` (an allocation beyond it is
 a ``MemoryError`` in the user's call: a failed check), a CPU-time and a
-file-size limit; its parent only waits for it and passes its status on, so a
-signal the user's code sends "to its parent" reaches that waiter, not the
-command. After ``timeout`` seconds the whole session is killed.
+file-size limit, each capped at the hard limit the command inherited; its
+parent only waits for it and passes its status on, so a signal the user's code
+sends "to its parent" reaches that waiter, not the command. After ``timeout``
+seconds the whole session is killed. The server is the child subreaper of
+every process a check starts: one that leaves the session (``setsid``) and
+loses its parent comes back to the server, which kills it before it says the
+check is over, so no process the user's code started outlives its check.
 """
 
 from __future__ import annotations
@@ -115,6 +119,10 @@ def check_isolated(target: str, seed: int, limits: Limits, live: Running | None 
     if doc is not None and status == 0:  # a result counts only from a process that ended as it should
         return {**doc, "seconds": seconds}
     phase = phases[-1] if phases else "starting"
+    if pid is None and not timed_out:  # no checking process: the checker failed, not the code
+        return {"target": target, "exit": 1, "passed": False, "seconds": seconds,
+                "error": f"{target}: the checker could not start its checking process (its server "
+                         "ended while importing NumPy and torch; too little memory under `ulimit -v`?)"}
     if timed_out:
         how = f"did not finish within {limits.timeout:g} s (while {phase}: an endless loop, or far too slow)"
     else:
@@ -223,15 +231,20 @@ def serve() -> None:
     """Import the checks once, then fork a checking process per request line until stdin closes."""
     import bench.checks.runner  # noqa: F401 - what every check needs, imported before any fork
 
+    _become_subreaper()
+
     children: dict[int, int] = {}
     pending = b""
     while True:
         ready, _, _ = select.select([0], [], [], 0.05)
         if ready:
             chunk = os.read(0, 65536)
-            if not chunk:  # the command ended: so do the checks it started
+            if not chunk:  # the command ended: so do the checks it started, and all they started
                 for pid in children:
                     _kill(pid)
+                for pid in children:
+                    os.waitpid(pid, 0)
+                _kill_orphans(keep=set())
                 return
             pending += chunk
             while b"\n" in pending:
@@ -246,7 +259,41 @@ def serve() -> None:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            _reply({"id": children.pop(pid), "status": os.waitstatus_to_exitcode(status)})
+            if pid in children:  # not an orphan the server reaped: a checking process ended
+                _kill_orphans(keep=set(children))  # what its code started and left, before the check is over
+                _reply({"id": children.pop(pid), "status": os.waitstatus_to_exitcode(status)})
+
+
+def _become_subreaper() -> None:
+    """Every process a check starts, orphaned (``setsid`` and its parent gone), becomes this server's
+    child instead of init's (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``), so none escapes being killed."""
+    import ctypes
+
+    if sys.platform.startswith("linux") and ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0):
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _kill_orphans(keep: set[int]) -> None:
+    """SIGKILL this server's children that are not checking processes: what a check's code started
+    and left behind (reparented here), until none is left; each killed one's own children come next."""
+    while True:
+        orphans = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat_file.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            pid = int(stat_file.parent.name)
+            if int(fields[1]) == os.getpid() and fields[0] != "Z" and pid not in keep:
+                orphans.append(pid)
+        if not orphans:
+            return
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def _reply(item: dict) -> None:
@@ -293,10 +340,17 @@ def _check(target: str, seed: int, result: str, limits: Limits, cwd: str) -> Non
     os.chdir(cwd)
     sys.path[0] = cwd  # as for python -m run there: a package there imports by name
     used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    resource.setrlimit(resource.RLIMIT_AS, (used + limits.memory_bytes,) * 2)
-    resource.setrlimit(resource.RLIMIT_CPU, (int(limits.timeout) + 5,) * 2)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES,) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for name, value in (("RLIMIT_AS", used + limits.memory_bytes), ("RLIMIT_CPU", int(limits.timeout) + 5),
+                        ("RLIMIT_FSIZE", FILE_BYTES), ("RLIMIT_CORE", 0)):
+        which = getattr(resource, name)
+        hard = resource.getrlimit(which)[1]  # an inherited hard limit (ulimit -v) is never exceeded
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError) as exc:  # the checker's failure, not the student's code
+            write({"result": {"target": target, "exit": 1, "passed": False,
+                              "error": f"{target}: the checker could not set {name} to {value} ({exc})"}})
+            return
     try:
         doc = check_target(target, seed, progress=progress)
     except BaseException as exc:  # noqa: BLE001 - the check's own failure, e.g. out of memory

@@ -16,8 +16,9 @@ import pandas as pd
 
 from bench.claims.context import Context
 from bench.claims.verdict import INCONCLUSIVE, MIN_SEEDS, NOT_SUPPORTED, SUPPORTED, Outcome, Verdict, too_few
-from bench.theory.gradflow import first_last_ratios, grads_of, initial_state, weight_grad_norms
 from bench.plots import plt
+from bench.theory.gradflow import first_last_ratios, grads_of, weight_grad_norms
+from bench.theory.params import initial_state
 from impl_common.arch import Arch
 
 CLAIMS = (6,)

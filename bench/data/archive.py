@@ -6,12 +6,14 @@ has passed :func:`check_member` (no absolute path, no ``..`` component, no
 symbolic or hard link, no device or FIFO). So an archive cannot write outside
 its folder, and a read-only data directory stays untouched.
 
-Before ``tarfile`` parses anything, :func:`check_headers` reads the
-decompressed stream's raw 512-byte headers itself: an extended header (pax,
-GNU long name or link) larger than ``HEADER_BYTES``, more than ``MAX_MEMBERS``
-members or more than ``RAW_BYTES`` of decompressed data (a decompression bomb)
-is refused, so neither the parser nor the decompressor can be made to run for
-minutes or fill the memory. Every file is opened by the one bounded reader,
+Before ``tarfile`` reads the archive, :func:`check_headers` walks the
+decompressed stream's raw 512-byte headers, each parsed by ``tarfile``'s own
+``TarInfo.frombuf`` and followed as ``tarfile`` follows it: a header it cannot
+parse, an extended header (pax, GNU long name or link) larger than
+``HEADER_BYTES`` or one that changes a member's size, a sparse member, more
+than ``MAX_MEMBERS`` headers or more than ``RAW_BYTES`` of decompressed data
+(a decompression bomb) is refused, so neither the parser nor the decompressor
+can be made to run for minutes or fill the memory. Every file is opened by the one bounded reader,
 :func:`bench.io.open_regular`.
 """
 
@@ -21,6 +23,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import re
 import sys
 import tarfile
 import urllib.request
@@ -36,9 +39,11 @@ from bench.io import open_regular, refuse_link
 CHUNK = 1 << 20  # bytes read at a time when hashing or downloading
 BLOCK = 512      # a tar header, and the unit of its data
 HEADER_BYTES = 64 * 1024  # the largest pax or GNU extended header accepted (names, not data)
-MAX_MEMBERS = 256         # the official archives hold 8 members
+MAX_MEMBERS = 256         # headers at most (the official archives hold 8 members)
+MAX_EXTENDED = 4          # extended headers in a row at most (pax global, pax, long name, long link)
 RAW_BYTES = 400 * 2**20   # decompressed bytes at most (the official archives: about 178 MiB)
-EXTENDED = {b"x", b"g", b"X", b"L", b"K"}  # pax (per file, global, Solaris), GNU long name and link
+PAX = {b"x", b"g", b"X"}  # pax headers: per file, global, Solaris
+EXTENDED = PAX | {b"L", b"K"}  # and GNU long name and link
 
 
 def file_digests(path: Path, limit: int) -> dict[str, str]:
@@ -54,15 +59,6 @@ def file_digests(path: Path, limit: int) -> dict[str, str]:
     return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
-def _number(field: bytes) -> int:
-    """A tar header's numeric field: octal text, or base-256 when its first byte has the high bit."""
-    if field[:1] and field[0] & 0x80:
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[0] == 0xFF else value
-    text = field.replace(b"\0", b" ").strip()
-    return int(text, 8) if text else 0
-
-
 def _skip(fh: BinaryIO, n: int) -> int:
     """Read and drop ``n`` bytes; how many there were."""
     left = n
@@ -74,33 +70,47 @@ def _skip(fh: BinaryIO, n: int) -> int:
     return n - left
 
 
+def _refuse(archive: Path, why: str) -> UserError:
+    return UserError(f"{archive}: refusing an archive whose {why}")
+
+
 def check_headers(fh: BinaryIO, archive: Path) -> None:
-    """Walk the raw headers of a decompressed tar stream; a UserError for an extended header over
-    ``HEADER_BYTES``, more than ``MAX_MEMBERS`` members or more than ``RAW_BYTES`` in all."""
-    seen = members = 0
+    """Walk the raw headers of a decompressed tar stream exactly as ``tarfile`` will read them; a
+    UserError for a header ``tarfile`` cannot parse, an extended header over ``HEADER_BYTES`` (or one
+    that changes a member's size), a sparse member, more than ``MAX_EXTENDED`` extended headers in a
+    row, more than ``MAX_MEMBERS`` headers or more than ``RAW_BYTES`` in all."""
+    seen = headers = run = 0
     while True:
         header = fh.read(BLOCK)
         if len(header) < BLOCK or header == bytes(BLOCK):
             return  # the end (or a truncated archive: tarfile says which)
-        try:
-            size = _number(header[124:136])
-        except ValueError:
-            return  # not a tar header: tarfile says so
-        kind = header[156:157]
-        if kind in EXTENDED and size > HEADER_BYTES:
-            raise UserError(f"{archive}: refusing an archive whose extended header (type "
-                            f"{kind.decode('latin-1')!r}) is {size} bytes (allowed: at most "
-                            f"{HEADER_BYTES}; CIFAR-10 member names are short)")
-        members += kind not in EXTENDED
-        if members > MAX_MEMBERS:
-            raise UserError(f"{archive}: more than {MAX_MEMBERS} members (a CIFAR-10 archive holds 8); "
-                            "refusing to read it")
-        data = -(-max(size, 0) // BLOCK) * BLOCK
+        try:  # tarfile's own parser: its numbers (NUL-terminated octal or base-256), checksum, types
+            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise _refuse(archive, f"header {headers + 1} cannot be parsed ({exc})") from None
+        kind, size = info.type, info.size
+        headers += 1
+        run = run + 1 if kind in EXTENDED else 0
+        if size < 0 or (kind in EXTENDED and size > HEADER_BYTES):
+            raise _refuse(archive, f"{'extended ' * (kind in EXTENDED)}header (type "
+                          f"{kind.decode('latin-1')!r}) is {size} bytes (allowed: 0 to "
+                          f"{HEADER_BYTES if kind in EXTENDED else RAW_BYTES}; CIFAR-10 member names are short)")
+        if kind == tarfile.GNUTYPE_SPARSE or run > MAX_EXTENDED or headers > MAX_MEMBERS:
+            raise _refuse(archive, f"headers are not a CIFAR-10 archive's (a sparse member, more than "
+                          f"{MAX_EXTENDED} extended headers in a row or more than {MAX_MEMBERS} headers; "
+                          "it holds 8 plain members)")
+        # as tarfile: data follows a regular file, an extended header or an unknown type, nothing else
+        data = -(-size // BLOCK) * BLOCK if (kind in EXTENDED or info.isreg()
+                                             or kind not in tarfile.SUPPORTED_TYPES) else 0
         seen += BLOCK + data
         if seen > RAW_BYTES:
             raise UserError(f"{archive}: more than {RAW_BYTES} bytes once decompressed (a CIFAR-10 "
                             "archive holds about 180 MB); refusing to read it")
-        if _skip(fh, data) < data:
+        if kind in PAX:
+            if re.search(rb"size=|GNU\.sparse", fh.read(data)):  # a pax record that moves the next header
+                raise _refuse(archive, f"pax header (type {kind.decode('latin-1')!r}) sets a size or a "
+                              "sparse map (a CIFAR-10 archive's members are small and plain)")
+        elif _skip(fh, data) < data:
             return
 
 

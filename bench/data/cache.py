@@ -48,7 +48,7 @@ import numpy as np
 
 from bench.data.formats import ARCHIVE_BYTES, BATCH_RECORDS, N_PIXELS, Decoded
 from bench.errors import UserError
-from bench.io import atomic_write, open_regular, read_json, sweep_temporaries
+from bench.io import atomic_write, open_regular, owned_folder, read_json, sweep_temporaries
 
 CACHE_VERSION = 2
 MANIFEST = "manifest.json"
@@ -154,8 +154,9 @@ def load(entry: Path, stamp: list[dict[str, Any]]) -> Entry:
 
 
 def save(entry: Path, decoded: Decoded, stamp: list[dict[str, Any]], info: dict[str, Any]) -> None:
-    """Write the entry atomically (temp files + os.replace); raises OSError if it cannot."""
-    entry.mkdir(parents=True, exist_ok=True)
+    """Write the entry atomically (temp files + os.replace); raises OSError if it cannot, a UserError
+    when the entry or its ``cifar10`` folder is a link."""
+    owned_folder(entry, 2, create=True)  # <cache>/cifar10/<entry>: never through a link
     sweep_temporaries(entry)
     (entry / MANIFEST).unlink(missing_ok=True)
     for name in Decoded.ARRAYS:  # a link planted in the cache is removed, never written through

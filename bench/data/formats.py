@@ -161,9 +161,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     fixed table of checked builders and raises :class:`UserError` (naming the
     file and the global) for anything else, such as ``os.system``. Each builder
     checks what it is asked for before anything is allocated: an array's shape
-    and dtype (at most ``max_bytes``, no Python objects), a dtype's item size,
-    and text encoded to bytes (latin-1 only, as Python 2's pickles need), so a
-    small file cannot build a huge or uninitialised array.
+    and dtype (at most ``max_bytes``, no Python objects; empty unless its bytes
+    come with it), a dtype's item size, and text encoded to bytes (latin-1
+    only, as Python 2's pickles need), so a small file cannot build a huge or
+    uninitialised array.
     """
 
     BUILDERS: dict[tuple[str, str], str] = {
@@ -199,8 +200,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise self._refuse(f"an array of dtype {_short(dt)} (allowed: plain numbers)")
         return dt
 
-    def _check(self, shape: object, dtype: object) -> np.dtype:
-        """The dtype, once an array of ``shape`` and ``dtype`` is known to be at most max_bytes."""
+    def _check(self, shape: object, dtype: object, *, empty: bool = False) -> np.dtype:
+        """The dtype, once an array of ``shape`` and ``dtype`` is known to be at most max_bytes (none
+        when ``empty``: an array built without a buffer holds uninitialised memory until NumPy's
+        ``__setstate__`` fills it from the file's bytes, checking their length against its shape)."""
         dims = (shape,) if isinstance(shape, int) else shape
         if not (isinstance(dims, tuple) and len(dims) <= 32
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in dims)):
@@ -210,18 +213,21 @@ class RestrictedUnpickler(pickle.Unpickler):
         if nbytes > self.max_bytes:
             raise self._refuse(f"an array of shape {_short(dims)} and dtype {dt} ({nbytes} bytes; a "
                                f"CIFAR-10 batch holds at most {self.max_bytes})")
+        if empty and nbytes:
+            raise self._refuse(f"an array of shape {_short(dims)} from no bytes (allowed: an empty "
+                               "array that the pickle then fills from its own bytes, as NumPy writes it)")
         return dt
 
     def _reconstruct(self, cls: object, shape: object, dtype: object) -> np.ndarray:
         if cls != self._ndarray:  # what find_class gave for numpy.ndarray
             raise self._refuse(f"an array of class {_short(cls)}")
-        return _reconstruct(np.ndarray, shape, self._check(shape, dtype))
+        return _reconstruct(np.ndarray, shape, self._check(shape, dtype, empty=True))
 
     def _frombuffer(self, buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
         return _frombuffer(buf, self._check(shape, dtype), shape, order)
 
     def _ndarray(self, shape: object, dtype: object = float) -> np.ndarray:
-        return np.ndarray(shape, self._check(shape, dtype))
+        return np.ndarray(shape, self._check(shape, dtype, empty=True))
 
     def _dtype(self, obj: object, align: bool = False, copy: bool = False) -> np.dtype:
         return self._checked_dtype(obj)
@@ -266,6 +272,9 @@ def parse_python_batch(buf: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{where}: 'data' is {type(data).__name__} {getattr(data, 'dtype', '')} "
                         f"of shape {_short(shape)}, expected uint8 of shape (N, {N_PIXELS}) with N from "
                         f"1 to {BATCH_RECORDS}")
+    if data.nbytes > len(buf):  # every pixel comes from the file's own bytes
+        raise UserError(f"{where}: 'data' holds {data.nbytes} bytes but the file only {len(buf)}; "
+                        "refusing an array that was not read from it")
     raw = d["labels"]
     if isinstance(raw, np.ndarray):
         raw = raw.tolist() if raw.ndim == 1 else [raw]

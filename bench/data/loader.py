@@ -30,7 +30,7 @@ from bench.data.dataset import Dataset, normalise
 from bench.data.formats import BINARY, LAYOUTS, Decoded, Layout
 from bench.config import DTYPES, Config
 from bench.errors import ConfigError, UserError
-from bench.io import make_dirs, read_bounded, remove_empty, sweep_temporaries
+from bench.io import make_dirs, owned_folder, read_bounded, remove_empty, sweep_temporaries
 
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ENV_DATA_DIR = "MLPBENCH_DATA_DIR"
@@ -208,7 +208,8 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
         _refuse_one_level_up(data_dir)
         src = _fetch(data_dir, origin, download, progress)
     entry = cache.entry_dir(cache_dir or default_cache_dir(), src.layout.name, src.kind, src.path)
-    sweep_temporaries(entry)  # what a writer killed in an earlier run left
+    if owned_folder(entry, 2, create=False):  # a link planted there: refused, never followed
+        sweep_temporaries(entry)  # what a writer killed in an earlier run left
     try:
         stamp = cache.source_stamp(src.files())
     except OSError:

@@ -146,12 +146,8 @@ def crossover_sentences(ratios: pd.DataFrame, grid: dict[str, list[str]], device
                        f"(first: {have[0][2]})")
             continue
         lo, hi = min(clean), max(clean)
-        if all(r > 1 for r in clean) and not _crosses(have):
-            out.append(f"{where}: PyTorch faster at every unflagged {x} measured "
-                       f"(ratio {lo:.2f}–{hi:.2f}{note})")
-            continue
-        if all(r < 1 for r in clean) and not _crosses(have):
-            out.append(f"{where}: NumPy faster at every unflagged {x} measured "
+        if (lo > 1 or hi < 1) and not _crosses(have):
+            out.append(f"{where}: {'PyTorch' if lo > 1 else 'NumPy'} faster at every unflagged {x} measured "
                        f"(ratio {lo:.2f}–{hi:.2f}{note})")
             continue
         steps = []

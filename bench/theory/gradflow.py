@@ -49,15 +49,6 @@ class Watch(LoopHooks):
         self.final = backend.export_state()  # before the loop restores the best-validation weights
 
 
-def initial_state(arch: Arch, seed: int, dtype) -> dict[str, np.ndarray]:
-    """The net's own init for ``seed`` (Kaiming; a residual net's blocks by R2), drawn by the NumPy MLP
-    (and copied into the PyTorch MLP where both run)."""
-    from impl_numpy.mlp import MLP
-
-    return MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
-               residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.dtype(dtype)).state_dict()
-
-
 def weight_grad_norms(grads: dict[str, np.ndarray], n_linears: int) -> np.ndarray:
     """‖dL/dW_i‖_F of every linear layer i = 0 .. n_linears-1, float64 (n_linears,)."""
     return np.array([np.linalg.norm(grads[f"linears.{i}.weight"].astype(np.float64))

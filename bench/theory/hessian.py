@@ -25,7 +25,7 @@ from bench.memory import check_memory
 from bench.report import md_table
 from bench.run import LoopHooks
 from bench.theory.hvp import NumpyFiniteDifferenceHVP, TorchHVP, exact_hessian, lanczos
-from bench.theory.params import flatten, unflatten
+from bench.theory.params import flatten, initial_state, unflatten
 from impl_common.arch import Arch
 
 IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central differences)"}
@@ -114,10 +114,7 @@ def tiny_points(arch: Arch, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str
     ``CHECK_TRAIN_STEPS`` times, as the point whose exact Hessian it forms. The descent is a test
     input for the Hessian-vector products, not a training run to be timed or compared.
     """
-    from impl_numpy.mlp import MLP
-
-    init = MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
-               residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.float64).state_dict()
+    init = initial_state(arch, seed, np.float64)
     grad = NumpyFiniteDifferenceHVP(arch, init, x, y).gradient  # the analytic gradient at any θ
     theta = flatten(init, arch)
     for _ in range(CHECK_TRAIN_STEPS):

@@ -30,6 +30,12 @@ def numpy_model(arch: Arch, state: dict[str, np.ndarray], dtype=np.float32) -> M
     return model
 
 
+def initial_state(arch: Arch, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    """The net's own init for ``seed`` (Kaiming; a residual net's blocks by R2), drawn by the NumPy MLP."""
+    return MLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation, alpha=arch.alpha,
+               residual=arch.residual, rng=np.random.default_rng(seed), dtype=np.dtype(dtype)).state_dict()
+
+
 def torch_model(arch: Arch, state: dict[str, np.ndarray], dtype=np.float32) -> TorchMLP:
     """A CPU TorchMLP of ``arch`` holding ``state`` (cast to ``dtype``)."""
     model = TorchMLP(arch.n_inputs, list(arch.hidden_dims), arch.n_classes, arch.activation,
