@@ -115,7 +115,11 @@ def _coerce_toml(name: str, value: Any, cls: type, f: dataclasses.Field, where: 
         raise UserError(f"{where}: {name} = {shorten(repr(value), 80)} has the wrong type "
                         f"(allowed: {_type_name(elem, is_list)})")
     if elem is float:
-        return [float(v) for v in value] if is_list else float(value)
+        try:
+            return [float(v) for v in value] if is_list else float(value)
+        except OverflowError:  # an integer beyond every float
+            raise UserError(f"{where}: {name} = {shorten(repr(value), 80)} is too large (allowed: "
+                            "a finite number)") from None
     return list(value) if is_list else value
 
 

@@ -9,10 +9,9 @@ Run it as::
 
 Every flag is a field of ``bench.config.Config`` (``--help`` lists them with
 their defaults); ``--config FILE`` reads the same fields from TOML. Each
-(backend, seed) is one run of the one run layer (``bench.run``); the runner
-writes into ``--out DIR`` (default ``results/<timestamp>_<backends>/``), never
-over an existing run: ``epochs.csv``, ``runs.csv``, ``summary.csv``,
-``pairs.csv``, ``steps.csv`` (lock-step), ``env.json``, PNGs and ``report.md``.
+(backend, seed) is one run of the one run layer (``bench.run``); after each run, ``--out DIR`` (new;
+default ``results/<timestamp>_<backends>/``) holds ``epochs.csv``, ``runs.csv``, ``summary.csv``,
+``pairs.csv``, ``steps.csv`` (lock-step), ``env.json`` and ``report.md``; the PNGs come at the end.
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ def measure(ctx: runner.Context) -> runner.Result:
                 r = rec.add(run_one(c, config, data, seed, backend=b, initial_state=initial,
                                     record_steps=config.lockstep, hooks=[bar, rec]))
                 bar.bar.close()
+                ctx.checkpoint(_outputs(ctx, rec, control, data))  # on disk now, whatever ends the process
                 if r.status in ("diverged", "failed", "oom"):  # one line; the error in runs.csv
                     print(f"{c.name} seed {seed}: {r.status}: {r.error}; the other runs go on",
                           file=sys.stderr)

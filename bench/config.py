@@ -40,11 +40,15 @@ MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
 MAX_SEEDS = 1000      # seeds of one command
 MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
 MAX_BACKENDS = 64     # backends of one command
+MAX_EPOCHS = 100_000  # epochs of one run at most (the reference trains 10)
+MAX_WIDTH = 65_536    # units of one hidden layer at most (the reference has 128)
+MAX_COUNT = 10**9     # any other integer setting at most, unless its field declares ``most``
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field carrying its command-line help (and ``choices``; ``positional``: an argument,
-    not a flag or a TOML key; ``rest``: what follows ``--``); lists are copied per instance."""
+    not a flag or a TOML key; ``rest``: what follows ``--``; ``most``: the largest integer it takes,
+    :data:`MAX_COUNT` when not given, see :func:`check_caps`); lists are copied per instance."""
     meta = {"help": help, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -56,7 +60,7 @@ class Config:
     """What every training command shares. The defaults are the reference setup (docs/reference.md)."""
 
     # --- model
-    hidden_dims: list[int] = _opt([128], "widths of the hidden layers, e.g. 128 or 512,256")
+    hidden_dims: list[int] = _opt([128], "widths of the hidden layers, e.g. 128 or 512,256", most=MAX_WIDTH)
     activation: str = _opt("elu", "hidden activation", choices=ACTIVATIONS)
     alpha: float = _opt(1.0, "ELU alpha (ignored by relu and tanh)")
     residual: bool = _opt(False, "form residual blocks x + Linear(h(Linear(x))) from hidden layers "
@@ -66,9 +70,9 @@ class Config:
     momentum: float = _opt(0.0, "SGD momentum (torch.optim.SGD convention, no Nesterov)")
     weight_decay: float = _opt(0.0, "L2 weight decay added to the gradient")
     batch_size: int = _opt(128, "training batch size (the last partial batch is dropped)")
-    epochs: int = _opt(10, "training epochs")
+    epochs: int = _opt(10, "training epochs", most=MAX_EPOCHS)
     seeds: list[int] = _opt([42], "one run per seed and backend; the seed fixes the init, "
-                                  "the validation split and every epoch's batch order")
+                                  "the validation split and every epoch's batch order", most=MAX_SEED)
     dtype: str = _opt("float32", "floating-point type of data and parameters", choices=DTYPES)
     # --- data
     dataset: str = _opt("cifar10", "cifar10, or synthetic: learnable random data of the same shape "
@@ -125,6 +129,7 @@ class Config:
         ``n_train`` is the size of the training split actually loaded, when
         known; otherwise the CIFAR-10 sizes are assumed.
         """
+        check_caps(self)
         _check(isinstance(self.hidden_dims, list) and 0 < len(self.hidden_dims) <= MAX_LAYERS
                and all(_is_int(d) and d > 0 for d in self.hidden_dims),
                "hidden_dims", self.hidden_dims, f"a list of 1 to {MAX_LAYERS} positive integers")
@@ -191,8 +196,9 @@ class GradflowSettings:
     """``bench.gradflow``: a deep plain and residual net, NumPy and PyTorch from the same weights."""
 
     depth: int = _opt(21, "hidden layers of the deep net, an odd count >= 3: the residual net is a "
-                          "stem and (depth-1)/2 blocks, the plain net the same layers without skips")
-    width: int = _opt(128, "width of every hidden layer of the deep net")
+                          "stem and (depth-1)/2 blocks, the plain net the same layers without skips",
+                      most=MAX_LAYERS)
+    width: int = _opt(128, "width of every hidden layer of the deep net", most=MAX_WIDTH)
     activations: list[str] = _opt(["elu", "tanh"], "activations to run the deep net with",
                                   choices=ACTIVATIONS)
     batch_examples: int = _opt(512, "training rows of the fixed batch the gradients are taken on")
@@ -269,11 +275,12 @@ class ClaimsSettings:
     theory_seeds: int = _opt(5, "claims 6-8: how many of the seeds (the first) the gradient-flow and "
                                 "Hessian measurements use")
     depths: list[int] = _opt([21, 41, 81, 161], "claim 6: depths (odd, >= 3) of the plain and residual "
-                                                "nets of width --width, shallowest first")
+                                                "nets of width --width, shallowest first",
+                      most=MAX_LAYERS)
     width: int = _same(GradflowSettings, "width", "claim 6: width of every hidden layer of the deep nets")
     landscape_dims: list[int] = _opt([32, 32, 32, 32, 32], "claim 7: hidden widths [F, N1, F, ...] of "
                                                            "the plain and residual nets whose Hessians "
-                                                           "are compared")
+                                                           "are compared", most=MAX_WIDTH)
     batch_examples: int = _same(HessianSettings, "batch_examples", "claims 6-8: training rows of the fixed "
                                                                    "batch the gradients and Hessians use")
     k: int = _same(HessianSettings, "k")
@@ -310,13 +317,13 @@ class CheckSettings:
                                   "file, an importable module or package name such as impl_numpy; "
                                   "several of them, or one folder of submission folders, for a "
                                   "class-wide table", positional="PATH_OR_MODULE")
-    seed: int = _opt(0, "seed of the random inputs, weights and upstream gradients")
+    seed: int = _opt(0, "seed of the random inputs, weights and upstream gradients", most=MAX_SEED)
     json: str | None = _opt(None, "one implementation: also write the table and diagnoses as JSON")
     out: str | None = _opt(None, "several submissions: the folder for check.csv and report.md (new or "
                                  "empty; none: results/<timestamp>_check/)")
     timeout: float = _opt(60.0, "seconds each implementation may take")
-    memory_mb: int = _opt(2048, "MiB each implementation may allocate")
-    jobs: int = _opt(os.cpu_count() or 1, "submissions checked at the same time (the cores here)")
+    memory_mb: int = _opt(2048, "MiB each implementation may allocate", most=2**24)
+    jobs: int = _opt(os.cpu_count() or 1, "submissions checked at the same time (the cores here)", most=1024)
 
     def validate(self) -> "CheckSettings":
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
@@ -466,6 +473,18 @@ def _positive(obj: Any, ints: tuple[str, ...], floats: tuple[str, ...],
     for name in floats:
         value = getattr(obj, name)
         _check(_finite(value) and value > 0, name, value, allowed)
+
+
+def check_caps(obj: Any) -> None:
+    """Every integer of a settings dataclass (lists too) within -most..most of its field (``most``, else
+    :data:`MAX_COUNT`): a value only a mistake reaches is one ConfigError line before any work."""
+    for f in dataclasses.fields(obj):
+        value, most = getattr(obj, f.name), f.metadata.get("most", MAX_COUNT)
+        if isinstance(value, list) and len(value) > MAX_LAYERS and any(_is_int(v) for v in value):
+            raise ConfigError(f.name, value, f"a list of at most {MAX_LAYERS} integers")
+        if any(_is_int(v) and abs(v) > most for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f.name, value, f"at most {most:_} (a cap that only a mistake reaches: the "
+                                             "work would not finish)")
 
 
 def _is_int(v: object) -> bool:

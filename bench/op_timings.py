@@ -10,6 +10,7 @@ names), :func:`pivot` makes the ratio table, :func:`plot_ratios` its chart,
 from __future__ import annotations
 
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,9 @@ KEYS = ("op", "batch", "hidden")
 REQUIRED_INFO = ("op", "backend", "batch")
 SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
 STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
+NAME = re.compile(r"[A-Za-z0-9_.+\-/()\[\], =]{1,200}")  # an op, impl or device name: a table cell, a label
+MAX_SIZE = 2**31 - 1  # batch and hidden at most
+MEDIAN_S = (1e-12, 1e6)  # a median's seconds: below a timer's tick or above 11 days is not a timing
 
 
 def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -67,7 +71,25 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         r = df[dup].iloc[0]
         raise UserError(f"{path}: more than one benchmark for op {r['op']}, batch {r['batch']}, "
                         f"hidden {r['hidden']}, backend {r['backend']}")
-    return df, doc.get("machine_info") or {}
+    return df, _machine_info(doc.get("machine_info"), path)
+
+
+def _machine_info(info: object, path: Path) -> dict[str, Any]:
+    """The run's machine_info, checked where this command reads it (threads, the CPU and GPU names)."""
+    info = {} if info is None else info
+    parts = [{} if info.get(k) is None else info[k] for k in ("mlpbench", "cpu", "gpu")] \
+        if isinstance(info, dict) else [None]
+    ok = all(isinstance(p, dict) for p in parts)
+    if ok:
+        threads = parts[0].get("threads")
+        ok = (threads is None or (type(threads) is int and 1 <= threads <= MAX_SIZE)) and all(
+            n is None or isinstance(n, str) for n in (parts[1].get("brand_raw"), parts[2].get("name"),
+                                                      info.get("processor")))
+    if not ok:
+        raise UserError(f"{path}: machine_info {shorten(repr(info), 80)} is not pytest-benchmark's (allowed: "
+                        "an object whose mlpbench, cpu and gpu are objects, threads an integer >= 1, names "
+                        "strings)")
+    return info
 
 
 def _benchmark_row(name: object, info: dict[str, Any], stats: dict[str, Any], path: Path
@@ -80,19 +102,21 @@ def _benchmark_row(name: object, info: dict[str, Any], stats: dict[str, Any], pa
     def number(v: object) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+    def named(v: object) -> bool:
+        return isinstance(v, str) and NAME.fullmatch(v) is not None
+
     impl, sep, device = str(info["backend"]).partition(":")
-    if not (isinstance(info["backend"], str) and sep and impl and device):
+    if not (isinstance(info["backend"], str) and sep and named(impl) and named(device) and ":" not in device):
         raise bad("backend", info["backend"], "impl:device, e.g. numpy:cpu")
-    if not (isinstance(info["op"], str) and info["op"]):
-        raise bad("op", info["op"], "a name")
+    if not named(info["op"]):
+        raise bad("op", info["op"], "1 to 200 letters, digits, spaces or _.+-/()[],=")
     for key in ("batch", "hidden"):
         v = info.get(key)
-        if not (v is None and key == "hidden") and not (isinstance(v, int) and not isinstance(v, bool)
-                                                         and v >= 1):
-            raise bad(key, v, "an integer >= 1" + (", or none" if key == "hidden" else ""))
+        if not (v is None and key == "hidden") and not (type(v) is int and 1 <= v <= MAX_SIZE):
+            raise bad(key, v, f"an integer from 1 to {MAX_SIZE}" + (", or none" if key == "hidden" else ""))
     median, iqr = stats["median"], stats.get("iqr")
-    if not (number(median) and median > 0):
-        raise bad("median", median, "a finite number of seconds > 0")
+    if not (number(median) and MEDIAN_S[0] <= median <= MEDIAN_S[1]):
+        raise bad("median", median, f"a number of seconds from {MEDIAN_S[0]:g} to {MEDIAN_S[1]:g}")
     if iqr is not None and not (number(iqr) and iqr >= 0):
         raise bad("iqr", iqr, "a finite number of seconds >= 0, or none")
     return {"op": info["op"], "batch": info["batch"], "hidden": info.get("hidden"),
@@ -170,10 +194,10 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
     ax.invert_yaxis()  # first op on top, as in the CSV
     ax.set_xlabel(f"median time ratio {NUMER} / {DENOM} (log)   "
                   f"< 1: {NUMER} faster | > 1: {DENOM} faster")
-    threads = (machine_info.get("mlpbench") or {}).get("threads")
+    threads = (machine_info.get("mlpbench") or {}).get("threads")  # checked by load_saved
     cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
-    gpu = (machine_info.get("gpu") or {}).get("name") if isinstance(machine_info.get("gpu"), dict) else None
-    where = ", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s)
+    gpu = (machine_info.get("gpu") or {}).get("name")
+    where = shorten(", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s), 120)
     ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else "")
                  + "\nhatched: too noisy to compare (IQR/median of a side > "
                  f"{SPREAD_TOLERANCE})", fontsize=9)

@@ -108,17 +108,22 @@ class ResultsFolder:
             self.written.append(name)
         return self.path / name
 
-    def write_csv(self, name: str, df) -> Path:
-        io.write_csv(df, self.path / name)
+    def _write(self, name: str, write, value) -> Path:
+        try:
+            write(value, self.path / name)
+        except OSError as exc:  # a full disk: the error line names the file it could not write
+            exc.filename = str(self.path / name)
+            raise
         return self._wrote(name)
+
+    def write_csv(self, name: str, df) -> Path:
+        return self._write(name, io.write_csv, df)
 
     def write_json(self, name: str, obj: Any) -> Path:
-        io.write_json(obj, self.path / name)
-        return self._wrote(name)
+        return self._write(name, io.write_json, obj)
 
     def write_text(self, name: str, text: str) -> Path:
-        io.write_text(text, self.path / name)
-        return self._wrote(name)
+        return self._write(name, io.write_text, text)
 
     def save_figure(self, name: str, fig, **savefig: Any) -> Path | None:
         """Save a matplotlib figure (closed afterwards); None with a warning line when it cannot

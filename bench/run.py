@@ -47,6 +47,8 @@ from bench.backends import Chosen, options_of
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
+from bench.errors import shorten
+from bench.provenance import replaced
 
 WARMUP_STEPS = 5  # steps taken, then undone, before the first clock (lazy init, BLAS threads, compile)
 MAX_MESSAGE = 400  # characters of an error message kept in the records
@@ -58,7 +60,7 @@ EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", 
 RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
                "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
                "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes",
-               "compile_seconds"]
+               "compile_seconds", "replaced"]
 
 
 def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
@@ -160,6 +162,7 @@ class Run:
                  "epochs_done": len(r.epochs), "total_train_seconds": self.train_clock,
                  "median_epoch_seconds_all": float(np.median(times)) if times else math.nan,
                  "time_to_target_seconds": self.time_to_target, "peak_memory_bytes": self.peak}
+        r.run["replaced"] = ",".join(replaced())  # NumPy callables a backend replaced: not to be trusted
         r.options = options_of(self.backend) if self.backend is not None else {}
         # a compiling backend's compile time, before the first epoch and outside every clock
         r.run["compile_seconds"] = r.options.get("compile_seconds", math.nan)
@@ -218,11 +221,14 @@ class Run:
             r.status, r.error = "diverged", f"non-finite training loss in epoch {epoch}"
             return False
         t0 = time.perf_counter()
-        val_loss, val_acc = b.evaluate("val")
+        val_loss, val_acc = self._evaluate("val")
         row.update(val_loss=val_loss, val_acc=val_acc, eval_seconds=time.perf_counter() - t0)
         if self.config.eval_every is not None:
             self._evaluate_interval(epoch, self._last_interval, (val_loss, val_acc))
         r.epochs.append(row)
+        if not math.isfinite(val_loss):
+            r.status, r.error = "diverged", f"non-finite validation loss in epoch {epoch}"
+            return False
         if val_acc > self.best_acc:
             self.best_acc, self.best_epoch, self.best_state = val_acc, epoch, b.export_state()
         if self.time_to_target is None and val_acc >= self.config.target_acc:
@@ -239,7 +245,7 @@ class Run:
             h.after_training(b, self.record)
         if self.best_state is not None:
             b.import_state(self.best_state)
-            self.test = b.evaluate("test")
+            self.test = self._evaluate("test")
         self.peak = b.peak_memory_bytes()
 
     def _guard(self, stage: Callable[[], Any]) -> bool:
@@ -270,6 +276,7 @@ class Run:
             b.synchronize()
             seconds += self.clock() - t0
             rec = b.pop_step_records()
+            self._check_steps(rec)
             if self.record_steps:
                 self.record.steps.extend({**self.base, "epoch": epoch, "step": self.global_step + j,
                                           "loss": float(loss)} for j, loss in enumerate(rec.losses))
@@ -292,10 +299,38 @@ class Run:
                "train_acc": rec.correct / rec.seen if rec.seen else math.nan,
                "val_loss": math.nan, "val_acc": math.nan}
         if val is None and np.all(np.isfinite(rec.losses)):
-            val = self.backend.evaluate("val")
+            val = self._evaluate("val")
         if val is not None:
             row["val_loss"], row["val_acc"] = val
         self.record.evals.append(row)
+
+    def _evaluate(self, split: str) -> tuple[float, float]:
+        """The backend's (loss, accuracy) on ``split``, checked: nonsense fails the run, naming the value
+        (a loss of inf or NaN is left to the caller: a divergence)."""
+        value = self.backend.evaluate(split)
+        try:
+            loss, acc = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise BackendValueError(f"{self.base['backend']}: evaluate({split!r}) returned "
+                                    f"{shorten(repr(value), 80)} (allowed: (loss, accuracy), two numbers)") from None
+        if not 0 <= acc <= 1:
+            raise BackendValueError(f"{self.base['backend']}: evaluate({split!r}) returned accuracy {acc!r} "
+                                    "(allowed: a number from 0 to 1)")
+        if not loss >= 0 and not math.isnan(loss):
+            raise BackendValueError(f"{self.base['backend']}: evaluate({split!r}) returned loss {loss!r} "
+                                    "(allowed: a number >= 0)")
+        return loss, acc
+
+    def _check_steps(self, rec) -> None:
+        """A backend's step records, checked: a negative loss or more right answers than rows fails the run."""
+        losses = np.asarray(rec.losses, dtype=float)
+        if np.any(losses < 0):
+            raise BackendValueError(f"{self.base['backend']}: a training loss of {losses[losses < 0][0]!r} "
+                                    "(allowed: >= 0, or inf/NaN: a divergence)")
+        if not (isinstance(rec.correct, (int, np.integer)) and isinstance(rec.seen, (int, np.integer))
+                and 0 <= rec.correct <= rec.seen):
+            raise BackendValueError(f"{self.base['backend']}: {rec.correct!r} right of {rec.seen!r} training "
+                                    "rows (allowed: integers, 0 <= right <= rows)")
 
     def _warm_up(self, steps: int) -> None:
         """A few steps on the first rows, then their records are dropped (the caller restores the weights)."""
@@ -307,6 +342,10 @@ class Run:
             b.train_batch(idx[k * batch:(k + 1) * batch])
         b.synchronize()
         b.pop_step_records()
+
+
+class BackendValueError(ValueError):
+    """A backend returned a value that cannot be (an accuracy of 7.5): its run is ``failed``."""
 
 
 def run_one(who: Chosen | Backend, config: Config, data: Dataset, seed: int, **kwargs: Any) -> RunRecord:

@@ -17,10 +17,10 @@ does everything else, in this order:
 4. under the thread limit, call ``measure(ctx)``: ``ctx.data(seed)`` loads the
    data (the first load writes ``env.json``), and ``ctx.measuring()`` is the
    block a signal ends, after which the command returns what it has;
-5. with signals held, write the tables, draw the figures (a full disk costs a
-   figure, never a table), write ``env.json`` and ``report.md`` (title,
+5. with signals held, write the tables, ``env.json`` and ``report.md`` (title,
    interrupted note, setup, settings, sections, figures, files; or the
-   command's own name for it), then print
+   command's own name for it), then draw the figures, which a signal may end
+   (a full disk costs a figure, never a table or the report), then print
    the command's lines and ``results: DIR``;
 6. exit 0; 1 for a problem (no run finished, a check failed); 2 for a usage
    error (``bench.errors.run_cli``); 130 after Ctrl-C; 143 after SIGTERM or SIGHUP.
@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
-from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config
-from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, run_cli
+from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
+from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -122,6 +123,11 @@ class Context:
             self.write_env(self._loaded[seed].info())
         return self._loaded[seed]
 
+    def checkpoint(self, result: "Result") -> None:
+        """``result``'s tables, env.json and report.md now, without its figures: a process that later
+        ends without a word (a backend calling ``os._exit``) leaves them whole."""
+        write(self, result, figures=False)
+
     def settings_dict(self) -> dict[str, Any]:
         """The command's own fields: those of Config it reads, then its settings."""
         own = dataclasses.asdict(self.settings) if self.settings is not None else {}
@@ -149,7 +155,10 @@ def parse(command: Command, argv: Sequence[str] | None = None) -> Context | None
             do()
             return None
     values, own, given = settings_from_args(args, command.name, preset, rest)
-    settings = SETTINGS[command.name](**own).validate() if command.name in SETTINGS else None
+    settings = SETTINGS[command.name](**own) if command.name in SETTINGS else None
+    if settings is not None:  # the Config's caps are checked by its validate()
+        check_caps(settings)
+        settings.validate()
     config = Config(**values) if COMMAND_FIELDS.get(command.name) else None
     ctx = Context(command, config, settings, given, getattr(args, "out", None), getattr(args, "quiet", False))
     if command.configure:
@@ -201,15 +210,29 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
     return finish(ctx, result)
 
 
-def write(ctx: Context, result: Result) -> None:
-    """Every table, figure, env.json and report.md of ``result``."""
+def write(ctx: Context, result: Result, figures: bool = True) -> None:
+    """Every table, env.json and report.md of ``result``, then its figures (unless ``figures`` is False):
+    a full disk costs a figure, never the report. Drawing may take long, so a signal is not held for it:
+    it ends the drawing, and report.md is rewritten with the figures drawn."""
     folder = ctx.folder
     for name, table in result.tables.items():
         folder.write_csv(name, table)
-    drawn = {name: title for name, (title, draw) in result.figures.items()
-             if folder.save_figure(name, draw(), bbox_inches="tight") is not None}
     ctx.env.update(result.env)
+    if provenance.replaced():  # a backend's import or constructor replaced them: the runs say so too
+        ctx.env["replaced_callables"] = provenance.replaced()
     folder.write_json("env.json", ctx.env)
+    folder.write_text(ctx.command.report, report(ctx, result, {}))
+    if not (figures and result.figures):
+        return
+    drawn = {}
+    try:
+        release_signals()  # one that came while the tables were written ends the drawing now
+        for name, (title, draw) in result.figures.items():
+            if folder.save_figure(name, draw(), bbox_inches="tight") is not None:
+                drawn[name] = title
+    except KeyboardInterrupt:
+        folder.interrupted = True
+    hold_signals()
     folder.write_text(ctx.command.report, report(ctx, result, drawn))
 
 
@@ -218,7 +241,10 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
     from bench.report import setup_lines
 
     settings = ", ".join(f"{k}={v}" for k, v in ctx.settings_dict().items())
-    lines = [f"# {ctx.command.title}", "", *ctx.folder.interrupted_note(), "## Setup", "",
+    gone = ctx.env.get("replaced_callables")
+    warn = [f"**Replaced while this command ran (a backend's import or constructor): {', '.join(gone)}. "
+            "Runs that finished after it are flagged in `replaced` and are not to be trusted.**", ""] if gone else []
+    lines = [f"# {ctx.command.title}", "", *ctx.folder.interrupted_note(), *warn, "## Setup", "",
              *setup_lines(ctx.env, [*result.setup, f"- Settings: {settings}"]), ""]
     for heading, body in result.sections:
         lines += [*([f"## {heading}", ""] if heading else []), *body, ""]
@@ -226,7 +252,7 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
         lines += ["## Figures", ""]
         for name, title in figures.items():
             lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    files = [*ctx.folder.written, ctx.command.report]
+    files = [*(f for f in ctx.folder.written if f != ctx.command.report), ctx.command.report]
     return "\n".join([*lines, "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""])
 
 
@@ -236,6 +262,9 @@ def finish(ctx: Context, result: Result) -> int:
         print(line)
     for line in result.notes:
         print(line, file=sys.stderr)
+    if ctx.env.get("replaced_callables"):
+        print(f"warning: a backend replaced {', '.join(ctx.env['replaced_callables'])}: the runs that "
+              "finished after it are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
     if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
             print(f"interrupted: partial results in {ctx.folder.path}", file=sys.stderr)

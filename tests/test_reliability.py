@@ -192,7 +192,7 @@ def test_more_threads_than_cores_is_refused(cli):
 
 
 def test_a_model_that_cannot_fit_is_refused_before_any_work(cli):
-    proc = cli("bench.compare", *TINY, "--hidden-dims", "1000000", "--out", "big")
+    proc = cli("bench.compare", *TINY, "--hidden-dims", "60000,60000,60000", "--out", "big")
     assert_one_line_error(proc, "GiB", "available", "--hidden-dims")
     assert not (proc.cwd / "big").exists()
 

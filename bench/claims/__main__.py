@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 
@@ -40,6 +40,7 @@ from bench.claims.context import Context
 from bench.claims.verdict import COLUMNS, provisional
 from bench.config import CIFAR10_N_FEATURES, PRESETS, split
 from bench.errors import UserError
+from bench.memory import bytes_needed, check_memory
 from bench.plots import plt
 from bench.report import md_table
 
@@ -72,6 +73,14 @@ def _check(ctx: runner.Context) -> None:
     if opts.check_features > CIFAR10_N_FEATURES:
         raise UserError(f"invalid check_features: {opts.check_features} (allowed: at most the "
                         f"{CIFAR10_N_FEATURES} input features)")
+    # before any work: NumPy's and PyTorch's nets at the config (claims 1-5, 8), or the largest theory
+    # net (claims 6, 7: initialised in float64), and the data
+    theory = [[opts.width] * max(opts.depths)] * (6 in opts.only) + [opts.landscape_dims] * (7 in opts.only)
+    need = max([bytes_needed(replace(config, hidden_dims=list(d), batch_size=opts.batch_examples,
+                                     dtype="float64", lockstep=False)) for d in theory]
+               + [bytes_needed(config) * bool(set(opts.only) & {1, 2, 3, 4, 5, 8})])
+    check_memory(config, 0, extra=2 * need, flags="--width, --depths, --landscape-dims, --hidden-dims, "
+                                                  "--batch-examples or --train-subset")
 
 
 def measure(ctx: runner.Context) -> runner.Result:

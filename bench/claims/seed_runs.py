@@ -28,7 +28,7 @@ from bench.backends import resolve
 from bench.claims.context import Context
 from bench.theory.gradflow import Watch
 from bench.theory.hessian import InitialWeights
-from bench.run import run_one
+from bench.run import RunRecord, one_line, run_one
 
 IMPLS = {"numpy": "numpy:cpu", "torch": "torch:cpu"}
 RUN_COLUMNS = ["impl", "seed", "status", "error", "test_acc", "best_epoch", "init_val_loss", "seconds"]
@@ -59,10 +59,13 @@ def train(ctx: Context, impl: str, seed: int, *, epochs: int | None = None,
     """One run of ``impl`` at the config (``epochs`` of them when given); Ctrl-C raises."""
     cfg = ctx.config if epochs is None else dataclasses.replace(ctx.config, epochs=epochs)
     chosen = resolve([IMPLS[impl]])[0][0]
-    backend = chosen.make(cfg)
     watch, start = Watch(), InitialWeights()
     t0 = time.perf_counter()
-    record = run_one(chosen, cfg, ctx.data(seed), seed, backend=backend, initial_state=initial_state,
+    try:
+        backend, data = chosen.make(cfg), ctx.data(seed)
+    except MemoryError as exc:  # this seed's run is oom; the others go on
+        return Trained(RunRecord(IMPLS[impl], seed, "oom", one_line(exc)), watch, start, None, 0.0)
+    record = run_one(chosen, cfg, data, seed, backend=backend, initial_state=initial_state,
                      hooks=[watch, start])
     if record.interrupted:
         raise KeyboardInterrupt

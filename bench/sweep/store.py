@@ -123,6 +123,13 @@ class SweepStore:
             missing = [c for c in self.key_columns if c not in df.columns]
             if missing:
                 raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
+            twice = df[self.key_columns].astype(str).duplicated(keep=False)  # the whole table: one row a key
+            if twice.any():
+                key = self._key(df[twice].iloc[0])
+                lines = [i for i, r in enumerate(df.to_dict("records"), 2) if self._key(r) == key]
+                raise UserError(f"{rows_path}: more than one row for the task {', '.join(f'{c}={v}' for c, v in zip(self.key_columns, key))} (lines "
+                                f"{', '.join(map(str, lines))}); a sweep keeps one row a task: remove the "
+                                "extra rows, or pick a new folder")
             bad: list[str] = []
             for i, row in enumerate(df.to_dict("records"), 2):  # line 1 is the header
                 why = self._invalid(row)
