@@ -44,7 +44,8 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
             return ""
         if isinstance(v, float):
             return format(v, floatfmt)
-        return str(v).replace("|", "\\|")
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(v))
+        return text.replace("|", "\\|")  # a newline or a pipe in a cell never splits its row
 
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"

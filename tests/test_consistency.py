@@ -273,3 +273,17 @@ def test_the_next_command_runs_the_same_comparison_with_more_seeds(flags):
     assert words[:3] == ["python", "-m", "bench.compare"]
     again = parse(compare.COMMAND, words[3:]).config
     assert again.to_dict() == {**config.to_dict(), "seeds": [7, 42, 43, 44, 45]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(alphabet=st.characters(exclude_characters="\\"), min_size=1, max_size=20),
+                      min_size=1, max_size=4))
+def test_any_text_stays_in_its_cell_of_a_markdown_table(texts):
+    """Every report's tables: a newline, a control character or a pipe in a cell (a backend's name, a
+    folder's, an error) neither adds a row nor a column."""
+    import re
+
+    lines = md_table(pd.DataFrame({"name": texts, "value": [1.0] * len(texts), "note": texts})).split("\n")
+    assert len(lines) == len(texts) + 2
+    for line in lines:
+        assert re.sub(r"\\\|", "", line).count("|") == 4, line

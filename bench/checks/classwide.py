@@ -92,9 +92,8 @@ def table_row(name: str, doc: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _markdown_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with every text cell kept on its row of a Markdown table: a control character (a
-    newline in a submission's name) written as its escape, a backslash and a backtick escaped (a
-    pipe: ``md_table``)."""
+    """The table's text cells with a backslash and a backtick escaped, so that a submission's name
+    renders as written (``md_table`` keeps every cell on its row: control characters, pipes)."""
     def safe(v: Any) -> Any:
         if not isinstance(v, str):
             return v
