@@ -97,9 +97,7 @@ def _markdown_safe(table: pd.DataFrame) -> pd.DataFrame:
     def safe(v: Any) -> Any:
         if not isinstance(v, str):
             return v
-        v = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                    for c in v.replace("\\", "\\\\"))
-        return v.replace("`", "\\`")
+        return v.replace("\\", "\\\\").replace("`", "\\`")
     return table.apply(lambda column: column.map(safe))
 
 
