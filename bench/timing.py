@@ -22,7 +22,9 @@ measured epoch time can be trusted on a shared, noisy machine:
   the fastest bracket of the same backend ran on an unloaded machine.
 
 Every epoch row gets a ``timing_quality``: ``ok``, or why not (its ratio is
-below 1, which no honest epoch can be; below its fixed-cost floor; or its two
+below 1, which no epoch can be whose products cost what they cost alone (a
+compiled ``--jax-scan`` epoch, whose products XLA schedules with the rest,
+can); below its fixed-cost floor; or its two
 brackets differ by more than ``BRACKET_TOLERANCE``: the load changed during
 it). An epoch is *trusted* (:func:`trusted_mask`, the one decision every output
 reads) when it comes after its run's first epoch (which pays one-off costs), ran
@@ -124,7 +126,8 @@ def epoch_flags(row: dict[str, Any]) -> list[str]:
     flags = []
     ratio, floor = row.get("epoch_to_gemm", math.nan), row.get("ratio_floor", math.nan)
     if ratio < 1:
-        flags.append(f"ratio {ratio:.3g} below 1 (no epoch beats its own matrix products: noise)")
+        flags.append(f"ratio {ratio:.3g} below 1 (the epoch beat its own GEMM-only time: noise, or products "
+                     "that a compiled epoch runs faster than alone)")
     elif floor > 1 and ratio < floor:
         flags.append(f"ratio {ratio:.3g} below its fixed-cost floor {floor:.3g}")
     before, after = row.get("gemm_before_seconds", math.nan), row.get("gemm_after_seconds", math.nan)
