@@ -84,6 +84,8 @@ def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
         raise UserError(f"{path}: not UTF-8 text (allowed: a TOML file in UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {shorten(str(exc), 200)}") from None
+    except ValueError as exc:  # what the parser's own conversions raise (an integer of 5000 digits)
+        raise UserError(f"{path}: a value TOML cannot hold: {shorten(str(exc), 200)}") from None
     except RecursionError:
         raise UserError(f"{path}: nested too deeply (allowed: flat keys, each a value or a list of "
                         "values)") from None

@@ -42,6 +42,9 @@ TMP_PREFIX, TMP_SUFFIX = ".mlpbench-tmp.", ".tmp"  # reserved: no other program'
 # what tempfile.mkstemp(prefix=TMP_PREFIX + "<name>.", suffix=".tmp") makes: 8 characters of its alphabet
 _TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}$")
 JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
+# Python objects per byte of JSON at worst: "{}," is 3 bytes and a 64-byte dict plus its 8-byte slot
+# (24x); a 198 MB file of empty objects took 3.7 GB to parse (adversarial O18)
+JSON_EXPANSION = 40
 FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
 
 
@@ -226,6 +229,13 @@ def read_bounded(path: Path, limit: int, what: str = "a file of its kind") -> by
 def read_json(path: Path, limit: int = JSON_BYTES, what: str = "a JSON file of its kind") -> Any:
     """A JSON document from a bounded regular file; anything that is not JSON is one UserError."""
     data = read_bounded(path, limit, what)
+    from bench.memory import GIB, available  # noqa: PLC0415 - bench.memory reads through this module
+
+    room = available()
+    if room is not None and len(data) * JSON_EXPANSION > room[0]:
+        raise UserError(f"{path}: {len(data)} bytes of JSON can take {JSON_EXPANSION} times as much "
+                        f"once parsed, and {room[0] / GIB:.1f} GiB is available ({room[1]}); "
+                        f"refusing to parse it (allowed: {what} that fits)")
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:

@@ -234,6 +234,7 @@ def test_cli_rejects_bad_values(cli, args, needles):
     ("lr = -0.5\n", ["lr", "-0.5"]),
     ("lr = inf\n", ["lr", "inf", "finite"]),
     ("depth = 21\n", ["'depth' is not a setting of python -m bench.compare"]),
+    ("epochs = " + "9" * 5000 + "\n", ["a value TOML cannot hold"]),  # tomllib's int() digit limit
 ])
 def test_cli_rejects_bad_toml(cli, tmp_path, text, needles):
     (tmp_path / "bad.toml").write_text(text)

@@ -121,6 +121,31 @@ def test_json_nested_too_deeply_is_one_user_error(tmp_path):
         bio.read_json(path)
 
 
+def test_json_that_cannot_fit_once_parsed_is_refused_before_parsing(tmp_path, monkeypatch):
+    """3 bytes of "{}," became 72 bytes of Python: a 198 MB file took 3.7 GB (adversarial O18)."""
+    import bench.memory
+
+    path = tmp_path / "objects.json"
+    path.write_text("[" + ",".join(["{}"] * 100_000) + "]")  # 300 kB, about 7 MB once parsed
+    assert len(bio.read_json(path)) == 100_000
+    monkeypatch.setattr(bench.memory, "available", lambda: (2 * 2**20, "a 2 MiB test limit"))
+    with pytest.raises(UserError, match="40 times as much once parsed.*a 2 MiB test limit"):
+        bio.read_json(path)
+
+
+def test_op_ratios_refuses_a_saved_run_too_big_to_parse_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "0001_big.json"
+    path.write_text("[" + ",".join(["{}"] * 20_000_000) + "]")  # 60 MB: 2.4 GB at the bound
+    proc = subprocess.run(["bash", "-c", f"ulimit -v 2000000; exec {sys.executable} -m bench.op_ratios "
+                           f"{path} --out {tmp_path / 'out'}"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert_one_line_error(proc, "once parsed", "ulimit -v")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- every reader goes through it
 
 
@@ -334,6 +359,25 @@ def test_an_array_is_never_built_from_no_bytes(tmp_path_factory, rows, builder):
             else Reduce(_reconstruct, np.ndarray, (rows, 3072), b"b"))
     got = within(30, lambda: load_quiet(_python_folder_with(tmp_path_factory.mktemp("u"), data)))
     assert isinstance(got, UserError) and "from no bytes" in str(got), got
+
+
+@pytest.mark.parametrize("entry", ["data", "labels"])
+@pytest.mark.parametrize("dtype", ["V0", np.dtype([])])
+def test_elements_of_no_bytes_still_count_against_the_cap(tmp_path, entry, dtype):
+    """A zero-size dtype made 3e8 labels '0 bytes'; listing them took 2.4 GB (adversarial P02)."""
+    huge = Reduce(np.ndarray, (3 * 10**8,), dtype)
+    arrays = {b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 10}
+    arrays[entry.encode()] = huge
+    folder = write_python_folder(tmp_path / "data", tiny_arrays())
+    (folder / "data_batch_2").write_bytes(pickle.dumps(arrays, protocol=2))
+    got = within(30, lambda: load_quiet(tmp_path / "data"))
+    assert isinstance(got, UserError) and "refusing to build" in str(got), got
+
+
+def test_labels_are_counted_before_they_are_listed():
+    buf = pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": np.zeros(11, np.uint8)})
+    with pytest.raises(UserError, match="11 labels for 10 images"):
+        formats.parse_python_batch(buf, "b")
 
 
 def test_a_batch_holds_no_more_pixels_than_its_file_has_bytes():

@@ -209,7 +209,9 @@ class RestrictedUnpickler(pickle.Unpickler):
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in dims)):
             raise self._refuse(f"an array of shape {_short(shape)}")
         dt = self._checked_dtype(dtype)
-        nbytes = math.prod(dims) * dt.itemsize
+        # NOTE: an element counts as at least one byte, so a zero-size dtype (V0, an empty record)
+        # cannot hide billions of elements that a later .tolist() or iteration would materialise
+        nbytes = math.prod(dims) * max(dt.itemsize, 1)
         if nbytes > self.max_bytes:
             raise self._refuse(f"an array of shape {_short(dims)} and dtype {dt} ({nbytes} bytes; a "
                                f"CIFAR-10 batch holds at most {self.max_bytes})")
@@ -277,6 +279,8 @@ def parse_python_batch(buf: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
                         "refusing an array that was not read from it")
     raw = d["labels"]
     if isinstance(raw, np.ndarray):
+        if raw.size != data.shape[0]:  # before .tolist(), which builds one Python object an element
+            raise UserError(f"{where}: {raw.size} labels for {data.shape[0]} images")
         raw = raw.tolist() if raw.ndim == 1 else [raw]
     if not isinstance(raw, list):
         raise UserError(f"{where}: 'labels' is a {type(raw).__name__}, not a list of integers")
