@@ -159,6 +159,11 @@ class Config:
                "three finite numbers (R G B)")
         _check(len(self.std) == 3 and all(_finite(s) and s > 0 for s in self.std), "std", self.std,
                "three finite numbers > 0 (R G B)")
+        if self.dataset == "synthetic":  # its data are made normalised: a record of others would be false
+            for name in ("mean", "std"):
+                _check(getattr(self, name) == getattr(Config(), name), name, getattr(self, name),
+                       "the default with --dataset synthetic, whose data are made normalised (mean "
+                       "and std normalise CIFAR-10's pixels)")
         limit = self.n_train if n_train is None else n_train
         _check(1 <= self.batch_size <= limit, "batch_size", self.batch_size,
                f"an integer from 1 to the training-set size {limit}")

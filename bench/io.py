@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 TMP_PREFIX, TMP_SUFFIX = ".mlpbench-tmp.", ".tmp"  # reserved: no other program's or user's name
 # what tempfile.mkstemp(prefix=TMP_PREFIX + "<name>.", suffix=".tmp") makes: 8 characters of its alphabet
 _TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}$")
+FIGURE_INCHES = 30.0  # the largest side of a saved figure (3300 px at the default 110 dpi)
 JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
 # Python objects per byte of JSON at worst: "{}," is 3 bytes and a 64-byte dict plus its 8-byte slot
 # (24x); a 198 MB file of empty objects took 3.7 GB to parse (adversarial O18)
@@ -99,10 +100,14 @@ def save_figure(fig, path: Path, **savefig: Any) -> None:
     """Save a matplotlib figure as PNG atomically, and close it whatever happens.
 
     A figure is not written when less than ``FIGURE_RESERVE`` bytes are free there (``OSError``
-    ENOSPC): that room is kept for the tables and the report, which matter more than a plot."""
+    ENOSPC): that room is kept for the tables and the report, which matter more than a plot. No
+    side is larger than ``FIGURE_INCHES``, whatever the figure asked for (its rendering's memory
+    and time stay bounded)."""
     import matplotlib.pyplot as plt
 
     try:
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(min(width, FIGURE_INCHES), min(height, FIGURE_INCHES))
         free = shutil.disk_usage(Path(path).parent).free
         if free < FIGURE_RESERVE:
             raise OSError(errno.ENOSPC, f"only {free} bytes free, kept for the tables and the report",

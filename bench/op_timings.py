@@ -33,6 +33,7 @@ NUMER, DENOM = "numpy", "torch"  # ratio = NUMER time / DENOM time on the same d
 KEYS = ("op", "batch", "hidden")
 REQUIRED_INFO = ("op", "backend", "batch")
 SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
+MAX_BARS = 100  # ops drawn in the figure at most (benchmarks/ gives 66 a device)
 STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
 NAME = re.compile(r"[A-Za-z0-9_.+\-/()\[\], =]{1,200}")  # an op, impl or device name: a table cell, a label
 MAX_SIZE = 2**31 - 1  # batch and hidden at most
@@ -173,7 +174,8 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
     from bench.plots import plt
 
     cols = ratio_columns(table)
-    shown = table.dropna(subset=cols, how="all").reset_index(drop=True)
+    measured = table.dropna(subset=cols, how="all").reset_index(drop=True)
+    shown = measured.head(MAX_BARS)  # the table keeps every op; a figure of thousands is unreadable
     n = len(shown)
     fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.22 * n * max(1, len(cols))))
     height = 0.8 / len(cols)
@@ -198,7 +200,8 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
     cpu = (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or ""
     gpu = (machine_info.get("gpu") or {}).get("name")
     where = shorten(", ".join(s for s in (cpu, f"{threads} threads" if threads else "", gpu or "") if s), 120)
-    ax.set_title(f"Per-op time, {NUMER} / {DENOM}" + (f"\n{where}" if where else "")
+    more = f" (the first {n} of {len(measured)} ops; every one in the table)" if len(measured) > n else ""
+    ax.set_title(f"Per-op time, {NUMER} / {DENOM}{more}" + (f"\n{where}" if where else "")
                  + "\nhatched: too noisy to compare (IQR/median of a side > "
                  f"{SPREAD_TOLERANCE})", fontsize=9)
     ax.grid(axis="x", which="both", alpha=0.3)

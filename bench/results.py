@@ -55,6 +55,8 @@ class ResultsFolder:
         self._lock_fd = lock_fd
         self.written: list[str] = []
         self.interrupted = False
+        self.resumed = False     # the folder held a run of this command, which goes on
+        self._made_lock = True   # .lock was created by this command (one that was there stays)
 
     # ------------------------------------------------------------ claiming
 
@@ -63,21 +65,23 @@ class ResultsFolder:
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
         path = Path(out) if out is not None else default_path(label)
-        if path.is_symlink():
-            raise UserError(f"--out {path} is a symbolic link; refusing to write through it (allowed: "
-                            "a new or empty folder, named by its own path)")
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
-        try:
+        try:  # a name the file system refuses (too long, say) fails in the first call that uses it
+            if path.is_symlink():
+                raise UserError(f"--out {path} is a symbolic link; refusing to write through it (allowed: "
+                                "a new or empty folder, named by its own path)")
+            if path.exists() and not path.is_dir():
+                raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
             created = io.make_dirs(path)
         except OSError as exc:
-            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
+            raise UserError(f"cannot create output folder {path}: {exc.strerror} (allowed: a path this "
+                            "file system can hold, in a folder you can write to)") from None
         try:
-            fd = _lock(path)
+            fd, made_lock = _lock(path)
         except BaseException:
             io.remove_empty(created)
             raise
         folder = cls(path, created, fd)
+        folder._made_lock = made_lock
         try:
             folder._check_contents(resume, marker)
         except BaseException:
@@ -91,7 +95,8 @@ class ResultsFolder:
         except OSError as exc:
             raise UserError(f"cannot read output folder {self.path}: {exc.strerror}") from None
         names -= {n for n in names if io.is_temporary(n)}  # a killed writer's: swept below
-        if names and not (resume and marker in names):
+        self.resumed = bool(names) and resume and marker in names
+        if names and not self.resumed:
             what = (f"holds no {marker} (not a folder of this command; pick a new folder)" if resume
                     else "already exists and is not empty (an existing run is never overwritten; "
                          "pick a new folder)")
@@ -164,10 +169,21 @@ class ResultsFolder:
 
     # ------------------------------------------------------------ closing
 
+    def discard_unmeasured(self) -> None:
+        """For a command refused after the claim (a check only its measurement can make): when it has
+        written nothing but ``env.json`` into a folder it did not resume, remove that, so the folder is
+        left as it was found; a file of any measurement stays."""
+        if not self.resumed and set(self.written) <= {"env.json"}:
+            for name in self.written:
+                (self.path / name).unlink(missing_ok=True)
+            self.written.clear()
+
     def close(self) -> None:
-        """Release the lock, remove ``.lock``; remove the folder if this command made it and it is empty."""
+        """Release the lock, remove ``.lock`` if this command made it; remove the folder if this command
+        made it and it is empty."""
         if self._lock_fd is not None:
-            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            if self._made_lock:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
         io.remove_empty(self._created)
@@ -190,15 +206,21 @@ def default_path(label: str) -> Path:
     return path
 
 
-def _lock(path: Path) -> int:
-    """An exclusive, non-blocking flock on ``path/.lock``; a UserError when another run holds it."""
+def _lock(path: Path) -> tuple[int, bool]:
+    """An exclusive, non-blocking flock on ``path/.lock``, and whether this call created the file; a
+    UserError when another run holds it."""
     import fcntl
 
     lock = path / LOCK_FILE
     while True:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:  # never through a link: O_NOFOLLOW fails on one, dangling or not
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fd, made = os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:  # another run's lock, a killed run's, or the user's own file
+                fd, made = os.open(lock, flags), False
+        except FileNotFoundError:
+            continue  # removed between the two opens by the run that held it: try again
         except OSError as exc:
             why = "a symbolic link" if os.path.islink(lock) else exc.strerror
             raise UserError(f"cannot take the lock {lock} ({why}); allowed: a folder you can "
@@ -218,5 +240,5 @@ def _lock(path: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            return fd
+            return fd, made
         os.close(fd)  # the holder removed the file as we locked it: take the new one

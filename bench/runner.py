@@ -39,7 +39,7 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
+from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -199,6 +199,10 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
         with limit_threads(ctx.threads):
             try:
                 result = command.measure(ctx)
+            except UserError:  # refused where only measuring could tell: the folder as it was found
+                if ctx.folder is not None:
+                    ctx.folder.discard_unmeasured()
+                raise
             except KeyboardInterrupt:
                 if ctx.folder is None:
                     raise

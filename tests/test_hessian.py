@@ -142,6 +142,16 @@ def test_failed_check_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "hs" / "report.md").exists()
 
 
+def test_a_diverged_training_run_is_exit_1_and_keeps_the_exact_check(tmp_path, monkeypatch, capsys):
+    """Not a usage error (it was exit 2 and left a folder: adversarial H10)."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*TINY, "--lr", "1e30", "--out", "hs"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ended diverged before any validation" in err[0], err
+    assert pd.read_csv(tmp_path / "hs" / "exact_check.csv")["ok"].all()
+    assert (tmp_path / "hs" / "report.md").exists()
+
+
 def test_bad_flag_is_one_line_exit_2(cli):
     assert_one_line_error(cli("bench.hessian", "--k", "0"), "invalid k: 0")
 

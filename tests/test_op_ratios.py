@@ -176,3 +176,19 @@ def test_the_blas_list_is_the_same_in_any_load_order(order):
         first = threads.blas_info()
     with mock.patch.object(threads, "threadpool_info", return_value=[libs[i] for i in order]):
         assert threads.blas_info() == first
+
+
+def test_thousands_of_ops_are_a_table_and_a_bounded_figure(tmp_path):
+    """5000 ops drew an 820 x 121 163 px PNG, 1 GB and 58 s (adversarial O16)."""
+    from PIL import Image
+
+    from bench.io import FIGURE_INCHES
+    from bench.op_timings import MAX_BARS
+
+    many = [_bench(f"op{k}", backend, 32, 128, 1e-3 * (2 if backend == "numpy:cpu" else 1))
+            for k in range(MAX_BARS + 400) for backend in ("numpy:cpu", "torch:cpu")]
+    out = tmp_path / "out"
+    assert main([str(_saved(tmp_path, many)), "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "op_ratios.csv")) == MAX_BARS + 400
+    width, height = Image.open(out / "op_ratios.png").size
+    assert max(width, height) <= FIGURE_INCHES * 110 + 1

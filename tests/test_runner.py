@@ -44,6 +44,8 @@ def fake(behaviour: str = "ok", *, check=None) -> runner.Command:
             data = ctx.data(ctx.config.seeds[0])
             if behaviour in ("sigint", "sigterm"):
                 raise KeyboardInterrupt
+            if behaviour == "refuse":  # a refusal only the data could tell (env.json is written)
+                raise UserError("no: the data cannot be measured")
         return runner.Result(
             tables={"found.csv": pd.DataFrame({"n_train": [len(data.y_train)]})},
             figures={"found.png": ("What was found", draw)}, setup=["- Fake: a line of setup"],
@@ -192,3 +194,33 @@ def test_no_file_is_written_outside_the_one_writer():
                 if (rel, name) not in allowed:
                     found.append(f"{rel}:{node.lineno} {name}")
     assert found == [], found
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_refusal_while_measuring_leaves_the_folder_as_found(tmp_path, existing):
+    """op_ratios' "no device has both a numpy and a torch benchmark" left env.json (adversarial O02)."""
+    if existing:
+        (tmp_path / "o").mkdir()
+    with pytest.raises(UserError, match="cannot be measured"):
+        runner.main(fake("refuse"), [*FLAGS, "--out", "o"])
+    assert (tmp_path / "o").exists() == existing
+    assert not existing or list((tmp_path / "o").iterdir()) == []
+
+
+def test_a_lock_file_that_was_there_stays(tmp_path):
+    """A refused command deleted the user's own .lock in a non-empty --out (adversarial W16)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".lock").write_text("mine")
+    (out / "notes.txt").write_text("mine too")
+    with pytest.raises(UserError, match="not empty"):
+        runner.main(fake(), [*FLAGS, "--out", "o"])
+    assert (out / ".lock").read_text() == "mine"
+    (out / "notes.txt").unlink()  # now empty but for the lock: the run writes, the lock stays
+    assert runner.main(fake(), [*FLAGS, "--out", "o"]) == 0
+    assert (out / ".lock").read_text() == "mine" and (out / "report.md").exists()
+
+
+def test_a_path_the_file_system_refuses_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="cannot create output folder .*File name too long"):
+        runner.main(fake(), [*FLAGS, "--out", "x" * 300])

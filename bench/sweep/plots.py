@@ -15,10 +15,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from bench.io import FIGURE_INCHES as MAX_INCHES  # the largest width or height of a figure
 from bench.plots import plt
 from bench.sweep.analysis import flag_matrix, matrix
 
-MAX_INCHES = 30.0   # the largest width or height of a figure
 MAX_ANNOTATED = 400  # cells with a number written in them, at most
 
 
