@@ -27,6 +27,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -156,9 +157,43 @@ def _standard_streams() -> None:
         stream = getattr(sys, name)
         if stream is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the run
-        elif hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+        elif not isinstance(stream, _ReaderMayLeave):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+            setattr(sys, name, _ReaderMayLeave(stream))
     _TERMINALS[:] = [fd for fd in (1, 2) if os.isatty(fd)]
+
+
+class _ReaderMayLeave:
+    """A standard stream whose reader may go away (``| head``): from the first broken pipe on, what
+    it is given goes to /dev/null and the command goes on, so its runs and files are not lost to a
+    progress line (every other attribute is the stream's own)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_null()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_null()
+
+    def _to_null(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, self._stream.fileno())  # what is still buffered goes there too
+        finally:
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature

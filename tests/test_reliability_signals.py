@@ -173,6 +173,19 @@ def test_closed_standard_streams_still_finish_and_keep_the_results(tmp_path, red
     assert set(pd.read_csv(tmp_path / "o" / "runs.csv")["status"]) == {"ok"}
 
 
+@pytest.mark.parametrize("command, pipe", [("compare", "2>&1 | head -c 100"),
+                                           ("epoch_ratio", "| head -1")])
+def test_a_reader_that_goes_away_costs_no_result(tmp_path, command, pipe):
+    """| head recorded good runs as failed (BrokenPipeError in a progress line), lost the summary
+    and exited 141 (adversarial ST05, ST06b)."""
+    tiny = " ".join(TINY).replace("--quiet", "")
+    proc = _shell(f"set -o pipefail; {sys.executable} -m bench.{command} {tiny} --backends numpy:cpu "
+                  f"--epochs 3 --out o {pipe} > /dev/null", tmp_path)
+    assert proc.returncode == 0, proc
+    assert {"runs.csv", "summary.csv", "report.md"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    assert set(pd.read_csv(tmp_path / "o" / "runs.csv")["status"]) == {"ok"}
+
+
 def test_an_out_folder_whose_name_is_not_utf8_keeps_its_report(tmp_path):
     name = os.fsdecode(b"o-\xff\xfe")
     proc = subprocess.run([sys.executable, "-m", "bench.compare", *TINY, "--backends", "numpy:cpu",
