@@ -56,6 +56,7 @@ class ResultsFolder:
         self.written: list[str] = []
         self.interrupted = False
         self.resumed = False     # the folder held a run of this command, which goes on
+        self.env_name = "env.json"  # this command's record (beside the first one in a resumed folder)
         self._made_lock = True   # .lock was created by this command (one that was there stays)
 
     # ------------------------------------------------------------ claiming
@@ -96,6 +97,11 @@ class ResultsFolder:
             raise UserError(f"cannot read output folder {self.path}: {exc.strerror}") from None
         names -= {n for n in names if io.is_temporary(n)}  # a killed writer's: swept below
         self.resumed = bool(names) and resume and marker in names
+        if self.resumed and "env.json" in names:  # the record of the run that made the folder stays
+            stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1
+            while f"env.resumed-{stamp}{f'_{k}' if k > 1 else ''}.json" in names:
+                k += 1
+            self.env_name = f"env.resumed-{stamp}{f'_{k}' if k > 1 else ''}.json"
         if names and not self.resumed:
             what = (f"holds no {marker} (not a folder of this command; pick a new folder)" if resume
                     else "already exists and is not empty (an existing run is never overwritten; "
@@ -143,7 +149,7 @@ class ResultsFolder:
     def write_env(self, threads: int, extra: dict[str, Any]) -> dict[str, Any]:
         """env.json: machine, versions, threads, command, plus ``extra`` (config, data, ...)."""
         env = collect_env(threads, extra)
-        self.write_json("env.json", env)
+        self.write_json(self.env_name, env)
         return env
 
     # ------------------------------------------------------------ measuring
@@ -171,9 +177,9 @@ class ResultsFolder:
 
     def discard_unmeasured(self) -> None:
         """For a command refused after the claim (a check only its measurement can make): when it has
-        written nothing but ``env.json`` into a folder it did not resume, remove that, so the folder is
-        left as it was found; a file of any measurement stays."""
-        if not self.resumed and set(self.written) <= {"env.json"}:
+        written nothing but its own record (``env.json``, or its ``env.resumed-*.json`` in a resumed
+        folder), remove that, so the folder is left as it was found; a file of any measurement stays."""
+        if set(self.written) <= {self.env_name}:
             for name in self.written:
                 (self.path / name).unlink(missing_ok=True)
             self.written.clear()

@@ -224,7 +224,7 @@ def write(ctx: Context, result: Result, figures: bool = True) -> None:
     ctx.env.update(result.env)
     if provenance.replaced():  # a backend's import or constructor replaced them: the runs say so too
         ctx.env["replaced_callables"] = provenance.replaced()
-    folder.write_json("env.json", ctx.env)
+    folder.write_json(folder.env_name, ctx.env)
     folder.write_text(ctx.command.report, report(ctx, result, {}))
     if not (figures and result.figures):
         return

@@ -229,10 +229,24 @@ def test_swept_field_set_by_a_flag_too_is_an_error(tmp_path):
 def test_resuming_with_another_grid_or_setting_is_an_error(local_sweep, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(local_sweep, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(UserError, match="holds a different sweep: its grid is batch_size=32,64"):
         main(["--grid", "batch_size=32,128", "hidden_dims=8,16", *TINY, *BACKENDS, "--out", str(out)])
     with pytest.raises(UserError, match="holds a sweep with lr = 0.1, not 0.05"):
         main([*GRID, *TINY, *BACKENDS, "--lr", "0.05", "--out", str(out)])
+    # the refused commands changed nothing: env.json still records the sweep that ran (SW07)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resume_keeps_the_first_record_and_adds_its_own(local_sweep, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(local_sweep, out)
+    first = (out / "env.json").read_bytes()
+    assert main([*GRID, *TINY, *BACKENDS, "--out", str(out)]) == 0
+    assert (out / "env.json").read_bytes() == first
+    (resumed,) = out.glob("env.resumed-*.json")
+    assert {"command", "config", "versions"} <= set(json.loads(resumed.read_text()))
+    assert f"`{resumed.name}`" in (out / "report.md").read_text()
 
 
 def test_missing_dask_names_the_extra(monkeypatch, tmp_path):
