@@ -95,7 +95,8 @@ class ResultsFolder:
             names = {p.name for p in self.path.iterdir()} - {LOCK_FILE}
         except OSError as exc:
             raise UserError(f"cannot read output folder {self.path}: {exc.strerror}") from None
-        names -= {n for n in names if io.is_temporary(n)}  # a killed writer's: swept below
+        names -= {n for n in names if io.is_temporary(n)  # a killed writer's regular file: swept below
+                  and stat.S_ISREG((self.path / n).lstat().st_mode)}
         self.resumed = bool(names) and resume and marker in names
         if self.resumed and "env.json" in names:  # the record of the run that made the folder stays
             stamp, k = time.strftime("%Y%m%d-%H%M%S"), 1

@@ -218,6 +218,7 @@ CLI_CASES = [
     (["--lr", "1e400"], ["lr", "inf", "finite"]),
     (["--std", "0.2,nan,0.2"], ["std", "nan"]),
     (["--dataset", "synthetic", "--mean", "1e30", "0", "0"], ["mean", "--dataset synthetic"]),  # F42
+    (["--data-dir", "x" * 300], ["cannot read data dir", "File name too long"]),  # D20b
     (["--dataset", "synthetic", "--std", "1e-30", "1", "1"], ["std", "made normalised"]),
     (["--dtype", "float16"], ["dtype", "float16", "float32"]),
 ]

@@ -224,3 +224,15 @@ def test_a_lock_file_that_was_there_stays(tmp_path):
 def test_a_path_the_file_system_refuses_is_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot create output folder .*File name too long"):
         runner.main(fake(), [*FLAGS, "--out", "x" * 300])
+
+
+def test_a_folder_with_the_temporary_files_name_is_not_a_temporary_file(tmp_path):
+    """Only a killed writer's regular file is exempt; a directory of that name is content (W07)."""
+    from bench.io import is_temporary
+
+    name = ".mlpbench-tmp.epochs.csv.abcdefgh.tmp"
+    assert is_temporary(name)
+    (tmp_path / "o" / name).mkdir(parents=True)
+    with pytest.raises(UserError, match="not empty"):
+        runner.main(fake(), [*FLAGS, "--out", "o"])
+    assert (tmp_path / "o" / name).is_dir()

@@ -200,10 +200,14 @@ def load_decoded(data_dir: str | os.PathLike | None = None, *, download: bool = 
     and when a corrupt cache entry is being rebuilt.
     """
     data_dir, origin = resolve_data_dir(data_dir)
-    if origin != DEFAULT_ORIGIN and not data_dir.exists():  # a typo: no download into a new folder
-        raise UserError(f"data dir {data_dir} does not exist ({origin}); allowed: an existing folder "
-                        f"holding {accepted_names()}, or an empty one to download CIFAR-10 into")
-    src = find_source(data_dir)
+    try:  # a name the file system refuses (a component too long, say) fails in the first call using it
+        if origin != DEFAULT_ORIGIN and not data_dir.exists():  # a typo: no download into a new folder
+            raise UserError(f"data dir {data_dir} does not exist ({origin}); allowed: an existing folder "
+                            f"holding {accepted_names()}, or an empty one to download CIFAR-10 into")
+        src = find_source(data_dir)
+    except OSError as exc:
+        raise UserError(f"cannot read data dir {data_dir} ({origin}): {exc.strerror or exc}; allowed: a "
+                        f"folder this file system can hold, holding {accepted_names()}") from None
     if src is None:
         _refuse_one_level_up(data_dir)
         src = _fetch(data_dir, origin, download, progress)
