@@ -96,7 +96,7 @@ def measure(ctx: runner.Context) -> runner.Result:
                   if np.isfinite(w["rtol"]) else w["where"])
         problems.append(f"{PROG}: error: numpy and torch disagree ({len(bad)} failed check(s)); first: "
                         f"{w['activation']} {w['arch']}, {w['stage']}, {w['check'].split(':')[0]}: {amount} "
-                        f"(details in {ctx.folder.path / 'agreement.csv'})")
+                        f"(details in {ctx.folder.shown / 'agreement.csv'})")
     return runner.Result(
         tables={"gradflow.csv": norms, "ratios.csv": ratios, "training.csv": training, "steps.csv": steps,
                 "agreement.csv": checks, "networks.csv": networks},

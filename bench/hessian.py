@@ -125,7 +125,7 @@ def measure(ctx: runner.Context) -> runner.Result:
         result.problems.append(f"numpy and torch disagree on {w['quantity']} at {w['stage']}: {w['numpy']:.6g} "
                                f"vs {w['torch']:.6g} (relative {w['rel_diff']:.3g} > {w['rtol']:g})")
     if result.problems:
-        result.problems = [f"{PROG}: error: " + "; ".join(result.problems) + f" (details in {ctx.folder.path})"]
+        result.problems = [f"{PROG}: error: " + "; ".join(result.problems) + f" (details in {ctx.folder.shown})"]
     return result
 
 

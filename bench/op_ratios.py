@@ -84,7 +84,7 @@ def measure(ctx: runner.Context) -> runner.Result:
             f"{SPREAD_TOLERANCE}): the machine was too noisy for that op to be compared.", "",
             md_table(shown, floatfmt=".3g"),
             *(["", "**Not findings (too noisy):**", "", *[f"- {s}" for s in flagged]] if flagged else [])])],
-        notes=[f"interrupted: the benchmarks timed before it are in {ctx.folder.path}"] if ctx.interrupted else [])
+        notes=[f"interrupted: the benchmarks timed before it are in {ctx.folder.shown}"] if ctx.interrupted else [])
 
 
 COMMAND = runner.Command("op_ratios", "Per-op time, NumPy / PyTorch", measure, check=_check, loads_data=False,

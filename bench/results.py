@@ -53,6 +53,7 @@ class ResultsFolder:
         self.path = path
         self._created = created  # folders this command made, innermost first
         self._lock_fd = lock_fd
+        self.shown = path        # the path as the user gave it, for messages
         self.written: list[str] = []
         self.interrupted = False
         self.resumed = False     # the folder held a run of this command, which goes on
@@ -65,24 +66,25 @@ class ResultsFolder:
     def create(cls, out: str | os.PathLike | None, label: str, *, resume: bool = False,
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
-        path = Path(out) if out is not None else default_path(label)
+        shown = Path(out) if out is not None else default_path(label)
+        path = shown.absolute()  # every write goes here, wherever code run meanwhile moves the process
         try:  # a name the file system refuses (too long, say) fails in the first call that uses it
             if path.is_symlink():
-                raise UserError(f"--out {path} is a symbolic link; refusing to write through it (allowed: "
+                raise UserError(f"--out {shown} is a symbolic link; refusing to write through it (allowed: "
                                 "a new or empty folder, named by its own path)")
             if path.exists() and not path.is_dir():
-                raise UserError(f"--out {path} exists and is not a folder (allowed: a new or empty folder)")
+                raise UserError(f"--out {shown} exists and is not a folder (allowed: a new or empty folder)")
             created = io.make_dirs(path)
         except OSError as exc:
-            raise UserError(f"cannot create output folder {path}: {exc.strerror} (allowed: a path this "
+            raise UserError(f"cannot create output folder {shown}: {exc.strerror} (allowed: a path this "
                             "file system can hold, in a folder you can write to)") from None
         try:
-            fd, made_lock = _lock(path)
+            fd, made_lock = _lock(path, shown)
         except BaseException:
             io.remove_empty(created)
             raise
         folder = cls(path, created, fd)
-        folder._made_lock = made_lock
+        folder._made_lock, folder.shown = made_lock, shown
         try:
             folder._check_contents(resume, marker)
         except BaseException:
@@ -94,7 +96,7 @@ class ResultsFolder:
         try:
             names = {p.name for p in self.path.iterdir()} - {LOCK_FILE}
         except OSError as exc:
-            raise UserError(f"cannot read output folder {self.path}: {exc.strerror}") from None
+            raise UserError(f"cannot read output folder {self.shown}: {exc.strerror}") from None
         names -= {n for n in names if io.is_temporary(n)  # a killed writer's regular file: swept below
                   and stat.S_ISREG((self.path / n).lstat().st_mode)}
         self.resumed = bool(names) and resume and marker in names
@@ -107,9 +109,9 @@ class ResultsFolder:
             what = (f"holds no {marker} (not a folder of this command; pick a new folder)" if resume
                     else "already exists and is not empty (an existing run is never overwritten; "
                          "pick a new folder)")
-            raise UserError(f"--out {self.path} {what}")
+            raise UserError(f"--out {self.shown} {what}")
         if not os.access(self.path, os.W_OK | os.X_OK):
-            raise UserError(f"output folder {self.path} is not writable (allowed: a folder you "
+            raise UserError(f"output folder {self.shown} is not writable (allowed: a folder you "
                             "can write to)")
         io.sweep_temporaries(self.path)
 
@@ -213,7 +215,7 @@ def default_path(label: str) -> Path:
     return path
 
 
-def _lock(path: Path) -> tuple[int, bool]:
+def _lock(path: Path, shown: Path) -> tuple[int, bool]:
     """An exclusive, non-blocking flock on ``path/.lock``, and whether this call created the file; a
     UserError when another run holds it."""
     import fcntl
@@ -240,7 +242,7 @@ def _lock(path: Path) -> tuple[int, bool]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise UserError(f"another run is writing to {path} (wait for it to finish, or pick "
+            raise UserError(f"another run is writing to {shown} (wait for it to finish, or pick "
                             "another --out)") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino

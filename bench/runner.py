@@ -29,6 +29,7 @@ does everything else, in this order:
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -188,8 +189,10 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
     ctx = parse(command, argv)
     if ctx is None:
         return 0
+    home = os.getcwd()  # relative paths (--out, --data-dir) are the user's, whatever code moves
     with ctx.stack:
         prepare(ctx)
+        _back_to(home)  # a course module's os.chdir(its folder) at import, say
         if command.folder:
             label = command.label(ctx) if command.label else command.name
             ctx.folder = ctx.stack.enter_context(ResultsFolder.create(
@@ -207,11 +210,19 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
                 if ctx.folder is None:
                     raise
                 ctx.folder.interrupted, result = True, Result()
+        _back_to(home)
         if ctx.folder is not None:
             hold_signals()  # until the folder is closed: the results are written whole
             if ctx.env:
                 write(ctx, result)
     return finish(ctx, result)
+
+
+def _back_to(home: str) -> None:
+    """Back to the working directory the command started in, when code it ran moved the process."""
+    if os.getcwd() != home:
+        print(f"note: code a backend ran changed the working directory; back to {home}", file=sys.stderr)
+        os.chdir(home)
 
 
 def write(ctx: Context, result: Result, figures: bool = True) -> None:
@@ -271,8 +282,8 @@ def finish(ctx: Context, result: Result) -> int:
               "finished after it are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
     if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
-            print(f"interrupted: partial results in {ctx.folder.path}", file=sys.stderr)
-        print(f"results: {ctx.folder.path}")
+            print(f"interrupted: partial results in {ctx.folder.shown}", file=sys.stderr)
+        print(f"results: {ctx.folder.shown}")
     for line in result.problems:
         print(line, file=sys.stderr)
     if ctx.interrupted:

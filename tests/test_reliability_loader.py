@@ -7,6 +7,7 @@ of kind ``plugin`` (as an entry point would register it).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -120,3 +121,26 @@ def test_listing_imports_no_heavy_package():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
+
+
+def test_course_code_that_changes_directory_cannot_move_the_results(tmp_path):
+    """A course idiom, os.chdir(its own folder) at import, put --out inside the student's code (CB12)."""
+    import shutil
+
+    from conftest import REPO
+
+    code = tmp_path / "student"
+    shutil.copytree(REPO / "tests" / "fixtures" / "course_ok", code)
+    modules = code / "modules.py"
+    modules.write_text("import os\nos.chdir(os.path.dirname(os.path.abspath(__file__)))\n"
+                       + modules.read_text())
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "bench.compare", "--dataset", "synthetic", "--epochs", "1",
+                           "--train-subset", "256", "--val-size", "64", "--seeds", "42", "--quiet",
+                           "--backends", f"course:{code},numpy:cpu", "--out", "relout"],
+                          cwd=run, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLPBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "relout" / "report.md").exists() and not (code / "relout").exists()
+    assert "changed the working directory" in proc.stderr

@@ -70,7 +70,7 @@ def check_class(subs: list[tuple[str, str]], seed: int, limits: Limits, jobs: in
         folder.write_text("report.md", _report(shown, seed, limits, jobs, seconds, interrupted))
     print(md_table(shown.drop(columns=["interface", "notes"])))
     print(f"{len(docs)} of {len(subs)} submissions checked in {seconds:.0f} s ({jobs} at a time); "
-          f"results: {folder.path}")
+          f"results: {folder.shown}")
     if interrupted:
         return interrupted_code()
     return 0 if all(d["exit"] == 0 for d in docs.values()) else EXIT_FAILED
