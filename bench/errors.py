@@ -73,6 +73,14 @@ def shorten(text: str, limit: int = MAX_LINE) -> str:
     return f"{text[:limit - tail - 3]} … {text[-tail:]}"
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: Python's MemoryError, CUDA's OutOfMemoryError, or a
+    library's RuntimeError (torch's CPU allocator: "can't allocate memory")."""
+    text = str(exc).lower()
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "out of memory" in text or "can't allocate memory" in text)
+
+
 class UserError(Exception):
     """A mistake in what the user asked for; its message is one line."""
 
@@ -128,7 +136,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print(f"{prog}: interrupted ({interruption()})", file=sys.stderr)
         sys.exit(interrupted_code())
-    except MemoryError:  # a resource failure outside a run (a run records its own as "oom")
+    except (MemoryError, RuntimeError) as exc:  # out of memory outside a run (a run records "oom")
+        if not out_of_memory(exc):
+            raise
         print(f"{prog}: error: out of memory (the limits of this machine or of `ulimit -v`); use "
               "smaller settings or free memory", file=sys.stderr)
         sys.exit(EXIT_FAILED)

@@ -60,11 +60,13 @@ def _check(ctx: runner.Context) -> None:
     config, opts = ctx.config, ctx.settings
     if len(config.seeds) != 1:
         raise UserError(f"{PROG} runs one seed at a time; got seeds {config.seeds} (run it once per seed)")
-    deep = dataclasses.replace(config, hidden_dims=[opts.width] * opts.depth, residual=True).validate()
-    check_memory(deep, 3, flags="--width, --depth, --batch-size or --train-subset")
     if opts.batch_examples > config.n_train:
         raise UserError(f"invalid batch_examples: {opts.batch_examples} (allowed: at most the "
                         f"{config.n_train} training rows)")
+    # the norms' fixed batch runs through the deep net as a training batch does: the larger one counts
+    deep = dataclasses.replace(config, hidden_dims=[opts.width] * opts.depth, residual=True,
+                               batch_size=max(config.batch_size, opts.batch_examples)).validate()
+    check_memory(deep, 3, flags="--width, --depth, --batch-size, --batch-examples or --train-subset")
 
 
 def measure(ctx: runner.Context) -> runner.Result:

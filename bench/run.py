@@ -47,7 +47,7 @@ from bench.backends import Chosen, options_of
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
-from bench.errors import shorten
+from bench.errors import out_of_memory, shorten
 from bench.provenance import replaced
 
 WARMUP_STEPS = 5  # steps taken, then undone, before the first clock (lazy init, BLAS threads, compile)
@@ -359,10 +359,7 @@ def run_one(who: Chosen | Backend, config: Config, data: Dataset, seed: int, **k
 
 def failure_status(exc: BaseException) -> str:
     """``oom`` for any out-of-memory error (host or device), else ``failed``."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
-            or "out of memory" in str(exc).lower():
-        return "oom"
-    return "failed"
+    return "oom" if out_of_memory(exc) else "failed"
 
 
 def one_line(exc: BaseException) -> str:

@@ -43,18 +43,18 @@ def around(centre: float, n: int = MIN_RUNS, spread: float = 0.002, seed: int = 
 
 def test_claim1_reported_figures_inside_and_outside_their_seed_distribution():
     inside = {"numpy": around(REPORTED["numpy"]), "torch": around(REPORTED["torch"], seed=1)}
-    a, b, c = claim1(inside, official=True)
+    a, b, c = claim1(inside, "")
     assert (a.id, a.verdict, b.verdict) == ("1a", SUPPORTED, SUPPORTED)
     assert c.verdict == SUPPORTED and "significantly bigger in NumPy" in c.reason  # 2 points apart, spread 0.2
     outside = {"numpy": around(0.45), "torch": around(0.45, seed=1)}
-    a, b, c = claim1(outside, official=True)
+    a, b, c = claim1(outside, "")
     assert a.verdict == b.verdict == NOT_SUPPORTED and "outside" in a.reason
     assert c.verdict == NOT_SUPPORTED and "not significant" in c.reason
 
 
 def test_claim1_on_unofficial_data_says_so_and_cannot_test_the_absolute_figures():
     inside = {"numpy": around(REPORTED["numpy"]), "torch": around(REPORTED["torch"], seed=1)}
-    verdicts = claim1(inside, official=False)
+    verdicts = claim1(inside, "on the unofficial stand-in copy: ")
     assert [v.verdict for v in verdicts[:2]] == [INCONCLUSIVE, INCONCLUSIVE]
     assert all("unofficial stand-in" in v.reason for v in verdicts)
     assert "inside" in verdicts[0].reason  # what was measured is still said
@@ -63,7 +63,7 @@ def test_claim1_on_unofficial_data_says_so_and_cannot_test_the_absolute_figures(
 
 def test_claim1_gap_the_wrong_way_round_is_not_supported():
     acc = {"numpy": around(0.47), "torch": around(0.50, seed=1)}
-    gap = claim1(acc, official=True)[2]
+    gap = claim1(acc, "")[2]
     assert gap.verdict == NOT_SUPPORTED and "significantly bigger in PyTorch" in gap.reason
 
 
@@ -108,7 +108,7 @@ def test_claims_1_to_5_never_decide_on_fewer_runs_than_the_test_needs(n, m, valu
     few, many = np.full(n, values), around(values, m)
     for pair in ({"numpy": few, "torch": many}, {"numpy": many, "torch": few}):
         bools = {k: v > -1 for k, v in pair.items()}
-        verdicts = [*claim1(pair, official), claim2(bools), claim3(bools, {k: v + 1 for k, v in pair.items()}),
+        verdicts = [*claim1(pair, "" if official else "on synthetic data: "), claim2(bools), claim3(bools, {k: v + 1 for k, v in pair.items()}),
                     claim4(pair, np.array([0.0])), claim5(pair)]
         assert all(v.verdict == INCONCLUSIVE and f"at least {MIN_RUNS}" in v.reason for v in verdicts
                    if v.id != ("1a" if pair["numpy"] is many else "1b"))
@@ -223,11 +223,14 @@ def test_quick_run_end_to_end(cli):
     assert list(table.columns) == ["id", "measured", "n", "statistic", "ci_or_p", "verdict", "reason"]
     assert list(table["id"]) == ["1a", "1b", "1c", "2", "3", "4", "5", "6", "7a", "7b", "8a", "8b", "9a", "9b"]
     assert set(table["verdict"]) <= VERDICTS and table["reason"].str.startswith("provisional").all()
-    assert (table.loc[table["id"].str[0].isin(list("12345")), "verdict"] == INCONCLUSIVE).all()  # 3 seeds
+    data_claims = table["id"].str[0].isin(list("123457"))  # on synthetic data: a smoke test (SG09b)
+    assert (table.loc[data_claims, "verdict"] == INCONCLUSIVE).all()
+    assert table.loc[data_claims, "reason"].str.contains("on synthetic data, a smoke test").all()
+    assert not table.loc[~data_claims, "reason"].str.contains("synthetic").any()
     assert list(table.loc[table["id"].isin(["9a", "9b"]), "verdict"]) == [NOT_SUPPORTED] * 2
     assert table.loc[table["id"] == "8a", "verdict"].item() == SUPPORTED
     md = (out / "claims.md").read_text()
-    assert "Every verdict is provisional" in md
+    assert "Every verdict is provisional" in md and "their verdicts are inconclusive" in md
     for n in range(1, 10):
         assert f"## Claim {n}:" in md and f"](claim{n}.png)" in md and (out / f"claim{n}.png").stat().st_size
     runs = pd.read_csv(out / "runs.csv")

@@ -182,3 +182,11 @@ def test_bad_input_is_a_user_error(tmp_path, monkeypatch, args, needle):
         main(["--dataset", "synthetic", "--train-subset", "256", "--val-size", "64", "--eval-every", "1",
               *args])
     assert not (tmp_path / "results").exists()  # nothing created for a bad request
+
+
+def test_the_fixed_batch_counts_in_the_memory_estimate(cli):
+    """A 20 000-row fixed batch through 201 layers passed the estimate, then ran out of memory (G07b)."""
+    proc = cli("bench.gradflow", "--dataset", "synthetic", "--depth", "201", "--width", "256",
+               "--batch-examples", "20000", "--train-subset", "20000", "--out", "g")
+    assert_one_line_error(proc, "batch 20000", "--batch-examples")
+    assert not (proc.cwd / "g").exists()

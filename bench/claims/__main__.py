@@ -5,7 +5,7 @@ Run it as::
     python -m bench.claims --data-dir DIR             # all nine claims
     python -m bench.claims --data-dir DIR --quick     # less data, smaller nets: provisional
     python -m bench.claims --data-dir DIR --only 1,4,8
-    python -m bench.claims --quick --dataset synthetic   # no data needed: a smoke test
+    python -m bench.claims --quick --dataset synthetic   # a smoke test: claims 1-5, 7 inconclusive
 
 Claims 1-5 share one set of runs (``--seeds``, ten by default, of
 ``numpy:cpu`` and ``torch:cpu`` at the reference setup, each through the one
@@ -37,7 +37,7 @@ import pandas as pd
 from bench import runner
 from bench.claims import gradient_flow, landscape, minimum, residual_block, training
 from bench.claims.context import Context
-from bench.claims.verdict import COLUMNS, provisional
+from bench.claims.verdict import COLUMNS, DATA_CLAIMS, on_synthetic, provisional
 from bench.config import CIFAR10_N_FEATURES, PRESETS, split
 from bench.errors import UserError
 from bench.memory import bytes_needed, check_memory
@@ -96,6 +96,8 @@ def measure(ctx: runner.Context) -> runner.Result:
                     if o.figure is not None:
                         plt.close(o.figure)
                     continue
+                if ctx.config.dataset == "synthetic" and o.number in DATA_CLAIMS:
+                    o.verdicts = [on_synthetic(v) for v in o.verdicts]
                 o.verdicts = [provisional(v) for v in o.verdicts] if quick else o.verdicts
                 for name, table in o.tables.items():
                     ctx.folder.write_csv(name, table)
@@ -115,6 +117,8 @@ def measure(ctx: runner.Context) -> runner.Result:
     pending = [i for i in sorted(only) if i not in done]
     intro = [*(["**A --quick run: less data, shorter training, smaller nets. Every verdict is provisional.**",
                 ""] if quick else []),
+             *([f"**Synthetic data, a smoke test: claims {DATA_CLAIMS} are about training on CIFAR-10, "
+                "so their verdicts are inconclusive.**", ""] if config.dataset == "synthetic" else []),
              *([f"Not measured: claims {', '.join(map(str, pending))}.", ""] if pending else []),
              "A verdict is `supported`, `not supported` or `inconclusive`; it never rests on fewer runs than "
              "its test needs, and no verdict uses a timing."]

@@ -37,6 +37,13 @@ class Context:
         return data
 
     @property
+    def data_words(self) -> str:
+        """What the data is, for a reason that depends on it: empty for the official CIFAR-10."""
+        if self.config.dataset == "synthetic":
+            return "on synthetic data (a smoke test of the command, not CIFAR-10): "
+        return "" if self.official else "on the unofficial stand-in copy: "
+
+    @property
     def theory_seeds(self) -> list[int]:
         """The seeds of claims 6-8: the first ``theory_seeds`` of ``seeds``."""
         return self.config.seeds[:self.settings.theory_seeds]

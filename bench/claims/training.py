@@ -76,12 +76,12 @@ def by_impl(table: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- the rules
 
 
-def claim1(acc: dict[str, np.ndarray], official: bool) -> list[Verdict]:
+def claim1(acc: dict[str, np.ndarray], where: str) -> list[Verdict]:
     """1a, 1b: does each reported figure lie in its implementation's 95 % prediction interval of one
     run? 1c: is NumPy's mean test accuracy above PyTorch's (Welch)? On an unofficial copy the
-    absolute figures cannot be tested (inconclusive) and every reason says so."""
-    where = "" if official else "on the unofficial stand-in copy: "
-    out = []
+    absolute figures cannot be tested (inconclusive) and every reason says so (``where``: what the
+    data is, empty for the official CIFAR-10)."""
+    official, out = not where, []
     for sub, impl in (("1a", "numpy"), ("1b", "torch")):
         a, what = acc[impl], f"{impl} test accuracy over seeds"
         if len(a) < MIN_RUNS:
@@ -95,7 +95,7 @@ def claim1(acc: dict[str, np.ndarray], official: bool) -> list[Verdict]:
         if official:
             verdict, reason = SUPPORTED if inside else NOT_SUPPORTED, says
         else:
-            verdict, reason = INCONCLUSIVE, (f"{where}its pixels are not the official ones, so its "
+            verdict, reason = INCONCLUSIVE, (f"{where}its pixels are not the official CIFAR-10's, so its "
                                             f"accuracies cannot test a figure from the official set; {says}")
         out.append(Verdict(sub, what, len(a), f"mean {100 * m:.2f} %",
                            f"95 % CI {100 * lo:.2f}-{100 * hi:.2f} %", verdict, reason))
@@ -192,11 +192,11 @@ def judge(m: seed_runs.SeedRuns, ctx: Context) -> list[Outcome]:
     ran = (f"{len(ctx.config.seeds)} seeds × numpy:cpu and torch:cpu at the config "
            f"({ctx.config.epochs} epochs), {n_ok['numpy']} and {n_ok['torch']} runs finished ok")
     return [
-        Outcome(1, STATEMENTS[1], claim1(acc, official),
+        Outcome(1, STATEMENTS[1], claim1(acc, ctx.data_words),
                 f"Test accuracy of the best-validation model of each run ({ran}). The band is the 95 % "
                 "prediction interval of one more run; the stars are the write-up's two figures."
-                + ("" if official else " The data is an unofficial copy, so the absolute accuracies are "
-                                       "not those of the official CIFAR-10."),
+                + ("" if official else f" Measured {ctx.data_words.rstrip(': ')}, so the absolute "
+                                       "accuracies are not those of the official CIFAR-10."),
                 _strip(acc, "test accuracy", reported=REPORTED), {"per_run.csv": t}),
         Outcome(2, STATEMENTS[2], [claim2(by_impl(t, "falls"))],
                 f"The mean training loss of every epoch, one line per run ({ran}).",

@@ -57,6 +57,15 @@ def provisional(v: Verdict) -> Verdict:
     return replace(v, reason=f"provisional (--quick: less data, smaller nets): {v.reason}")
 
 
+DATA_CLAIMS = (1, 2, 3, 4, 5, 7)  # about networks trained on CIFAR-10: no verdict from synthetic data
+
+
+def on_synthetic(v: Verdict) -> Verdict:
+    """--dataset synthetic: a smoke test of the command; no claim about CIFAR-10 is decided by it."""
+    return replace(v, verdict=INCONCLUSIVE, reason=f"on synthetic data, a smoke test of the command and "
+                                                  f"not CIFAR-10 (as measured: {v.verdict}): {v.reason}")
+
+
 def decide(significant: bool, right_way: bool) -> str:
     """A directional claim: supported only when the difference is significant and the right way round."""
     return SUPPORTED if significant and right_way else NOT_SUPPORTED
