@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.backends import Chosen, options_of
+from bench.backends import Chosen, StageTimeout, deadline, options_of, stage_limit
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.data.dataset import Dataset
@@ -250,8 +250,14 @@ class Run:
 
     def _guard(self, stage: Callable[[], Any]) -> bool:
         """Run one stage; an exception or Ctrl-C ends the run with its status instead of propagating."""
+        armed, what = False, f"{self.base['backend']}'s {stage.__name__.strip('_')}"
         try:
-            return stage() is True
+            with deadline(stage_limit(self.base["impl"]), what) as armed:  # code nobody here wrote
+                return stage() is True
+        except StageTimeout as exc:
+            if not armed:  # an outer stage's deadline: its guard records it
+                raise
+            self.record.status, self.record.error = "failed", one_line(exc)
         except KeyboardInterrupt:
             self.record.status = "interrupted"
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing backend must not end the others

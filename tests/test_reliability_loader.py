@@ -144,3 +144,31 @@ def test_course_code_that_changes_directory_cannot_move_the_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (run / "relout" / "report.md").exists() and not (code / "relout").exists()
     assert "changed the working directory" in proc.stderr
+
+
+def test_course_code_that_never_returns_fails_its_run_not_the_command(tmp_path, monkeypatch):
+    """A forward that loops forever hung compare until it was killed (adversarial CB11)."""
+    import shutil
+
+    import bench.backends
+    from bench import compare, runner
+    from conftest import REPO
+
+    code = tmp_path / "student"
+    shutil.copytree(REPO / "tests" / "fixtures" / "course_ok", code)
+    modules = code / "modules.py"
+    text = modules.read_text()
+    modules.write_text(text.replace("    def forward(self, x):\n",  # the first: LinearModule's
+                                    "    def forward(self, x):\n        while x.shape[0] > 4:\n"
+                                    "            pass\n", 1))
+    monkeypatch.setattr(bench.backends, "UNTRUSTED_STAGE_S", 3.0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    t0 = time.monotonic()
+    code_ = runner.main(compare.COMMAND, ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "256",
+                                          "--val-size", "64", "--seeds", "42", "--quiet", "--backends",
+                                          f"numpy:cpu,course:{code}", "--out", "o"])
+    assert time.monotonic() - t0 < 60 and code_ == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("impl")
+    assert runs.loc["numpy", "status"] == "ok" and runs.loc["course", "status"] == "failed"
+    assert "start took longer than 3 s" in runs.loc["course", "error"]  # the warm-up steps

@@ -48,12 +48,14 @@ under the same time limit as ``available()``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ from bench.config import Config
 from bench.errors import UserError, did_you_mean, shorten
 
 AVAILABLE_TIMEOUT_S = 10.0  # seconds a backend's available() (and a plugin's import) may take
+UNTRUSTED_STAGE_S = 600.0  # seconds a course or plugin backend may take to build, or for a run's stage
 
 
 @dataclass(frozen=True)
@@ -142,10 +145,11 @@ class Chosen:
         option it refuses; None when its constructor fails otherwise (the run path then records the
         failure as that backend's ``failed`` run)."""
         try:
-            return self.make(config)
+            with deadline(stage_limit(self.impl), f"building {self.name}"):
+                return self.make(config)
         except UserError:
             raise
-        except (Exception, SystemExit):  # noqa: BLE001 - one backend's crash never ends the others
+        except (Exception, SystemExit, StageTimeout):  # noqa: BLE001 - one backend's crash never ends the others
             return None
 
 
@@ -156,6 +160,39 @@ def options_of(backend: Backend) -> dict[str, Any]:
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - its run fails on its own if it is broken
         return {"describe_error": shorten(f"{type(exc).__name__}: {exc}", 200)}
     return got if isinstance(got, dict) else {"describe": shorten(repr(got), 200)}
+
+
+def stage_limit(impl: str) -> float | None:
+    """Seconds a backend of ``impl`` may take to build or for a run's stage: :data:`UNTRUSTED_STAGE_S`
+    for code nobody here wrote, run in this process (the course implementations, the plugins)."""
+    return UNTRUSTED_STAGE_S if impl == "course" or impl not in IMPLS else None
+
+
+class StageTimeout(BaseException):
+    """Code run under :func:`deadline` went past its seconds: not an Exception, so that no ``except
+    Exception`` between the code and the deadline's owner (the harness's or the student's) swallows it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, what: str) -> Iterator[bool]:
+    """Raise :class:`StageTimeout` in the block once ``seconds`` have passed (SIGALRM; in the main
+    thread only, and only where Python runs: a single C call returns first). None: no limit. Yields
+    whether it set the timer: inside another deadline it does not, and the outer one holds."""
+    if (seconds is None or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield False
+        return
+
+    def fire(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        raise StageTimeout(f"{what} took longer than {seconds:g} s (code that never returns?)")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Unavailable(Exception):
