@@ -40,7 +40,7 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli
+from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -202,14 +202,14 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
         with limit_threads(ctx.threads):
             try:
                 result = command.measure(ctx)
-            except UserError:  # refused where only measuring could tell: the folder as it was found
-                if ctx.folder is not None:
-                    ctx.folder.discard_unmeasured()
-                raise
             except KeyboardInterrupt:
                 if ctx.folder is None:
                     raise
                 ctx.folder.interrupted, result = True, Result()
+            except BaseException:  # refused where only measuring could tell, or out of memory: when
+                if ctx.folder is not None:  # nothing was measured, the folder as it was found
+                    ctx.folder.discard_unmeasured()
+                raise
         _back_to(home)
         if ctx.folder is not None:
             hold_signals()  # until the folder is closed: the results are written whole

@@ -46,6 +46,8 @@ def fake(behaviour: str = "ok", *, check=None) -> runner.Command:
                 raise KeyboardInterrupt
             if behaviour == "refuse":  # a refusal only the data could tell (env.json is written)
                 raise UserError("no: the data cannot be measured")
+            if behaviour == "oom":
+                raise MemoryError
         return runner.Result(
             tables={"found.csv": pd.DataFrame({"n_train": [len(data.y_train)]})},
             figures={"found.png": ("What was found", draw)}, setup=["- Fake: a line of setup"],
@@ -236,3 +238,10 @@ def test_a_folder_with_the_temporary_files_name_is_not_a_temporary_file(tmp_path
     with pytest.raises(UserError, match="not empty"):
         runner.main(fake(), [*FLAGS, "--out", "o"])
     assert (tmp_path / "o" / name).is_dir()
+
+
+def test_running_out_of_memory_before_measuring_anything_leaves_no_record(tmp_path):
+    """SG08: an out-of-memory end with nothing measured left --out holding env.json alone."""
+    with pytest.raises(MemoryError):
+        runner.main(fake("oom"), [*FLAGS, "--out", "o"])
+    assert not (tmp_path / "o").exists()
