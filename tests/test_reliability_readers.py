@@ -374,6 +374,21 @@ def test_elements_of_no_bytes_still_count_against_the_cap(tmp_path, entry, dtype
     assert isinstance(got, UserError) and "refusing to build" in str(got), got
 
 
+@pytest.mark.parametrize("where", ["label", "key", "meta"])
+def test_an_integer_python_cannot_print_is_refused_before_unpickling(tmp_path, where):
+    """10**4400 as a label, a dict key or a class name was a ValueError traceback (adversarial N-F1)."""
+    huge = 10**4400  # over the 4300 digits int() and str() take; 1.8 kB pickled
+    folder = write_python_folder(tmp_path / "data", tiny_arrays())
+    if where == "meta":
+        (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [huge] + [b"c"] * 9}))
+    else:
+        batch = {b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 10}
+        batch.update({b"labels": [huge] * 10} if where == "label" else {huge: 1})
+        (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=4))
+    got = within(30, lambda: load_quiet(tmp_path / "data"))
+    assert isinstance(got, UserError) and "a pickled integer of" in str(got), got
+
+
 def test_labels_are_counted_before_they_are_listed():
     buf = pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": np.zeros(11, np.uint8)})
     with pytest.raises(UserError, match="11 labels for 10 images"):

@@ -249,10 +249,13 @@ def restricted_loads(buf: bytes, where: str, max_bytes: int = BATCH_RECORDS * N_
     lists of tens of millions of items.
     """
     try:
-        for count, _op in enumerate(pickletools.genops(buf), 1):
+        for count, (_op, arg, _at) in enumerate(pickletools.genops(buf), 1):
             if count > MAX_OPCODES:
                 raise UserError(f"{where}: more than {MAX_OPCODES} pickle opcodes (a CIFAR-10 python "
                                 "batch has fewer than 100 000); refusing to unpickle it")
+            if isinstance(arg, int) and arg.bit_length() > 64:  # Python cannot even print one of 4300 digits
+                raise UserError(f"{where}: a pickled integer of {arg.bit_length()} bits (a CIFAR-10 python "
+                                "batch holds labels 0-9 and sizes); refusing to unpickle it")
         return RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load()
     except UserError:
         raise
