@@ -230,9 +230,9 @@ class HessianSettings:
     """``bench.hessian``: the extreme eigenvalues of the loss Hessian, and its exact check."""
 
     batch_examples: int = _opt(512, "training rows of the fixed batch the Hessian is taken on")
-    k: int = _opt(5, "eigenvalues at each end of the spectrum")
+    k: int = _opt(5, "eigenvalues at each end of the spectrum", most=100)  # bench.theory.hessian.MAX_K
     tol: float = _opt(1e-8, "Lanczos (ARPACK) relative tolerance")
-    max_matvecs: int = _opt(3000, "Hessian-vector products per Lanczos call at most")
+    max_matvecs: int = _opt(3000, "Hessian-vector products per Lanczos call at most", most=1_000_000)
     eps: float = _opt(1e-5, "central-difference step along a unit direction (NumPy side; "
                             "about (3 x float64 epsilon)^(1/3))")
     eig_rtol: float = _opt(0.01, "NumPy vs PyTorch eigenvalues: relative difference allowed")

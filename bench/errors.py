@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import re
 import signal
@@ -146,6 +147,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the exit's flush stays quiet
         sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:  # the system refused: a full disk, a vanished folder, ...
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # a path the user gave that cannot name a file
+            print(f"{prog}: error: {shorten(f'{exc.filename}: {exc.strerror}')} (allowed: a path this "
+                  "file system can hold, without a loop of links)", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {shorten(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
@@ -174,9 +179,12 @@ def _standard_streams() -> None:
     _TERMINALS[:] = [fd for fd in (1, 2) if os.isatty(fd)]
 
 
+GONE = (errno.EPIPE, errno.ENOSPC, errno.EIO)  # a stream's reader left, its disk is full, its terminal gone
+
+
 class _ReaderMayLeave:
-    """A standard stream whose reader may go away (``| head``): from the first broken pipe on, what
-    it is given goes to /dev/null and the command goes on, so its runs and files are not lost to a
+    """A standard stream whose reader may go away (``| head``, ``> /dev/full``): from the first broken
+    pipe (or full disk, or I/O error) on, what it is given goes to /dev/null and the command goes on, so its runs and files are not lost to a
     progress line (every other attribute is the stream's own)."""
 
     def __init__(self, stream: Any):
@@ -185,14 +193,18 @@ class _ReaderMayLeave:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise
             self._to_null()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise
             self._to_null()
 
     def _to_null(self) -> None:

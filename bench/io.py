@@ -44,8 +44,9 @@ _TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[a-z0-9_]{{8}}{re.escape(
 FIGURE_INCHES = 30.0  # the largest side of a saved figure (3300 px at the default 110 dpi)
 JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json is a few KiB)
 # Python objects per byte of JSON at worst: "{}," is 3 bytes and a 64-byte dict plus its 8-byte slot
-# (24x); a 198 MB file of empty objects took 3.7 GB to parse (adversarial O18)
-JSON_EXPANSION = 40
+# (24x); a 198 MB file of empty objects took 3.7 GB to parse (adversarial O18), nested one-element
+# lists about 50x (N-F3)
+JSON_EXPANSION = 64
 FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, hold_signals, interrupted_code, release_signals, run_cli
+from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -189,7 +189,11 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
     ctx = parse(command, argv)
     if ctx is None:
         return 0
-    home = os.getcwd()  # relative paths (--out, --data-dir) are the user's, whatever code moves
+    try:
+        home = os.getcwd()  # relative paths (--out, --data-dir) are the user's, whatever code moves
+    except FileNotFoundError:
+        raise UserError("the working directory no longer exists (allowed: run from an existing "
+                        "folder)") from None
     with ctx.stack:
         prepare(ctx)
         _back_to(home)  # a course module's os.chdir(its folder) at import, say

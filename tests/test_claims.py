@@ -255,6 +255,8 @@ def test_only_some_claims(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, needle", [
     (["--only", "0"], "invalid only"),
+    (["--k", "1000000"], "invalid k: 1000000"),  # claim 7's Lanczos: capped as in bench.hessian (N-F8)
+    (["--max-matvecs", "100000000"], "invalid max_matvecs"),
     (["--only", "4", "4"], "invalid only"),
     (["--theory-seeds", "4"], "invalid theory_seeds: 4"),
     (["--landscape-dims", "8,4"], "invalid landscape_dims"),

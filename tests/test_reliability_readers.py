@@ -129,7 +129,7 @@ def test_json_that_cannot_fit_once_parsed_is_refused_before_parsing(tmp_path, mo
     path.write_text("[" + ",".join(["{}"] * 100_000) + "]")  # 300 kB, about 7 MB once parsed
     assert len(bio.read_json(path)) == 100_000
     monkeypatch.setattr(bench.memory, "available", lambda: (2 * 2**20, "a 2 MiB test limit"))
-    with pytest.raises(UserError, match="40 times as much once parsed.*a 2 MiB test limit"):
+    with pytest.raises(UserError, match="64 times as much once parsed.*a 2 MiB test limit"):
         bio.read_json(path)
 
 
@@ -144,6 +144,18 @@ def test_op_ratios_refuses_a_saved_run_too_big_to_parse_in_one_line(tmp_path):
                           timeout=120, cwd=tmp_path)
     assert_one_line_error(proc, "once parsed", "ulimit -v")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("variable", ["cache", "loop"])
+def test_a_cache_path_the_file_system_refuses_is_one_line_exit_2(cli, tmp_path, variable):
+    """MLPBENCH_CACHE_DIR too long or in a loop of links was exit 1 (adversarial N-F2)."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    cache = str(tmp_path / ("k" * 300)) if variable == "cache" else str(tmp_path / "loop" / "x")
+    data = write_python_folder(tmp_path / "d", tiny_arrays()).parent
+    proc = cli("bench.compare", "--data-dir", str(data), "--epochs", "1", "--train-subset", "50",
+               "--val-size", "10", "--batch-size", "10", "--backends", "numpy:cpu", "--out", "o",
+               env={"MLPBENCH_CACHE_DIR": cache})
+    assert_one_line_error(proc, "a path this file system can hold")
 
 
 # ---------------------------------------------------------------- every reader goes through it

@@ -163,7 +163,7 @@ def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, timeout=300)
 
 
-@pytest.mark.parametrize("redirect", ["2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
+@pytest.mark.parametrize("redirect", ["2>&-", ">&- 2>&-", "<&- >&- 2>&-", "> /dev/full 2> /dev/full"])
 def test_closed_standard_streams_still_finish_and_keep_the_results(tmp_path, redirect):
     tiny = " ".join(TINY).replace("--quiet", "")  # progress bars on, to the closed stream
     proc = _shell(f"{sys.executable} -m bench.compare {tiny} --backends numpy:cpu --out o {redirect}",

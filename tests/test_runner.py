@@ -245,3 +245,12 @@ def test_running_out_of_memory_before_measuring_anything_leaves_no_record(tmp_pa
     with pytest.raises(MemoryError):
         runner.main(fake("oom"), [*FLAGS, "--out", "o"])
     assert not (tmp_path / "o").exists()
+
+
+def test_a_working_directory_that_is_gone_is_one_line(monkeypatch):
+    def gone():
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(runner.os, "getcwd", gone)
+    with pytest.raises(UserError, match="the working directory no longer exists"):
+        runner.main(fake(), [*FLAGS, "--out", "/tmp/never-made"])

@@ -33,7 +33,8 @@ IMPL_LABELS = {"torch": "torch (double backward)", "numpy": "numpy (central diff
 CHECK_TRAIN_STEPS = 500  # full-batch gradient steps of the tiny model before its second check
 CHECK_LR = 0.5
 MAX_EXACT_PARAMS = 5000  # the exact check forms the tiny model's whole Hessian: 200 MB in float64
-MAX_K = 100  # eigenvalues at each end at most: each is a Lanczos vector kept, and converged, per end
+# eigenvalues at each end at most: each is a Lanczos vector kept, and converged, per end (the field's cap)
+MAX_K = next(f for f in dataclasses.fields(HessianSettings) if f.name == "k").metadata["most"]
 
 
 class InitialWeights(LoopHooks):
