@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, hold_signals, interruption, release_signals
+from bench.errors import ON_ABANDON, UserError, hold_signals, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -85,6 +85,7 @@ class ResultsFolder:
             raise
         folder = cls(path, created, fd)
         folder._made_lock, folder.shown = made_lock, shown
+        ON_ABANDON.append(folder._drop_lock)
         try:
             folder._check_contents(resume, marker)
         except BaseException:
@@ -187,14 +188,20 @@ class ResultsFolder:
                 (self.path / name).unlink(missing_ok=True)
             self.written.clear()
 
-    def close(self) -> None:
-        """Release the lock, remove ``.lock`` if this command made it; remove the folder if this command
-        made it and it is empty."""
+    def _drop_lock(self) -> None:
+        """Remove ``.lock`` if this command made it, and release the flock."""
         if self._lock_fd is not None:
             if self._made_lock:
                 (self.path / LOCK_FILE).unlink(missing_ok=True)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+    def close(self) -> None:
+        """Release the lock, remove ``.lock`` if this command made it; remove the folder if this command
+        made it and it is empty."""
+        self._drop_lock()
+        if self._drop_lock in ON_ABANDON:
+            ON_ABANDON.remove(self._drop_lock)
         io.remove_empty(self._created)
         release_signals()  # a signal that waited for the results ends the command now
 

@@ -172,3 +172,30 @@ def test_course_code_that_never_returns_fails_its_run_not_the_command(tmp_path, 
     runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("impl")
     assert runs.loc["numpy", "status"] == "ok" and runs.loc["course", "status"] == "failed"
     assert "start took longer than 3 s" in runs.loc["course", "error"]  # the warm-up steps
+
+
+def test_course_code_that_catches_every_stop_ends_the_command_keeping_the_results(tmp_path):
+    """A bare except: in a retry loop swallowed the StageTimeout, Ctrl-C and SIGTERM (N-F6)."""
+    import shutil
+
+    from conftest import REPO
+
+    code = tmp_path / "student"
+    shutil.copytree(REPO / "tests" / "fixtures" / "course_ok", code)
+    modules = code / "modules.py"
+    modules.write_text(modules.read_text().replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        while x.shape[0] > 4:\n"
+        "            try:\n                __import__('time').sleep(0.2)\n            except:  # noqa: E722\n"
+        "                pass\n", 1))
+    script = ("import bench.backends\nbench.backends.UNTRUSTED_STAGE_S, bench.backends.STOP_RETRY_S = 2.0, 0.5\n"
+              "from bench import compare, runner\nfrom bench.errors import run_cli\n"
+              "run_cli(lambda a: runner.main(compare.COMMAND, a), ['--dataset', 'synthetic', '--epochs', '1', "
+              "'--train-subset', '256', '--val-size', '64', '--seeds', '42', '--quiet', '--backends', "
+              f"'numpy:cpu,course:{code}', '--out', 'o'], 'x')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "MLPBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stderr
+    assert "caught every attempt to stop it" in proc.stderr and "Traceback" not in proc.stderr
+    out = tmp_path / "o"
+    assert pd.read_csv(out / "runs.csv").set_index("impl").loc["numpy", "status"] == "ok"
+    assert not (out / ".lock").exists()

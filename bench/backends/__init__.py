@@ -64,10 +64,11 @@ import numpy as np
 
 from bench.backends.api import Backend
 from bench.config import Config
-from bench.errors import UserError, did_you_mean, shorten
+from bench.errors import UserError, abandon, did_you_mean, shorten
 
 AVAILABLE_TIMEOUT_S = 10.0  # seconds a backend's available() (and a plugin's import) may take
 UNTRUSTED_STAGE_S = 600.0  # seconds a course or plugin backend may take to build, or for a run's stage
+STOP_RETRY_S, STOP_TRIES = 2.0, 5  # past it: StageTimeout again every 2 s; the 6th ends the command
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,17 @@ def deadline(seconds: float | None, what: str) -> Iterator[bool]:
         yield False
         return
 
+    fired = 0
+
     def fire(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        nonlocal fired
+        fired += 1
+        if fired > STOP_TRIES:  # every StageTimeout was caught (a bare except: in a retry loop)
+            abandon(f"{what} took longer than {seconds:g} s and caught every attempt to stop it")
         raise StageTimeout(f"{what} took longer than {seconds:g} s (code that never returns?)")
 
     previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, STOP_RETRY_S)  # then again until the block ends
     try:
         yield True
     finally:
