@@ -60,7 +60,9 @@ def test_the_hessian_check_model_and_k_are_bounded(cli):
     assert_one_line_error(cli("bench.hessian", "--dataset", "synthetic", "--check-hidden", "1000"),
                           "43010 parameters", "at most 5000")
     assert_one_line_error(cli("bench.hessian", "--dataset", "synthetic", "--check-features", "4",
-                              "--check-hidden", "2", "--k", "100000"), "invalid k: 100000", "1 to 19")
+                              "--check-hidden", "2", "--k", "50"), "invalid k: 50", "1 to 19")
+    assert_one_line_error(cli("bench.hessian", "--dataset", "synthetic", "--k", "100000"),
+                          "invalid k: 100000", "at most 100")  # the field's cap, before any estimate
 
 
 def test_the_estimate_counts_the_data(monkeypatch):
