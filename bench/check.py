@@ -51,6 +51,8 @@ PROG = "python -m bench.check"
 def measure(ctx: runner.Context) -> runner.Result:
     """One implementation checked in its sandbox, or a class of them into one table."""
     s = ctx.settings
+    if s.json == "":  # given, but naming nothing: not the same as absent
+        raise UserError("invalid --json '' (allowed: the path of a new or regular file)")
     limits = Limits(s.timeout, s.memory_mb * 2**20)
     subs = find_submissions(s.targets)
     if subs is not None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-WATCHED = {np: ("dot", "matmul", "einsum", "exp", "log", "tanh", "maximum", "mean", "sum", "argmax"),
-           np.random: ("default_rng", "Generator", "PCG64", "SeedSequence", "seed", "RandomState")}
+# every public callable of numpy and numpy.random: impl_numpy and the harness use dozens (expm1,
+# where, minimum, zeros, ...), and a list of a few let a replaced np.expm1 pass unflagged
+WATCHED = {m: tuple(n for n in dir(m) if not n.startswith("_") and callable(getattr(m, n, None)))
+           for m in (np, np.random)}
 _ORIGINAL = {(m, name): getattr(m, name) for m, names in WATCHED.items() for name in names}
 
 

@@ -536,6 +536,8 @@ def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     code, out, err = command(capsys, FIXTURES / "course_ok", "--json", tmp_path / "link.json")
     assert code == 2 and "is a symbolic link" in err and len(err.strip().splitlines()) == 1
     assert target.read_text() == "keep me" and out == ""
+    code, out, err = command(capsys, FIXTURES / "course_ok", "--json", "")  # X-F8: given, naming nothing
+    assert code == 2 and "invalid --json ''" in err and out == ""
 
 
 def test_help_warns_that_the_code_is_executed(capsys):

@@ -330,16 +330,17 @@ def test_a_backend_that_ends_the_process_keeps_every_finished_run(tmp_path):
 # ---------------------------------------------------------------- replaced NumPy callables (p06)
 
 
-@pytest.mark.parametrize("name", ["default_rng", "Generator"])
-def test_a_replaced_numpy_callable_is_named_and_flags_the_runs(monkeypatch, name):
+@pytest.mark.parametrize("module, name", [(np.random, "default_rng"), (np.random, "Generator"),
+                                          (np, "expm1"), (np, "minimum"), (np, "where")])  # X-F6, X-F7
+def test_a_replaced_numpy_callable_is_named_and_flags_the_runs(monkeypatch, module, name):
     assert provenance.replaced() == []
-    monkeypatch.setattr(np.random, name, lambda *a, **k: None)
-    assert provenance.replaced() == [f"numpy.random.{name}"]
+    monkeypatch.setattr(module, name, lambda *a, **k: None)
+    assert provenance.replaced() == [f"{module.__name__}.{name}"]
     config = Config(dataset="synthetic", train_subset=256, val_size=64, epochs=1, reference_timing=False)
     monkeypatch.undo()
     r = Run(ReturnsBackend(config), config, _data(config), 42, warmup_steps=0)
-    monkeypatch.setattr(np.random, name, lambda *a, **k: None)
-    assert r.finish().run["replaced"] == f"numpy.random.{name}"
+    monkeypatch.setattr(module, name, lambda *a, **k: None)
+    assert r.finish().run["replaced"] == f"{module.__name__}.{name}"
 
 
 def test_compare_says_when_a_backend_replaced_numpy(tmp_path, monkeypatch):

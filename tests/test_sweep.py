@@ -238,6 +238,30 @@ def test_resuming_with_another_grid_or_setting_is_an_error(local_sweep, tmp_path
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.parametrize("damage, needle", [
+    ("header", "has no column 'median_epoch_seconds_trusted'"),    # X-F1: a renamed column
+    ("grid", "not a sweep's spec"),                                # X-F2: a grid value that is not text
+    ("duplicate", "more than one row for the task"),               # X-F9: refused after the record
+])
+def test_a_damaged_store_is_refused_in_one_line_and_left_as_found(local_sweep, tmp_path, damage, needle):
+    out = tmp_path / "damaged"
+    shutil.copytree(local_sweep, out)
+    if damage == "header":
+        text = (out / "sweep.csv").read_text()
+        (out / "sweep.csv").write_text(text.replace("median_epoch_seconds_trusted", "renamed", 1))
+    elif damage == "grid":
+        spec = json.loads((out / "sweep.json").read_text())
+        spec["grid"]["batch_size"] = [32, {"a": 1}]
+        (out / "sweep.json").write_text(json.dumps(spec))
+    else:
+        lines = (out / "sweep.csv").read_text().splitlines(keepends=True)
+        (out / "sweep.csv").write_text("".join([*lines, lines[1]]))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=needle):
+        main([*GRID, *TINY, *BACKENDS, "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_resume_keeps_the_first_record_and_adds_its_own(local_sweep, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(local_sweep, out)

@@ -93,9 +93,11 @@ class SweepStore:
         except (OSError, UserError) as exc:
             raise UserError(f"{spec_path}: cannot read the stored sweep ({_short(exc)}); move it away "
                             "or pick a new --out") from None
-        if not isinstance(old, dict) or not isinstance(old.get("grid"), dict):
-            raise UserError(f"{spec_path}: not a sweep's spec (a JSON object with a 'grid'); move it "
-                            "away or pick a new --out")
+        grid = old.get("grid") if isinstance(old, dict) else None
+        if not (isinstance(grid, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                                               for v in grid.values())):
+            raise UserError(f"{spec_path}: not a sweep's spec (a JSON object whose 'grid' maps each field "
+                            "to a list of texts); move it away or pick a new --out")
         if old.get("grid") != self.spec["grid"]:
             raise UserError(f"--out {self.out} holds a different sweep: its grid is "
                             f"{_grid_text(old.get('grid', {}))}, not {_grid_text(self.spec['grid'])} "
@@ -110,8 +112,8 @@ class SweepStore:
         for name in ("backends", "seeds"):
             self.spec[name] = list(dict.fromkeys([*old.get(name, []), *self.spec[name]]))
         self.spec["runs"] = old.get("runs", [])
+        self._load()  # every stored table checked before the spec is rewritten: a refusal changes nothing
         self.folder.write_json(SPEC_FILE, self.spec)
-        self._load()
         self.resumed = True
 
     def _load(self) -> None:
@@ -120,7 +122,7 @@ class SweepStore:
             refuse_link(path)  # each is rewritten by this sweep: refused now, not after a task ran
         df = _read_table(rows_path)
         if df is not None:
-            missing = [c for c in self.key_columns if c not in df.columns]
+            missing = [c for c in (*self.key_columns, *FIRST_COLUMNS) if c not in df.columns]
             if missing:
                 raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
             twice = df[self.key_columns].astype(str).duplicated(keep=False)  # the whole table: one row a key
