@@ -40,7 +40,7 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli
+from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli, shorten
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -176,6 +176,7 @@ def prepare(ctx: Context) -> None:
 
     c, fields = ctx.config, COMMAND_FIELDS.get(ctx.command.name, ())
     if "backends" in fields and ctx.command.backends != "none":
+        import bench.plots  # noqa: F401 - matplotlib imported before any backend's code can alter NumPy
         ctx.chosen, ctx.skipped = resolve(c.backends, skip_unavailable=ctx.command.backends == "available")
         check_memory(c, sum(x.device == "cpu" for x in ctx.chosen))
         ctx.backends = [x.build(c) for x in ctx.chosen]  # option errors before anything is created
@@ -247,7 +248,13 @@ def write(ctx: Context, result: Result, figures: bool = True) -> None:
     try:
         release_signals()  # one that came while the tables were written ends the drawing now
         for name, (title, draw) in result.figures.items():
-            if folder.save_figure(name, draw(), bbox_inches="tight") is not None:
+            try:
+                figure = draw()
+            except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn costs that figure
+                print(f"warning: could not draw {name}: {shorten(f'{type(exc).__name__}: {exc}', 200)}",
+                      file=sys.stderr)
+                continue
+            if folder.save_figure(name, figure, bbox_inches="tight") is not None:
                 drawn[name] = title
     except KeyboardInterrupt:
         folder.interrupted = True

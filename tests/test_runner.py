@@ -33,6 +33,8 @@ def fake(behaviour: str = "ok", *, check=None) -> runner.Command:
     def draw():
         from bench.plots import plt
 
+        if behaviour == "badfig":  # a NumPy a backend replaced, say (adversarial X-F7)
+            raise AttributeError("'function' object has no attribute 'reduce'")
         fig, ax = plt.subplots()
         ax.plot([0, 1], [1, 0])
         return fig
@@ -254,3 +256,11 @@ def test_a_working_directory_that_is_gone_is_one_line(monkeypatch):
     monkeypatch.setattr(runner.os, "getcwd", gone)
     with pytest.raises(UserError, match="the working directory no longer exists"):
         runner.main(fake(), [*FLAGS, "--out", "/tmp/never-made"])
+
+
+def test_a_figure_that_cannot_be_drawn_costs_that_figure(tmp_path, capsys):
+    assert runner.main(fake("badfig"), [*FLAGS, "--out", "o"]) == 0
+    assert "warning: could not draw found.png: AttributeError" in capsys.readouterr().err
+    out = tmp_path / "o"
+    assert (out / "found.csv").exists() and not (out / "found.png").exists()
+    assert "](found.png)" not in (out / "report.md").read_text()
