@@ -39,7 +39,8 @@ MAX_LINE = 600  # characters of an error line at most: the head and the tail of 
 _signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterrupt
            "held": False, "pending": False}  # while results are written: a signal waits for the end
 SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
-                signal.SIGHUP: "SIGHUP, the terminal closed"}
+                signal.SIGHUP: "SIGHUP, the terminal closed",  # and the others whose default ends a process:
+                signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2"}  # results first, then 143
 
 
 ON_ABANDON: list[Callable[[], None]] = []  # what must not be left behind if the command is abandoned

@@ -67,7 +67,9 @@ class ResultsFolder:
                marker: str | None = None) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
         shown = Path(out) if out is not None else default_path(label)
-        path = shown.absolute()  # every write goes here, wherever code run meanwhile moves the process
+        # every write goes here, wherever code run meanwhile moves the process; "a/../b" is b, and no
+        # folder a is made on the way (normpath: lexical, as the user reads the path)
+        path = Path(os.path.normpath(shown.absolute()))
         try:  # a name the file system refuses (too long, say) fails in the first call that uses it
             if path.is_symlink():
                 raise UserError(f"--out {shown} is a symbolic link; refusing to write through it (allowed: "

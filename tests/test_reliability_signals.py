@@ -145,16 +145,17 @@ def test_each_signal_has_its_status_and_its_words(monkeypatch, signum, code, wor
     assert errors.interrupted_code() == code and words in errors.interruption()
 
 
-def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1])  # SIGUSR1 ended it at once (X-F5)
+def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path, signum):
     with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
                                "--out", "hup"], tmp_path, tmp_path / "hup" / "epochs.csv") as proc:
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signum)
         _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     out = tmp_path / "hup"
     assert list(pd.read_csv(out / "runs.csv")["status"]) == ["interrupted"]
-    assert "interrupted (SIGHUP" in (out / "report.md").read_text()
+    assert f"interrupted ({signal.Signals(signum).name}" in (out / "report.md").read_text()
     assert not (out / ".lock").exists()
 
 

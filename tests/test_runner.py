@@ -264,3 +264,9 @@ def test_a_figure_that_cannot_be_drawn_costs_that_figure(tmp_path, capsys):
     out = tmp_path / "o"
     assert (out / "found.csv").exists() and not (out / "found.png").exists()
     assert "](found.png)" not in (out / "report.md").read_text()
+
+
+def test_a_path_through_a_folder_that_does_not_exist_makes_no_such_folder(tmp_path):
+    """--out nonexist/../o made nonexist/ and left it (adversarial X-F4)."""
+    assert runner.main(fake(), [*FLAGS, "--out", "nonexist/../o/."]) == 0
+    assert (tmp_path / "o" / "report.md").exists() and not (tmp_path / "nonexist").exists()
