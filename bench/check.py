@@ -62,7 +62,7 @@ def measure(ctx: runner.Context) -> runner.Result:
     if s.out:
         raise UserError("--out is for several submissions; for one implementation use --json FILE")
     if s.json:
-        _claim_json(Path(s.json))
+        _claim_json(Path(s.json), s.targets[0])
     doc = check_isolated(s.targets[0], s.seed, limits)
     if doc["exit"] == 2:
         raise UserError(doc["error"])
@@ -75,8 +75,13 @@ def measure(ctx: runner.Context) -> runner.Result:
                          code=doc["exit"])
 
 
-def _claim_json(path: Path) -> None:
-    """Before any work: --json names a new or regular file in an existing folder, never a link."""
+def _claim_json(path: Path, target: str) -> None:
+    """Before any work: --json names a new or regular file in an existing folder, never a link, and no
+    file of the code checked (its folder, or its file)."""
+    code = Path(target).resolve()
+    if path.resolve() == code or (code.is_dir() and code in path.resolve().parents):
+        raise UserError(f"--json {path} is inside the code being checked, {target} (allowed: a file "
+                        "outside it)")
     if path.is_symlink():
         raise UserError(f"--json {path} is a symbolic link; it is not written through (allowed: a new or "
                         "regular file)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -538,6 +539,11 @@ def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     assert target.read_text() == "keep me" and out == ""
     code, out, err = command(capsys, FIXTURES / "course_ok", "--json", "")  # X-F8: given, naming nothing
     assert code == 2 and "invalid --json ''" in err and out == ""
+    shutil.copytree(FIXTURES / "course_ok", tmp_path / "sub")  # Y-F6: the report over the code checked
+    source = (tmp_path / "sub" / "modules.py").read_bytes()
+    code, out, err = command(capsys, tmp_path / "sub", "--json", tmp_path / "sub" / "modules.py")
+    assert code == 2 and "inside the code being checked" in err
+    assert (tmp_path / "sub" / "modules.py").read_bytes() == source
 
 
 def test_help_warns_that_the_code_is_executed(capsys):

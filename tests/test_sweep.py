@@ -262,6 +262,17 @@ def test_a_damaged_store_is_refused_in_one_line_and_left_as_found(local_sweep, t
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.parametrize("timing", ["--reference-timing", "--no-reference-timing"])
+def test_the_same_command_resumes_with_or_without_the_gemm_brackets(tmp_path, timing):
+    """Y-F1: a sweep without GEMM-only brackets has no gemm_seconds_trusted column, and is resumed."""
+    out, argv = tmp_path / "s", ["--grid", "batch_size=32,64", *TINY, "--backends", "numpy:cpu", timing]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = (out / "sweep.csv").read_text().splitlines(keepends=True)
+    (out / "sweep.csv").write_text("".join(lines[:-1]))  # the last task was in flight
+    assert main([*argv, "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "sweep.csv")) == 2
+
+
 def test_a_resume_keeps_the_first_record_and_adds_its_own(local_sweep, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(local_sweep, out)

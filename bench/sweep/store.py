@@ -56,6 +56,8 @@ NUMBERS: dict[str, tuple[float, float, bool]] = {
     "wall_seconds": (0.0, math.inf, False), "epochs_done": (0.0, math.inf, False),
     "seed": (0.0, math.inf, True),
 }
+READ_COLUMNS = ("backend", "seed", "status", "test_acc", "median_epoch_seconds_trusted",
+                "timing_quality")  # what the analysis reads of every row (written with or without brackets)
 FIRST_COLUMNS = ("backend", "seed", "status", "error", "test_acc", "median_epoch_seconds_trusted",
                  "n_epochs_trusted", "gemm_seconds_trusted", "epoch_to_gemm_trusted", "timing_quality",
                  "median_epoch_seconds_all", "hostname")
@@ -122,7 +124,7 @@ class SweepStore:
             refuse_link(path)  # each is rewritten by this sweep: refused now, not after a task ran
         df = _read_table(rows_path)
         if df is not None:
-            missing = [c for c in (*self.key_columns, *FIRST_COLUMNS) if c not in df.columns]
+            missing = [c for c in (*self.key_columns, *READ_COLUMNS) if c not in df.columns]
             if missing:
                 raise UserError(f"{rows_path} has no column {missing[0]!r} (not this sweep's table)")
             twice = df[self.key_columns].astype(str).duplicated(keep=False)  # the whole table: one row a key
