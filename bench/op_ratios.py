@@ -62,10 +62,17 @@ def measure(ctx: runner.Context) -> runner.Result:
             saved, ctx.folder.interrupted = ops.run_benchmarks(ctx.folder.path, ctx.settings.pytest_args)
         if saved is None:  # stopped before pytest saved anything
             return runner.Result()
-        ctx.work = ops.load_saved(saved)
-    df, machine_info = ctx.work
-    table = ops.pivot(df)
-    if not ops.ratio_columns(table):
+        try:
+            ctx.work = ops.load_saved(saved)
+        except UserError:
+            if not ctx.interrupted:
+                raise
+            ctx.work = None
+    df, machine_info = ctx.work or (None, {})
+    table = ops.pivot(df) if df is not None else None
+    if table is None or not ops.ratio_columns(table):
+        if ctx.interrupted:  # stopped before a pair was timed: what pytest saved stays, and the signal's status
+            return runner.Result(notes=[f"interrupted: the benchmarks timed before it are in {ctx.folder.shown}"])
         raise UserError(f"{saved}: no device has both a {ops.NUMER} and a {ops.DENOM} benchmark "
                         f"(backends: {', '.join(sorted(df['backend'].unique()))})")
     flagged = ops.flagged_sentences(table)

@@ -101,9 +101,11 @@ def test_gpu_check_keeps_the_runs_done(tmp_path, monkeypatch, after):
     assert "interrupted (SIGTERM)" in (out / "report.md").read_text()
 
 
-def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeypatch, after):
+@pytest.mark.parametrize("pairs", [True, False])
+def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeypatch, after, pairs):
     """A signal while benchmarks/ runs: pytest gets SIGINT, saves what it timed, and the ratios of
-    those are written."""
+    those are written; stopped before a pair was timed, it keeps what pytest saved and the signal's
+    status (it was a usage error, exit 2: adversarial Y-F5)."""
     after(signal.SIGTERM)
     sent = []
 
@@ -118,7 +120,8 @@ def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeyp
                 raise KeyboardInterrupt
             bench = [{"name": f"{b}-{op}", "extra_info": {"op": op, "backend": b, "batch": 32},
                       "stats": {"median": t, "iqr": 0.0}}
-                     for op in ("linear_fwd",) for b, t in (("numpy:cpu", 2e-3), ("torch:cpu", 1e-3))]
+                     for op in ("linear_fwd",) for b, t in (("numpy:cpu", 2e-3), ("torch:cpu", 1e-3))
+                     if pairs or b == "numpy:cpu"]
             self.json.write_text(json.dumps({"benchmarks": bench}))
             return 130
 
@@ -131,8 +134,11 @@ def test_op_ratios_asks_pytest_to_stop_and_keeps_what_it_timed(tmp_path, monkeyp
     out = tmp_path / "o"
     assert op_ratios.main(["--run", "--out", str(out)]) == 143
     assert sent == [signal.SIGINT]
-    assert pd.read_csv(out / "op_ratios.csv")["ratio_cpu"].iloc[0] == pytest.approx(2.0)
     assert "interrupted (SIGTERM)" in (out / "report.md").read_text()
+    if pairs:
+        assert pd.read_csv(out / "op_ratios.csv")["ratio_cpu"].iloc[0] == pytest.approx(2.0)
+    else:
+        assert (out / "ops.json").exists() and not (out / "op_ratios.csv").exists()
 
 
 @pytest.mark.parametrize("signum, code, words", [(signal.SIGINT, 130, "Ctrl-C"),
