@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
+import impl_numpy.activations
+import impl_numpy.modules
+import impl_numpy.optim
+
 # every public callable of numpy and numpy.random: impl_numpy and the harness use dozens (expm1,
-# where, minimum, zeros, ...), and a list of a few let a replaced np.expm1 pass unflagged
+# where, minimum, zeros, ...), and a list of a few let a replaced np.expm1 pass unflagged; and of the
+# NumPy model's own modules, whose tables (ACTIVATIONS) course code could rewrite as well
+MODULES = (np, np.random, impl_numpy.activations, impl_numpy.modules, impl_numpy.optim)
 WATCHED = {m: tuple(n for n in dir(m) if not n.startswith("_") and callable(getattr(m, n, None)))
-           for m in (np, np.random)}
+           for m in MODULES}
 _ORIGINAL = {(m, name): getattr(m, name) for m, names in WATCHED.items() for name in names}
+_TABLES = {(impl_numpy.activations, name): dict(getattr(impl_numpy.activations, name))
+           for name in ("ACTIVATIONS", "DERIVATIVES")}
 
 
 def replaced() -> list[str]:
-    """The watched callables that are no longer the ones the harness started with (``numpy.dot``, ...)."""
-    return [f"{m.__name__}.{name}" for (m, name), f in _ORIGINAL.items() if getattr(m, name, None) is not f]
+    """The watched callables (and tables of them) that are no longer the ones the harness started with
+    (``numpy.dot``, ``impl_numpy.activations.ACTIVATIONS``, ...)."""
+    return ([f"{m.__name__}.{name}" for (m, name), f in _ORIGINAL.items() if getattr(m, name, None) is not f]
+            + [f"{m.__name__}.{name}" for (m, name), table in _TABLES.items() if getattr(m, name, None) != table])

@@ -539,6 +539,10 @@ def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     assert target.read_text() == "keep me" and out == ""
     code, out, err = command(capsys, FIXTURES / "course_ok", "--json", "")  # X-F8: given, naming nothing
     assert code == 2 and "invalid --json ''" in err and out == ""
+    odd = tmp_path / os.fsdecode(b"c\xffx")  # Y-F4: a folder name that is not UTF-8 is checked
+    shutil.copytree(FIXTURES / "course_ok", odd)
+    code, out, err = command(capsys, odd)
+    assert code == 0 and "checks passed" in out, err
     shutil.copytree(FIXTURES / "course_ok", tmp_path / "sub")  # Y-F6: the report over the code checked
     source = (tmp_path / "sub" / "modules.py").read_bytes()
     code, out, err = command(capsys, tmp_path / "sub", "--json", tmp_path / "sub" / "modules.py")

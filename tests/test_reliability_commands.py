@@ -343,6 +343,15 @@ def test_a_replaced_numpy_callable_is_named_and_flags_the_runs(monkeypatch, modu
     assert r.finish().run["replaced"] == f"{module.__name__}.{name}"
 
 
+def test_a_rewritten_table_of_the_numpy_model_is_named(monkeypatch):
+    """Course code rewrote impl_numpy's ACTIVATIONS and numpy:cpu's runs changed unflagged (Y-F2)."""
+    import impl_numpy.activations
+
+    assert provenance.replaced() == []
+    monkeypatch.setitem(impl_numpy.activations.ACTIVATIONS, "elu", lambda x, alpha=1.0: x * 0.5)
+    assert provenance.replaced() == ["impl_numpy.activations.ACTIVATIONS"]
+
+
 def test_compare_says_when_a_backend_replaced_numpy(tmp_path, monkeypatch):
     class Patching(NumpyBackend):
         def __init__(self, config, device="cpu"):

@@ -112,7 +112,7 @@ def _load_files(source: str, modules_file: Path) -> CourseImpl:
         raise UserError(f"{_shown(modules_file)} is {modules_file.stat().st_size / 2**20:.0f} MiB, not a "
                         f"course modules file (allowed: up to {MAX_SOURCE_BYTES // 2**20} MiB of Python)")
     folder = modules_file.resolve().parent
-    tag = hashlib.sha1(str(modules_file.resolve()).encode()).hexdigest()[:10]
+    tag = hashlib.sha1(os.fsencode(modules_file.resolve())).hexdigest()[:10]  # any bytes a path holds
     with _user_folder_on_path(folder):
         mods = _exec_file(modules_file, f"_course_{tag}_{modules_file.stem}")
         classes = _find_classes(mods, _shown(modules_file))
