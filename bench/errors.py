@@ -201,8 +201,8 @@ GONE = (errno.EPIPE, errno.ENOSPC, errno.EIO)  # a stream's reader left, its dis
 
 class _ReaderMayLeave:
     """A standard stream whose reader may go away (``| head``, ``> /dev/full``): from the first broken
-    pipe (or full disk, or I/O error) on, what it is given goes to /dev/null and the command goes on, so its runs and files are not lost to a
-    progress line (every other attribute is the stream's own)."""
+    pipe (or full disk, or I/O error) on, what it is given goes to /dev/null and the command goes on,
+    so its runs and files are not lost to a progress line (every other attribute is the stream's own)."""
 
     def __init__(self, stream: Any):
         self._stream = stream

@@ -176,9 +176,11 @@ class StageTimeout(BaseException):
 
 @contextlib.contextmanager
 def deadline(seconds: float | None, what: str) -> Iterator[bool]:
-    """Raise :class:`StageTimeout` in the block once ``seconds`` have passed (SIGALRM; in the main
-    thread only, and only where Python runs: a single C call returns first). None: no limit. Yields
-    whether it set the timer: inside another deadline it does not, and the outer one holds."""
+    """Raise :class:`StageTimeout` in the block once ``seconds`` have passed, and again every
+    ``STOP_RETRY_S`` until the block ends; after ``STOP_TRIES`` more (every one caught), abandon the
+    command (:func:`bench.errors.abandon`). SIGALRM: in the main thread only, and only where Python runs
+    (a single C call returns first). None: no limit. Yields whether it set the timer: inside another
+    deadline it does not, and the outer one holds."""
     if (seconds is None or threading.current_thread() is not threading.main_thread()
             or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
         yield False
