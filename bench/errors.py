@@ -43,22 +43,6 @@ SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
                 signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2"}  # results first, then 143
 
 
-ON_ABANDON: list[Callable[[], None]] = []  # what must not be left behind if the command is abandoned
-
-
-def abandon(why: str) -> None:
-    """End the command now, from code that will not let itself be stopped (untrusted code that catches
-    every exception): one line, then ``ON_ABANDON`` (the results folder's lock), then exit 1 without
-    unwinding. Every result written so far stays; what was in flight is lost."""
-    print(f"error: {why}; ending the command (the results written so far stay)", file=sys.stderr, flush=True)
-    for undo in reversed(ON_ABANDON):
-        try:
-            undo()
-        except Exception:  # noqa: BLE001, S110 - the exit matters more than one clean-up
-            pass
-    os._exit(EXIT_FAILED)
-
-
 def interrupted_code() -> int:
     """130 after Ctrl-C (SIGINT), 143 after SIGTERM or SIGHUP."""
     return EXIT_SIGINT if _signal["last"] == signal.SIGINT else EXIT_SIGTERM

@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import ON_ABANDON, UserError, hold_signals, interruption, release_signals
+from bench.errors import UserError, hold_signals, interruption, release_signals
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -87,7 +87,6 @@ class ResultsFolder:
             raise
         folder = cls(path, created, fd)
         folder._made_lock, folder.shown = made_lock, shown
-        ON_ABANDON.append(folder._drop_lock)
         try:
             folder._check_contents(resume, marker)
         except BaseException:
@@ -202,8 +201,6 @@ class ResultsFolder:
         """Release the lock, remove ``.lock`` if this command made it; remove the folder if this command
         made it and it is empty."""
         self._drop_lock()
-        if self._drop_lock in ON_ABANDON:
-            ON_ABANDON.remove(self._drop_lock)
         io.remove_empty(self._created)
         release_signals()  # a signal that waited for the results ends the command now
 

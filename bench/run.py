@@ -45,6 +45,7 @@ import pandas as pd
 
 from bench.backends import Chosen, StageTimeout, deadline, options_of, stage_limit
 from bench.backends.api import Backend
+from bench.backends.isolated import Isolated
 from bench.config import Config
 from bench.data.dataset import Dataset
 from bench.errors import out_of_memory, shorten
@@ -162,7 +163,8 @@ class Run:
                  "epochs_done": len(r.epochs), "total_train_seconds": self.train_clock,
                  "median_epoch_seconds_all": float(np.median(times)) if times else math.nan,
                  "time_to_target_seconds": self.time_to_target, "peak_memory_bytes": self.peak}
-        r.run["replaced"] = ",".join(replaced())  # NumPy callables a backend replaced: not to be trusted
+        own = self.backend.replaced() if isinstance(self.backend, Isolated) else []  # in its own process
+        r.run["replaced"] = ",".join(replaced() + own)  # NumPy callables a backend replaced: not to be trusted
         r.options = options_of(self.backend) if self.backend is not None else {}
         # a compiling backend's compile time, before the first epoch and outside every clock
         r.run["compile_seconds"] = r.options.get("compile_seconds", math.nan)

@@ -172,13 +172,13 @@ def parse(command: Command, argv: Sequence[str] | None = None) -> Context | None
 def prepare(ctx: Context) -> None:
     """Backends resolved and built, memory estimated, threads resolved, the command's own refusals."""
     from bench.backends import resolve
-    from bench.memory import check_memory
+    from bench.memory import check_memory, data_bytes
 
     c, fields = ctx.config, COMMAND_FIELDS.get(ctx.command.name, ())
     if "backends" in fields and ctx.command.backends != "none":
-        import bench.plots  # noqa: F401 - matplotlib imported before any backend's code can alter NumPy
         ctx.chosen, ctx.skipped = resolve(c.backends, skip_unavailable=ctx.command.backends == "available")
-        check_memory(c, sum(x.device == "cpu" for x in ctx.chosen))
+        apart = sum(x.apart for x in ctx.chosen)  # each holds a copy of the data in its own process
+        check_memory(c, sum(x.device == "cpu" or x.apart for x in ctx.chosen), extra=apart * data_bytes(c))
         ctx.backends = [x.build(c) for x in ctx.chosen]  # option errors before anything is created
     ctx.threads = resolve_threads(c.threads) if "threads" in fields else default_threads()
     if ctx.command.check:
@@ -191,13 +191,12 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
     if ctx is None:
         return 0
     try:
-        home = os.getcwd()  # relative paths (--out, --data-dir) are the user's, whatever code moves
+        os.getcwd()  # relative paths (--out, --data-dir) are resolved against it
     except FileNotFoundError:
         raise UserError("the working directory no longer exists (allowed: run from an existing "
                         "folder)") from None
     with ctx.stack:
         prepare(ctx)
-        _back_to(home)  # a course module's os.chdir(its folder) at import, say
         if command.folder:
             label = command.label(ctx) if command.label else command.name
             ctx.folder = ctx.stack.enter_context(ResultsFolder.create(
@@ -215,19 +214,11 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
                 if ctx.folder is not None:  # nothing was measured, the folder as it was found
                     ctx.folder.discard_unmeasured()
                 raise
-        _back_to(home)
         if ctx.folder is not None:
             hold_signals()  # until the folder is closed: the results are written whole
             if ctx.env:
                 write(ctx, result)
     return finish(ctx, result)
-
-
-def _back_to(home: str) -> None:
-    """Back to the working directory the command started in, when code it ran moved the process."""
-    if os.getcwd() != home:
-        print(f"note: code a backend ran changed the working directory; back to {home}", file=sys.stderr)
-        os.chdir(home)
 
 
 def write(ctx: Context, result: Result, figures: bool = True) -> None:
@@ -238,8 +229,11 @@ def write(ctx: Context, result: Result, figures: bool = True) -> None:
     for name, table in result.tables.items():
         folder.write_csv(name, table)
     ctx.env.update(result.env)
-    if provenance.replaced():  # a backend's import or constructor replaced them: the runs say so too
-        ctx.env["replaced_callables"] = provenance.replaced()
+    runs = result.tables.get("runs.csv")  # and those a backend replaced in its own process (isolated)
+    gone = set(provenance.replaced()) | {n for v in (runs["replaced"].dropna() if runs is not None and
+                                                     "replaced" in runs else ()) for n in str(v).split(",") if n}
+    if gone:  # a backend's import or constructor replaced them: the runs say so too
+        ctx.env["replaced_callables"] = sorted(gone)
     folder.write_json(folder.env_name, ctx.env)
     folder.write_text(ctx.command.report, report(ctx, result, {}))
     if not (figures and result.figures):

@@ -35,6 +35,14 @@ def resolve_threads(n: int | None) -> int:
     return n
 
 
+_LIMITS: list[int] = []  # the thread counts of the limit_threads blocks entered, innermost last
+
+
+def current_threads() -> int:
+    """The thread count of the innermost :func:`limit_threads` block, else every core."""
+    return _LIMITS[-1] if _LIMITS else default_threads()
+
+
 @contextlib.contextmanager
 def limit_threads(n: int) -> Iterator[int]:
     """Run the body with ``n`` threads in every BLAS/OpenMP pool and in torch, then restore."""
@@ -43,9 +51,11 @@ def limit_threads(n: int) -> Iterator[int]:
     with threadpool_limits(limits=n):
         if torch is not None:
             torch.set_num_threads(n)
+        _LIMITS.append(n)
         try:
             yield n
         finally:
+            _LIMITS.pop()
             if torch is not None and before is not None:
                 torch.set_num_threads(before)
 

@@ -44,12 +44,18 @@ module providing ``available(device)`` (or the class a static
 ``available``) and the class the Backend interface. A plugin never replaces
 a built-in name; it is opt-in (never run by default), and its import runs
 under the same time limit as ``available()``.
+
+**Code nobody here wrote runs apart.** Plugins and ``course:PATH`` are
+probed, built and trained in a process of their own (``isolated.py``), so
+what their code does (exits, crashes, hangs, replaces NumPy) costs their
+run alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -62,13 +68,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.backends import isolated
 from bench.backends.api import Backend
 from bench.config import Config
-from bench.errors import UserError, abandon, did_you_mean, shorten
+from bench.errors import UserError, did_you_mean, shorten
 
 AVAILABLE_TIMEOUT_S = 10.0  # seconds a backend's available() (and a plugin's import) may take
 UNTRUSTED_STAGE_S = 600.0  # seconds a course or plugin backend may take to build, or for a run's stage
-STOP_RETRY_S, STOP_TRIES = 2.0, 5  # past it: StageTimeout again every 2 s; the 6th ends the command
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class Chosen:
     impl: str
     device: str
     make: Callable[[Config], Backend]
+    apart: bool = False  # built in a process of its own (``isolated``), with its own copy of the data
 
     def build(self, config: Config) -> Backend | None:
         """The backend for ``config``, checking its options: a UserError (one line, exit 2) for an
@@ -165,38 +172,30 @@ def options_of(backend: Backend) -> dict[str, Any]:
 
 def stage_limit(impl: str) -> float | None:
     """Seconds a backend of ``impl`` may take to build or for a run's stage: :data:`UNTRUSTED_STAGE_S`
-    for code nobody here wrote, run in this process (the course implementations, the plugins)."""
+    for code nobody here wrote (the course implementations, the plugins: in a process of their own)."""
     return UNTRUSTED_STAGE_S if impl == "course" or impl not in IMPLS else None
 
 
 class StageTimeout(BaseException):
     """Code run under :func:`deadline` went past its seconds: not an Exception, so that no ``except
-    Exception`` between the code and the deadline's owner (the harness's or the student's) swallows it."""
+    Exception`` between the wait and the deadline's owner swallows it."""
 
 
 @contextlib.contextmanager
 def deadline(seconds: float | None, what: str) -> Iterator[bool]:
-    """Raise :class:`StageTimeout` in the block once ``seconds`` have passed, and again every
-    ``STOP_RETRY_S`` until the block ends; after ``STOP_TRIES`` more (every one caught), abandon the
-    command (:func:`bench.errors.abandon`). SIGALRM: in the main thread only, and only where Python runs
-    (a single C call returns first). None: no limit. Yields whether it set the timer: inside another
-    deadline it does not, and the outer one holds."""
+    """Raise :class:`StageTimeout` in the block once ``seconds`` have passed (SIGALRM: in the main
+    thread only; the block is the harness's own wait for a backend's process, ``isolated``). None: no
+    limit. Yields whether it set the timer: inside another deadline it does not, and the outer one holds."""
     if (seconds is None or threading.current_thread() is not threading.main_thread()
             or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
         yield False
         return
 
-    fired = 0
-
     def fire(signum, frame):  # noqa: ARG001 - the signal handler's signature
-        nonlocal fired
-        fired += 1
-        if fired > STOP_TRIES:  # every StageTimeout was caught (a bare except: in a retry loop)
-            abandon(f"{what} took longer than {seconds:g} s and caught every attempt to stop it")
         raise StageTimeout(f"{what} took longer than {seconds:g} s (code that never returns?)")
 
     previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, STOP_RETRY_S)  # then again until the block ends
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield True
     finally:
@@ -261,9 +260,13 @@ def _answer(value: Any, what: str) -> tuple[bool, str]:
     raise Unavailable(f"{what} returned {shorten(repr(value), 80)}, not (bool, reason)")
 
 
-def probe(impl: str, device: str, impls: dict[str, Impl]) -> tuple[type | None, str]:
-    """(the backend class, reason) when ``impl:device`` can run here, else (None, why not)."""
+def probe(impl: str, device: str, impls: dict[str, Impl], here: bool = False) -> tuple[Callable | None, str]:
+    """(the backend's factory, reason) when ``impl:device`` can run here, else (None, why not). Code
+    nobody here wrote is probed, and built, in a process of its own (``isolated``), unless ``here``."""
     spec = impls[impl]
+    if not here and isolated.is_isolated(impl, spec.extra):
+        ok, reason = isolated.probe(impl, spec.module, spec.cls, device, AVAILABLE_TIMEOUT_S)
+        return (functools.partial(isolated.Isolated, impl, spec.module, spec.cls) if ok else None), reason
     try:
         module = _import(impl, spec)
         cls = getattr(module, spec.cls, None)
@@ -323,7 +326,8 @@ def resolve(names: list[str] | None, *, skip_unavailable: bool = False
                                 + device_hint(impl, device))
             skipped.append((name, reason))
             continue
-        chosen.append(Chosen(name, impl, device, lambda cfg, cls=cls, device=device: cls(cfg, device)))
+        chosen.append(Chosen(name, impl, device, lambda cfg, cls=cls, device=device: cls(cfg, device),
+                             isolated.is_isolated(impl, impls[impl].extra)))
     if not chosen and not skip_unavailable:
         raise UserError("no backend is available: " + "; ".join(f"{n}: {r}" for n, r in skipped))
     return chosen, skipped

@@ -1,0 +1,394 @@
+"""Code nobody here wrote (course implementations, plugins) runs in a process of its own.
+
+A course backend or a plugin is probed, built and trained in a child Python
+process started fresh (not forked: a fork of a harness that ran torch's
+OpenMP pool hangs), and :class:`Isolated` stands in for it in the harness:
+every call of the backend interface (``bench.backends.api``) is a message to
+the child, so the harness's one loop, clocks and records run unchanged. What
+the child's code does stays in the child: ``os._exit``, a crash, a hang, a
+replaced ``np.float32`` or ``ACTIVATIONS`` table, a changed directory or an
+alarm it cancels cost that backend's run (``failed``, with how the process
+ended), never the command or the other backends' numbers.
+
+Kept equal to a backend run in-process, so that the clocks time the same
+work: ``train_batch`` and ``gather`` are sent without waiting for an answer
+(as a GPU queues work) and the child runs them in order; ``synchronize`` waits
+for all of them, and a step's error comes back at the next call that waits.
+An epoch's row order is sent once (``device_indices``) and each step names
+only its slice of it. The data are streamed once, array by array, with no
+pickled copy.
+
+The child answers in JSON with its arrays in an ``.npz`` (``allow_pickle``
+off): nothing it sends can run code here. It ignores the signals that end a
+command (the harness handles them and then ends the child), dies with the
+harness (``PR_SET_PDEATHSIG``), and writes its standard streams to
+``/dev/null``. A call that does not return within the stage's limit is the
+harness's own :class:`~bench.backends.StageTimeout`; the child is then killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UserError, shorten
+
+REPLY_BYTES = 2**31 - 1  # the largest answer read back (weights of the largest model allowed)
+START_S = 60.0           # seconds a child may take to start and import what it needs
+ASYNC = ("train_batch", "gather")  # sent without waiting; their errors come back at the next wait
+CALLS = {"init_model", "device_indices", "pop_step_records", "synchronize", "evaluate", "export_state",
+         "import_state", "gemm_seconds", "describe", "peak_memory_bytes"}  # each waits for its answer
+IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGPIPE")
+
+
+class BackendProcessError(RuntimeError):
+    """The backend's process ended or sent what no backend can."""
+
+
+class RemoteError(Exception):
+    """An exception raised in the backend's process; its class is named after the child's."""
+
+
+def is_isolated(impl: str, extra: str | None) -> bool:
+    """Whether backends of ``impl`` run in a process of their own: course code and plugins."""
+    from bench.backends import PLUGIN
+
+    return impl == "course" or extra == PLUGIN
+
+
+def probe(impl: str, module: str, cls: str, device: str, timeout: float) -> tuple[bool, str]:
+    """(whether ``impl:device`` can run here, why), asked in a child that imports ``module``."""
+    child = _Child(f"{impl}:{device}", timeout + START_S)
+    try:
+        return tuple(child.call(("probe", impl, module, cls, device, timeout)))
+    except BackendProcessError as exc:
+        return False, str(exc)
+    finally:
+        child.close()
+
+
+class Isolated:
+    """The backend ``module.cls(config, device)``, built and run in a child process."""
+
+    def __init__(self, impl: str, module: str, cls: str, config: Any, device: str):
+        self.impl, self.device = impl, device
+        self._child = _Child(f"{impl}:{device}", None)
+        try:
+            info = self._child.call(("build", module, cls, config, device))
+        except BaseException:
+            self._child.close()
+            raise
+        self._options: dict[str, Any] = info["describe"]
+        if info["gather"]:
+            self.gather = lambda idx: self._child.send(("gather", idx.start, idx.stop))
+
+    def load_data(self, data: Any) -> None:
+        from bench.threads import current_threads
+
+        self._child.call(("threads", current_threads()))
+        arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)
+                  if isinstance(getattr(data, f.name), np.ndarray)}
+        meta = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name not in arrays}
+        self._child.send(("load_data", type(data), meta, {k: (a.shape, a.dtype.str) for k, a in arrays.items()}))
+        for a in arrays.values():
+            self._child.send_array(a)
+        self._child.wait()
+
+    def device_indices(self, order: np.ndarray) -> "_Order":
+        self._child.call(("call", "device_indices", (np.asarray(order),)))
+        return _Order(len(order))
+
+    def train_batch(self, idx: slice) -> None:
+        self._child.send(("train_batch", idx.start, idx.stop))
+
+    def describe(self) -> dict[str, Any]:
+        if self._child.alive:
+            self._options = self._child.call(("call", "describe", ()))
+        return self._options
+
+    def replaced(self) -> list[str]:
+        """The NumPy callables the child's code replaced (``bench.provenance``) in its own process."""
+        return list(self._child.call(("replaced",))) if self._child.alive else []
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in CALLS:
+            raise AttributeError(name)
+        return lambda *args: self._child.call(("call", name, args))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Order:
+    """An epoch's row order held by the child: slicing it names rows, as a device array would."""
+
+    n: int
+
+    def __getitem__(self, s: slice) -> slice:
+        return slice(*s.indices(self.n)[:2])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Child:
+    """A child process serving one backend, and the two pipes to it."""
+
+    def __init__(self, who: str, timeout: float | None):
+        self.who, self.op = who, "start"
+        from_parent, to_child = os.pipe()
+        from_child, to_parent = os.pipe()
+        paths = [p or os.getcwd() for p in sys.path]
+        code = (f"import sys; sys.path[:0] = {paths!r}; "
+                f"from bench.backends.isolated import wait_and_serve; wait_and_serve({from_parent}, {to_parent})")
+        with open(os.devnull, "r+b") as null:
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=null, stdout=null, stderr=null,
+                                         pass_fds=(from_parent, to_parent), start_new_session=True)
+        os.close(from_parent)
+        os.close(to_parent)
+        self.out, self.inbox = Connection(to_child, readable=False), Connection(from_child, writable=False)
+        self._finalizer = weakref.finalize(self, _kill, self.proc, self.out, self.inbox)
+        self.alive, self.timeout = True, timeout  # seconds every answer may take (None: the caller's deadline)
+
+    def send(self, message: tuple) -> None:
+        self._guard(message[0], lambda: self.out.send(message))
+
+    def send_array(self, a: np.ndarray) -> None:
+        data = np.ascontiguousarray(a)
+        self._guard("load_data", lambda: self.out.send_bytes(memoryview(data).cast("B")) if data.nbytes
+                    else self.out.send_bytes(b""))
+
+    def call(self, message: tuple) -> Any:
+        self.send(message)
+        return self.wait()
+
+    def wait(self) -> Any:
+        def read() -> bytes:
+            if self.timeout is not None and not self.inbox.poll(self.timeout):
+                raise BackendProcessError(f"{self.who}: its process did not answer within {self.timeout:g} s")
+            return self.inbox.recv_bytes(REPLY_BYTES)
+
+        return _unpack(self._guard(self.op, read))
+
+    def close(self) -> None:
+        self.alive = False
+        self._finalizer()
+
+    def _guard(self, op: str, act) -> Any:
+        """``act()``; the process's end as a BackendProcessError; anything else (a deadline, Ctrl-C)
+        ends the child, whose state is then unknown."""
+        if not self.alive:
+            raise BackendProcessError(f"{self.who}: its process was stopped earlier")
+        self.op = op
+        try:
+            return act()
+        except (EOFError, OSError) as exc:
+            how = _ending(self.proc)
+            self.close()
+            raise BackendProcessError(f"{self.who}: its process ended during {op} ({how})") from exc
+        except BaseException:
+            self.close()
+            raise
+
+
+def _kill(proc: subprocess.Popen, *conns: Connection) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its session: the server and whatever it started
+        except OSError:
+            proc.kill()
+    proc.wait()
+    for c in conns:
+        c.close()
+
+
+def _ending(proc: subprocess.Popen) -> str:
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return "it closed its pipe"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+    return f"exit status {code}"
+
+
+# ---------------------------------------------------------------- the answers
+
+
+def _pack(value: Any) -> bytes:
+    """``value`` as JSON, its arrays in an .npz after it (numbers, text, lists, dicts, StepRecords)."""
+    arrays: list[np.ndarray] = []
+
+    def tree(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            arrays.append(v)
+            return {"__array__": len(arrays) - 1}
+        if isinstance(v, np.generic):
+            return v.item()
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {"__steps__": {f.name: tree(getattr(v, f.name)) for f in dataclasses.fields(v)}}
+        if isinstance(v, dict):
+            return {str(k): tree(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [tree(x) for x in v]
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        return shorten(repr(v), 200)
+
+    head = json.dumps({"value": tree(value)}).encode()
+    buf = io.BytesIO()
+    if arrays:
+        np.savez(buf, *arrays)
+    return len(head).to_bytes(8, "little") + head + buf.getvalue()
+
+
+def _error(exc: BaseException) -> bytes:
+    kind = ("user" if isinstance(exc, UserError) else "memory" if isinstance(exc, MemoryError)
+            else "other")
+    head = json.dumps({"error": {"kind": kind, "type": type(exc).__name__[:80],
+                                 "message": shorten(str(exc), 1000)}}).encode()
+    return len(head).to_bytes(8, "little") + head
+
+
+def _unpack(raw: bytes) -> Any:
+    from bench.backends.api import StepRecords
+
+    try:
+        size = int.from_bytes(raw[:8], "little")
+        doc = json.loads(raw[8:8 + size])
+        arrays = np.load(io.BytesIO(raw[8 + size:]), allow_pickle=False) if len(raw) > 8 + size else {}
+    except (ValueError, OSError, EOFError) as exc:
+        raise BackendProcessError(f"its process sent an answer that cannot be read ({shorten(str(exc), 100)})"
+                                  ) from None
+    if "error" in doc:
+        err = doc["error"]
+        if err["kind"] == "user":
+            raise UserError(err["message"])
+        base = MemoryError if err["kind"] == "memory" else RemoteError
+        raise type(str(err["type"]), (base,), {})(err["message"])
+
+    def tree(v: Any) -> Any:
+        if isinstance(v, dict):
+            if set(v) == {"__array__"}:
+                return arrays[f"arr_{v['__array__']}"]
+            if set(v) == {"__steps__"}:
+                return StepRecords(**{k: tree(x) for k, x in v["__steps__"].items()})
+            return {k: tree(x) for k, x in v.items()}
+        return [tree(x) for x in v] if isinstance(v, list) else v
+
+    return tree(doc.get("value"))
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _die_with_parent() -> None:
+    for name in IGNORED:  # the harness handles them, then ends this process
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG: die with the parent
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def wait_and_serve(rfd: int, wfd: int) -> None:
+    """The child: it forks the server and waits for it, so that a signal the user's code sends "to its
+    parent" reaches this waiter, not the harness; it ends as the server ended."""
+    _die_with_parent()
+    pid = os.fork()
+    if pid == 0:
+        _die_with_parent()
+        serve(rfd, wfd)
+    os.close(rfd)
+    os.close(wfd)
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def serve(rfd: int, wfd: int) -> None:
+    """The server's loop: one message in, at most one answer out, until the harness closes the pipe."""
+    import bench.provenance  # noqa: F401 - the originals, before any user code
+
+    inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    state: dict[str, Any] = {"pending": None}
+    while True:
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        op = message[0]
+        if op in ASYNC:
+            if state["pending"] is None:
+                try:
+                    getattr(state["backend"], op)(state["order"][message[1]:message[2]])
+                except BaseException as exc:  # noqa: BLE001 - answered at the next wait
+                    state["pending"] = exc
+            continue
+        try:
+            if state["pending"] is not None:
+                exc, state["pending"] = state["pending"], None
+                raise exc
+            reply = _pack(_handle(op, message[1:], state, inbox))
+        except BaseException as exc:  # noqa: BLE001 - every failure is the backend's, sent back
+            reply = _error(exc)
+        try:
+            out.send_bytes(reply)
+        except OSError:
+            os._exit(0)
+
+
+def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> Any:
+    import importlib
+
+    from bench import backends
+
+    if op == "probe":
+        impl, module, cls, device, timeout = args
+        backends.AVAILABLE_TIMEOUT_S = timeout
+        spec = backends.Impl(module, cls, backends.PLUGIN, False)
+        found, reason = backends.probe(impl, device, {impl: spec}, here=True)
+        return found is not None, reason
+    if op == "build":
+        module, cls, config, device = args
+        state["backend"] = b = getattr(importlib.import_module(module), cls)(config, device)
+        return {"describe": backends.options_of(b), "gather": callable(getattr(b, "gather", None))}
+    if op == "threads":
+        from threadpoolctl import threadpool_limits
+
+        state["threads"] = threadpool_limits(limits=args[0])  # held for the process's life
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(args[0])
+        return None
+    if op == "load_data":
+        kind, meta, shapes = args
+        arrays = {}
+        for name, (shape, dtype) in shapes.items():
+            arrays[name] = a = np.empty(shape, np.dtype(dtype))
+            if a.nbytes:
+                inbox.recv_bytes_into(memoryview(a).cast("B"))
+            else:
+                inbox.recv_bytes()
+        return state["backend"].load_data(kind(**meta, **arrays))
+    if op == "replaced":
+        from bench.provenance import replaced
+
+        return replaced()
+    name, call_args = args
+    if name not in CALLS:
+        raise ValueError(f"no backend call {name!r}")
+    value = getattr(state["backend"], name)(*call_args)
+    if name == "device_indices":
+        state["order"], value = value, None
+    return value
