@@ -58,7 +58,7 @@ def measure(ctx: runner.Context) -> runner.Result:
     if subs is not None:
         if s.json:
             raise UserError("--json takes one implementation; for several, check.csv and report.md go to --out")
-        return runner.Result(code=check_class(subs, s.seed, limits, s.jobs, s.out))
+        return runner.Result(code=check_class(subs, s.seed, limits, s.jobs, s.out, s.targets))
     if s.out:
         raise UserError("--out is for several submissions; for one implementation use --json FILE")
     if s.json:

@@ -40,7 +40,9 @@ _signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterr
            "held": False, "pending": False}  # while results are written: a signal waits for the end
 SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
                 signal.SIGHUP: "SIGHUP, the terminal closed",  # and the others whose default ends a process:
-                signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2"}  # results first, then 143
+                signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2", signal.SIGALRM: "SIGALRM",
+                signal.SIGVTALRM: "SIGVTALRM", signal.SIGPROF: "SIGPROF",
+                signal.SIGXCPU: "SIGXCPU, the CPU-time limit (ulimit -t)"}  # results first, then 143
 
 
 def interrupted_code() -> int:
@@ -194,21 +196,22 @@ class _ReaderMayLeave:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except OSError as exc:
-            if exc.errno not in GONE:
-                raise
-            self._to_null()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            self._to_null(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except OSError as exc:
-            if exc.errno not in GONE:
-                raise
-            self._to_null()
+        except (OSError, ValueError) as exc:
+            self._to_null(exc)
 
-    def _to_null(self) -> None:
+    def _to_null(self, exc: Exception) -> None:
+        if isinstance(exc, OSError) and exc.errno not in GONE:
+            raise exc
+        if self._stream.closed:
+            self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the command's life
+            return
         null = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(null, self._stream.fileno())  # what is still buffered goes there too

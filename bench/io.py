@@ -26,7 +26,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -48,6 +47,7 @@ JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json i
 # lists about 50x (N-F3)
 JSON_EXPANSION = 64
 FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
+FIGURE_INODES = 16  # and free files (inodes): each table, the report and their temporaries need one
 
 
 # ---------------------------------------------------------------- writing
@@ -67,21 +67,29 @@ def refuse_link(path: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[IO], Any], *, binary: bool = False) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then move it over ``path``."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, then move it over ``path``; on a file
+    system with no inode left for the temporary, an existing ``path`` is rewritten in place."""
     path = Path(path)
     refuse_link(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:  # no inode left for a temporary file: an existing one is rewritten in place
+        if exc.errno != errno.ENOSPC or not path.is_file():
+            raise
+        fd, tmp = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), None
     try:
         with (os.fdopen(fd, "wb") if binary else
               os.fdopen(fd, "w", newline="", encoding="utf-8", errors="backslashreplace")) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        refuse_link(path)  # planted while the file was written
-        os.replace(tmp, path)
+        if tmp is not None:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+            refuse_link(path)  # planted while the file was written
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -109,10 +117,11 @@ def save_figure(fig, path: Path, **savefig: Any) -> None:
     try:
         width, height = fig.get_size_inches()
         fig.set_size_inches(min(width, FIGURE_INCHES), min(height, FIGURE_INCHES))
-        free = shutil.disk_usage(Path(path).parent).free
-        if free < FIGURE_RESERVE:
-            raise OSError(errno.ENOSPC, f"only {free} bytes free, kept for the tables and the report",
-                          str(path))
+        room = os.statvfs(Path(path).parent)
+        free, inodes = room.f_bavail * room.f_frsize, room.f_favail if room.f_files else FIGURE_INODES
+        if free < FIGURE_RESERVE or inodes < FIGURE_INODES:
+            raise OSError(errno.ENOSPC, f"only {free} bytes and {inodes} files free, kept for the tables "
+                          "and the report", str(path))
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", **{"dpi": 110, **savefig}),
                      binary=True)
     finally:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,12 +64,18 @@ class ResultsFolder:
 
     @classmethod
     def create(cls, out: str | os.PathLike | None, label: str, *, resume: bool = False,
-               marker: str | None = None) -> "ResultsFolder":
-        """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot."""
+               marker: str | None = None, reads: Sequence[str] = ()) -> "ResultsFolder":
+        """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot, or
+        when it lies inside a folder the command ``reads`` (the next run would read the results)."""
         shown = Path(out) if out is not None else default_path(label)
         # every write goes here, wherever code run meanwhile moves the process; "a/../b" is b, and no
         # folder a is made on the way (normpath: lexical, as the user reads the path)
         path = Path(os.path.normpath(shown.absolute()))
+        for source in reads:
+            inside = Path(os.path.realpath(source))
+            if inside == Path(os.path.realpath(path)) or inside in Path(os.path.realpath(path)).parents:
+                raise UserError(f"--out {shown} is inside {source}, which this command reads (allowed: a "
+                                "folder outside what it reads)")
         try:  # a name the file system refuses (too long, say) fails in the first call that uses it
             if path.is_symlink():
                 raise UserError(f"--out {shown} is a symbolic link; refusing to write through it (allowed: "

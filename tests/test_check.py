@@ -432,11 +432,25 @@ def test_an_unknown_name_is_a_user_error():
         load_course("not_a_module_of_this_test")
 
 
+@pytest.mark.parametrize("make", ["fifo", "modules-to-dev-zero"])
+def test_what_is_not_a_regular_file_or_folder_is_named_so(capsys, tmp_path, make):
+    """A FIFO or a modules.py linked to /dev/zero was "no such file or folder" (A7-F6)."""
+    if make == "fifo":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    else:
+        target = tmp_path / "sub"
+        target.mkdir()
+        (target / "modules.py").symlink_to("/dev/zero")
+    code, _, err = command(capsys, target)
+    assert code == 2 and "is not a regular file" in err and "\n" not in err.strip()
+
+
 # ---------------------------------------------------------------- the command: one implementation
 
 
 LOAD_ERRORS = {
-    "no modules.py": ({}, "no modules.py in"),
+    "no modules.py": ({}, "modules.py is missing"),
     "no LinearModule": ({"modules.py": "class ELUModule:\n    def forward(self, x): pass\n"
                                        "    def backward(self, d): pass\n"},
                         "no LinearModule, SoftMaxModule, CrossEntropyModule in"),
@@ -594,6 +608,18 @@ def test_a_class_is_one_table_whatever_its_submissions_do(capsys, tmp_path):
     report = (tmp_path / "o" / "report.md").read_text()
     assert "4 submissions, 1 passed every check" in report and "| alice |" in report
     assert "4 of 4 submissions checked" in out
+
+
+@pytest.mark.parametrize("where", ["subs/report", "subs", "subs/alice/deeper"])
+def test_results_inside_the_folders_checked_are_refused(capsys, tmp_path, monkeypatch, where):
+    """--out inside the class folder made the next run check the report as a submission (A7-F5)."""
+    subs = tmp_path / "subs"
+    variant(subs / "alice")
+    variant(subs / "bob")
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = command(capsys, "subs", "--out", where)
+    assert code == 2 and "inside subs, which this command reads" in err
+    assert sorted(p.name for p in subs.iterdir()) == ["alice", "bob"]
 
 
 @settings(max_examples=100, deadline=None)

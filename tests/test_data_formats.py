@@ -356,3 +356,26 @@ def test_the_unpickler_admits_only_numpy_array_parts():
     for module, name in [("builtins", "eval"), ("numpy", "load"), ("subprocess", "Popen")]:
         with pytest.raises(UserError, match=rf"refusing to unpickle {module}\.{name}"):
             RestrictedUnpickler(io.BytesIO(b""), "f", 100).find_class(module, name)
+
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.mark.parametrize("names, needle", [
+    (["\x1b[31mred"] + NAMES[1:], "printable"),        # a terminal escape (A7-F1)
+    (["air\x00plane"] + NAMES[1:], "printable"),        # a NUL
+    (["cat"] * 10, "given twice"),                      # one name ten times
+    (["x" * 65] + NAMES[1:], "printable"),              # longer than a name
+])
+def test_class_names_must_be_printable_short_and_different(names, needle):
+    meta = "\n".join(names).encode()
+    with pytest.raises(UserError, match=needle):
+        formats.parse_binary_meta(meta, "batches.meta.txt")
+    d = {b"label_names": [n.encode() for n in names]}
+    with pytest.raises(UserError, match=needle):
+        formats.parse_python_meta(pickle.dumps(d, protocol=2), "batches.meta")
+
+
+def test_a_byte_order_mark_and_crlf_are_not_part_of_a_name():
+    meta = ("\ufeff" + "\r\n".join(NAMES) + "\r\n").encode()
+    assert formats.parse_binary_meta(meta, "batches.meta.txt") == tuple(NAMES)

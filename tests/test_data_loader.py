@@ -409,3 +409,17 @@ def test_a_data_dir_one_level_above_the_copy_is_named_not_downloaded_into(tmp_pa
                                         r"--data-dir .*parent/cifar10\?"):
         load_dataset(tmp_path / "parent", progress=False)
     assert sorted(p.name for p in (tmp_path / "parent").iterdir()) == ["cifar10"]  # nothing downloaded
+
+
+@pytest.mark.parametrize("by_env", [False, True])
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_data_dir_that_is_not_a_folder_is_named_by_where_it_came_from(tmp_path, monkeypatch, by_env, kind):
+    """$MLPBENCH_DATA_DIR naming a FIFO was told to "put one ... into" it (A7-F6)."""
+    import os
+
+    target = tmp_path / "x"
+    target.write_text("") if kind == "file" else os.mkfifo(target)
+    monkeypatch.setenv(loader.ENV_DATA_DIR, str(target)) if by_env else monkeypatch.delenv(
+        loader.ENV_DATA_DIR, raising=False)
+    with pytest.raises(UserError, match=("\\$MLPBENCH_DATA_DIR" if by_env else "--data-dir") + " .* is not a folder"):
+        loader.resolve_data_dir(None if by_env else target)

@@ -184,17 +184,38 @@ def test_a_refused_compare_leaves_no_folder(cli, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_a_nearly_full_disk_costs_the_plots_never_the_report(tmp_path, monkeypatch, capsys):
-    """A plot is not drawn unless FIGURE_RESERVE bytes stay free: the tables and report come first."""
+@pytest.mark.parametrize("free, inodes", [(50_000, 10**6), (10**9, 5)])  # bytes; files (A7-F8)
+def test_a_nearly_full_disk_costs_the_plots_never_the_report(tmp_path, monkeypatch, capsys, free, inodes):
+    """A plot is not drawn unless FIGURE_RESERVE bytes and FIGURE_INODES files stay free: the tables
+    and report come first."""
     from collections import namedtuple
 
     from bench import compare
 
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(bio.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 50_000, 50_000))
+    room = namedtuple("room", "f_bavail f_frsize f_favail f_files")
+    monkeypatch.setattr(bio.os, "statvfs", lambda p: room(free, 1, inodes, 10**6))
     monkeypatch.chdir(tmp_path)
     assert compare.main([*TINY, "--out", "o"]) == 0
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert {"report.md", "runs.csv", "epochs.csv", "summary.csv"} <= names
     assert not any(n.endswith(".png") for n in names)
     assert capsys.readouterr().out.count("kept for the tables and the report") == 3
+
+
+def test_no_inode_for_a_temporary_file_rewrites_an_existing_file_in_place(tmp_path, monkeypatch):
+    """A file system out of inodes lost the final tables: every atomic write needs a new file (A7-F8)."""
+    import errno
+    import tempfile
+
+    target = tmp_path / "epochs.csv"
+    target.write_text("checkpoint")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    bio.write_text("final", target)
+    assert target.read_text() == "final"
+    with pytest.raises(OSError):
+        bio.write_text("new", tmp_path / "report.md")  # a new file needs an inode of its own
+    assert not (tmp_path / "report.md").exists()

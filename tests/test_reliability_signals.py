@@ -151,8 +151,9 @@ def test_each_signal_has_its_status_and_its_words(monkeypatch, signum, code, wor
     assert errors.interrupted_code() == code and words in errors.interruption()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1])  # SIGUSR1 ended it at once (X-F5)
-def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path, signum):
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1,  # SIGUSR1 ended it at once (X-F5)
+                                    signal.SIGALRM, signal.SIGXCPU])  # and these (A7-F7): every signal
+def test_every_signal_that_ends_a_process_writes_everything_and_exits_143(tmp_path, signum):
     with started_until_epochs(["bench.compare", *TINY, "--epochs", "100000", "--backends", "numpy:cpu",
                                "--out", "hup"], tmp_path, tmp_path / "hup" / "epochs.csv") as proc:
         proc.send_signal(signum)
@@ -168,6 +169,25 @@ def test_sighup_to_compare_writes_everything_and_exits_143(tmp_path, signum):
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLPBENCH_CACHE_DIR": str(cwd / "cache")}
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, timeout=300)
+
+
+def test_every_signal_whose_default_ends_a_process_is_handled():
+    """The table is every signal whose default action ends the process and that a process may catch."""
+    ends = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
+            signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU}  # SIGPIPE, SIGXFSZ: Python ignores them
+    assert set(errors.SIGNAL_WORDS) == ends
+
+
+def test_a_stream_closed_by_other_code_swallows_what_it_is_given():
+    """Code that closed sys.stdout made the next progress line a ValueError traceback (A7-F3)."""
+    import io
+
+    stream = io.StringIO()
+    wrapped = errors._ReaderMayLeave(stream)
+    stream.close()
+    assert wrapped.write("progress") == len("progress")
+    wrapped.flush()
+    wrapped.write("more")
 
 
 @pytest.mark.parametrize("redirect", ["2>&-", ">&- 2>&-", "<&- >&- 2>&-", "> /dev/full 2> /dev/full"])

@@ -215,7 +215,7 @@ def limited(fn: Callable[[], Any], what: str) -> Any:
     def target() -> None:
         try:
             box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - whatever a plugin does is its own failure
+        except BaseException as exc:  # noqa: BLE001 - whatever it does is the backend's failure
             box["error"] = exc
 
     timeout = AVAILABLE_TIMEOUT_S
@@ -237,19 +237,13 @@ def _import(impl: str, spec: Impl):
     if spec.module in _BROKEN:
         raise Unavailable(_BROKEN[spec.module])
     try:
-        if spec.extra == PLUGIN:  # third-party code: under the time limit
-            return limited(lambda: importlib.import_module(spec.module), f"import {spec.module}")
-        try:
-            return importlib.import_module(spec.module)
-        except ImportError as exc:
-            hint = f"; install the '{spec.extra}' extra: pip install '.[{spec.extra}]'" if spec.extra else ""
-            raise Unavailable(f"cannot be imported ({shorten(str(exc), 400)}){hint}") from None
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
-            raise Unavailable(f"import {spec.module} raised {shorten(f'{type(exc).__name__}: {exc}', 300)}"
-                              ) from None
-    except Unavailable as exc:
-        _BROKEN[spec.module] = str(exc)
-        raise
+        return importlib.import_module(spec.module)
+    except ImportError as exc:
+        hint = f"; install the '{spec.extra}' extra: pip install '.[{spec.extra}]'" if spec.extra else ""
+        _BROKEN[spec.module] = f"cannot be imported ({shorten(str(exc), 400)}){hint}"
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
+        _BROKEN[spec.module] = f"import {spec.module} raised {shorten(f'{type(exc).__name__}: {exc}', 300)}"
+    raise Unavailable(_BROKEN[spec.module])
 
 
 def _answer(value: Any, what: str) -> tuple[bool, str]:
@@ -260,12 +254,13 @@ def _answer(value: Any, what: str) -> tuple[bool, str]:
     raise Unavailable(f"{what} returned {shorten(repr(value), 80)}, not (bool, reason)")
 
 
-def probe(impl: str, device: str, impls: dict[str, Impl], here: bool = False) -> tuple[Callable | None, str]:
+def probe(impl: str, device: str, impls: dict[str, Impl]) -> tuple[Callable | None, str]:
     """(the backend's factory, reason) when ``impl:device`` can run here, else (None, why not). Code
-    nobody here wrote is probed, and built, in a process of its own (``isolated``), unless ``here``."""
+    nobody here wrote is probed (its import and ``available()`` within twice ``AVAILABLE_TIMEOUT_S``),
+    and built, in a process of its own (``isolated``)."""
     spec = impls[impl]
-    if not here and isolated.is_isolated(impl, spec.extra):
-        ok, reason = isolated.probe(impl, spec.module, spec.cls, device, AVAILABLE_TIMEOUT_S)
+    if isolated.is_isolated(impl, spec.extra):
+        ok, reason = isolated.probe(impl, spec.module, spec.cls, device, 2 * AVAILABLE_TIMEOUT_S)
         return (functools.partial(isolated.Isolated, impl, spec.module, spec.cls) if ok else None), reason
     try:
         module = _import(impl, spec)
@@ -273,7 +268,7 @@ def probe(impl: str, device: str, impls: dict[str, Impl], here: bool = False) ->
         if not isinstance(cls, type):
             return None, f"{spec.module} has no class {spec.cls}"
         check = getattr(module, "available", None) or getattr(cls, "available", None)
-        if check is None:  # a plugin without one is assumed to run
+        if check is None:  # a backend without one is assumed to run
             return cls, ""
         what = f"{impl}: available({device!r})"
         try:

@@ -68,12 +68,16 @@ def is_isolated(impl: str, extra: str | None) -> bool:
 
 
 def probe(impl: str, module: str, cls: str, device: str, timeout: float) -> tuple[bool, str]:
-    """(whether ``impl:device`` can run here, why), asked in a child that imports ``module``."""
-    child = _Child(f"{impl}:{device}", timeout + START_S)
+    """(whether ``impl:device`` can run here, why), asked in a child that imports ``module`` and calls
+    its ``available(device)``, both within ``timeout`` seconds."""
     try:
-        return tuple(child.call(("probe", impl, module, cls, device, timeout)))
+        child = _Child(f"{impl}:{device}", timeout)
     except BackendProcessError as exc:
         return False, str(exc)
+    try:
+        return tuple(child.call(("probe", impl, module, cls, device)))
+    except (BackendProcessError, RemoteError) as exc:
+        return False, shorten(str(exc), 300)
     finally:
         child.close()
 
@@ -157,7 +161,9 @@ class _Child:
         os.close(to_parent)
         self.out, self.inbox = Connection(to_child, readable=False), Connection(from_child, writable=False)
         self._finalizer = weakref.finalize(self, _kill, self.proc, self.out, self.inbox)
-        self.alive, self.timeout = True, timeout  # seconds every answer may take (None: the caller's deadline)
+        self.alive, self.timeout = True, START_S
+        self.wait()  # its hello: started, and the harness's modules imported
+        self.timeout = timeout  # seconds every answer may take (None: the caller's deadline)
 
     def send(self, message: tuple) -> None:
         self._guard(message[0], lambda: self.out.send(message))
@@ -174,7 +180,7 @@ class _Child:
     def wait(self) -> Any:
         def read() -> bytes:
             if self.timeout is not None and not self.inbox.poll(self.timeout):
-                raise BackendProcessError(f"{self.who}: its process did not answer within {self.timeout:g} s")
+                raise BackendProcessError(f"{self.who}: its {self.op} did not return within {self.timeout:g} s")
             return self.inbox.recv_bytes(REPLY_BYTES)
 
         return _unpack(self._guard(self.op, read))
@@ -322,6 +328,7 @@ def serve(rfd: int, wfd: int) -> None:
     import bench.provenance  # noqa: F401 - the originals, before any user code
 
     inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    out.send_bytes(_pack("ready"))
     state: dict[str, Any] = {"pending": None}
     while True:
         try:
@@ -354,12 +361,23 @@ def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> A
 
     from bench import backends
 
-    if op == "probe":
-        impl, module, cls, device, timeout = args
-        backends.AVAILABLE_TIMEOUT_S = timeout
-        spec = backends.Impl(module, cls, backends.PLUGIN, False)
-        found, reason = backends.probe(impl, device, {impl: spec}, here=True)
-        return found is not None, reason
+    if op == "probe":  # in the main thread: the harness bounds the whole probe
+        impl, module, cls, device = args
+        try:
+            found = importlib.import_module(module)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: unavailable, with why
+            return False, f"import {module} raised {type(exc).__name__}: {shorten(str(exc), 300)}"
+        klass = getattr(found, cls, None)
+        if not isinstance(klass, type):
+            return False, f"{module} has no class {cls}"
+        check = getattr(found, "available", None) or getattr(klass, "available", None)
+        what = f"{impl}: available({device!r})"
+        try:
+            return backends._answer(check(device), what) if check is not None else (True, "")
+        except backends.Unavailable as exc:
+            return False, str(exc)
+        except BaseException as exc:  # noqa: BLE001
+            return False, f"{what} raised {type(exc).__name__}: {shorten(str(exc), 300)}"
     if op == "build":
         module, cls, config, device = args
         state["backend"] = b = getattr(importlib.import_module(module), cls)(config, device)

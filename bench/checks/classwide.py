@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,11 @@ def find_submissions(targets: list[str]) -> list[tuple[str, str]] | None:
     return [(n, _modules_folder(Path(t)) if Path(t).is_dir() else t) for n, t in zip(names, targets)]
 
 
-def check_class(subs: list[tuple[str, str]], seed: int, limits: Limits, jobs: int, out: str | None) -> int:
-    """Check every submission, write the table; 0 when all pass, 1 when one does not, 130/143 on a signal."""
-    folder = ResultsFolder.create(out, "check")
+def check_class(subs: list[tuple[str, str]], seed: int, limits: Limits, jobs: int, out: str | None,
+                reads: Sequence[str] = ()) -> int:
+    """Check every submission, write the table; 0 when all pass, 1 when one does not, 130/143 on a signal.
+    ``reads``: the folders given (the results may not go inside one)."""
+    folder = ResultsFolder.create(out, "check", reads=reads)
     docs: dict[str, dict[str, Any]] = {}
     running, interrupted, start = Running(), False, time.monotonic()
     with folder, ThreadPoolExecutor(max_workers=jobs) as pool:

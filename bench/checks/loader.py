@@ -91,7 +91,8 @@ def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
     if path.is_dir():
         modules_file = path / "modules.py"
         if not modules_file.is_file():
-            raise UserError(f"no modules.py in {target}; {INTERFACE}")
+            what = "is not a regular file" if os.path.lexists(modules_file) else "is missing"
+            raise UserError(f"{modules_file} {what}; {INTERFACE}")
         return _load_files(target, modules_file)
     if path.is_file():
         if path.suffix != ".py":
@@ -99,6 +100,8 @@ def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
         if path.name in MLP_FILES and (path.parent / "modules.py").is_file():
             return _load_files(target, path.parent / "modules.py")
         return _load_files(target, path)
+    if os.path.lexists(target):  # a FIFO, a device, a link to one or to nothing
+        raise UserError(f"{target} is not a regular file or folder; {INTERFACE}")
     if _DOTTED.match(target) and not target.endswith(".py"):
         return _load_by_name(target)
     raise UserError(f"no such file or folder: {target}")

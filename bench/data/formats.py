@@ -345,9 +345,22 @@ def check_labels(labels: np.ndarray, where: str) -> None:
                         f"({bad.size} bad label{'s' if bad.size > 1 else ''} in the file)")
 
 
+MAX_CLASS_NAME = 64  # characters of a class name
+
+
 def _check_classes(names: list[str], where: str) -> tuple[str, ...]:
+    """The class names, each printable, at most MAX_CLASS_NAME characters, and no two alike."""
+    names = [n.removeprefix("\ufeff").strip() for n in names]  # a byte-order mark, a CR
     if len(names) != N_CLASSES:
         raise UserError(f"{where}: {len(names)} class names, expected {N_CLASSES}")
+    bad = next((n for n in names if not n or not n.isprintable() or len(n) > MAX_CLASS_NAME), None)
+    if bad is not None:
+        raise UserError(f"{where}: a class name {_short(bad)} (allowed: 1 to {MAX_CLASS_NAME} printable "
+                        "characters, no control characters)")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"{where}: the class name {_short(twice)} is given twice (allowed: {N_CLASSES} "
+                        "different names)")
     return tuple(names)
 
 

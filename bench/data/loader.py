@@ -65,10 +65,15 @@ def default_data_dir() -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
     """(data directory, how it was chosen): the argument > $MLPBENCH_DATA_DIR > the default."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser(), "the data dir given explicitly"
-    if os.environ.get(ENV_DATA_DIR):
-        return default_data_dir(), f"the data dir from ${ENV_DATA_DIR}"
-    return default_data_dir(), DEFAULT_ORIGIN
+        found, origin, name = Path(data_dir).expanduser(), "the data dir given explicitly", "--data-dir"
+    elif os.environ.get(ENV_DATA_DIR):
+        found, origin, name = default_data_dir(), f"the data dir from ${ENV_DATA_DIR}", f"${ENV_DATA_DIR}"
+    else:
+        found, origin, name = default_data_dir(), DEFAULT_ORIGIN, "the default data dir"
+    if found.exists() and not found.is_dir():  # a file, a FIFO, a device
+        raise UserError(f"{name} {found} is not a folder (allowed: a folder holding {accepted_names()}, or "
+                        "a new one to download into)")
+    return found, origin
 
 
 # ---------------------------------------------------------------- sources
@@ -282,9 +287,6 @@ def _fetch(data_dir: Path, origin: str, download: bool, progress: bool) -> Sourc
     if not download:
         raise UserError(f"CIFAR-10 not found: looked for {looked} ({origin}); downloads are "
                         f"off; {supply}")
-    if data_dir.exists() and not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a folder (allowed: a folder holding "
-                        f"{accepted_names()}, or a new one to download into)")
     dest = data_dir / BINARY.archive
     # NOTE: the folders made for the download are removed again if it fails: a mistyped
     # --data-dir a/b/c must not be left behind
