@@ -70,7 +70,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
         found, origin, name = default_data_dir(), f"the data dir from ${ENV_DATA_DIR}", f"${ENV_DATA_DIR}"
     else:
         found, origin, name = default_data_dir(), DEFAULT_ORIGIN, "the default data dir"
-    if found.exists() and not found.is_dir():  # a file, a FIFO, a device
+    try:
+        not_folder = found.exists() and not found.is_dir()  # a file, a FIFO, a device
+    except OSError:  # a name too long, a loop of links: said where the folder is read
+        not_folder = False
+    if not_folder:
         raise UserError(f"{name} {found} is not a folder (allowed: a folder holding {accepted_names()}, or "
                         "a new one to download into)")
     return found, origin
