@@ -99,6 +99,19 @@ def test_a_constructor_that_raises_is_that_backends_failed_run(tmp_path, monkeyp
     assert runs.loc["numpy:cpu", "status"] == "ok"
 
 
+def test_a_constructor_that_hangs_costs_its_deadline_once(tmp_path, monkeypatch):
+    """A hung constructor was given the deadline at the build and again at the run's start."""
+    log = tmp_path / "built"
+    name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'",
+                  f"open({str(log)!r}, 'a').write('x'); __import__('time').sleep(1000)")
+    monkeypatch.setattr(backends, "UNTRUSTED_STAGE_S", 2.0)
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
+    assert runs.loc[f"{name}:cpu", "status"] == "failed" and "took longer than 2 s" in runs.loc[f"{name}:cpu", "error"]
+    assert log.read_text() == "x"
+
+
 def test_an_option_the_constructor_refuses_is_still_one_line(tmp_path, monkeypatch):
     name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'",
                   "from bench.errors import UserError; raise UserError('no such option here')")
@@ -259,3 +272,25 @@ def test_course_code_that_ends_its_process_at_import_is_one_line(tmp_path, first
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "its process ended" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_no_process_course_code_starts_outlives_its_backend(tmp_path):
+    """A process the code starts and orphans (setsid, its parent gone) is killed with the backend's
+    process, as bench.check's sandbox does."""
+    pids = tmp_path / "pids"
+    code = student(tmp_path, "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                             f"        open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+                             "        time.sleep(600)\n    os._exit(0)\ntime.sleep(0.5)")
+    proc = compare_with(tmp_path, code)
+    assert proc.returncode == 0, proc.stderr
+    time.sleep(1)
+    left = [pid for pid in pids.read_text().split() if _running(int(pid))]
+    assert pids.read_text() and not left
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

@@ -148,17 +148,37 @@ class Chosen:
     make: Callable[[Config], Backend]
     apart: bool = False  # built in a process of its own (``isolated``), with its own copy of the data
 
-    def build(self, config: Config) -> Backend | None:
+    def build(self, config: Config) -> Backend:
         """The backend for ``config``, checking its options: a UserError (one line, exit 2) for an
-        option it refuses; None when its constructor fails otherwise (the run path then records the
-        failure as that backend's ``failed`` run)."""
+        option it refuses; when its constructor fails otherwise, a :class:`Unbuilt` that raises that
+        failure at its first use (the run path records it as that backend's ``failed`` run, once)."""
         try:
             with deadline(stage_limit(self.impl), f"building {self.name}"):
                 return self.make(config)
         except UserError:
             raise
-        except (Exception, SystemExit, StageTimeout):  # noqa: BLE001 - one backend's crash never ends the others
-            return None
+        except (Exception, SystemExit, StageTimeout) as exc:  # noqa: BLE001 - one backend's crash never ends the others
+            return Unbuilt(self.impl, self.device, exc)
+
+
+@dataclass
+class Unbuilt:
+    """A backend whose constructor failed: every call raises that failure (an ``Exception``, so that
+    code that tries each backend in turn goes on)."""
+
+    impl: str
+    device: str
+    failure: BaseException
+
+    def __getattr__(self, name: str) -> Any:
+        exc = self.failure
+        if not isinstance(exc, Exception):  # SystemExit, StageTimeout
+            exc = RuntimeError(shorten(f"{type(exc).__name__}: {exc}", 400))
+
+        def fail(*args: Any) -> Any:
+            raise exc
+
+        return fail
 
 
 def options_of(backend: Backend) -> dict[str, Any]:
@@ -173,7 +193,7 @@ def options_of(backend: Backend) -> dict[str, Any]:
 def stage_limit(impl: str) -> float | None:
     """Seconds a backend of ``impl`` may take to build or for a run's stage: :data:`UNTRUSTED_STAGE_S`
     for code nobody here wrote (the course implementations, the plugins: in a process of their own)."""
-    return UNTRUSTED_STAGE_S if impl == "course" or impl not in IMPLS else None
+    return UNTRUSTED_STAGE_S if impl not in IMPLS or isolated.is_isolated(impl, IMPLS[impl].extra) else None
 
 
 class StageTimeout(BaseException):

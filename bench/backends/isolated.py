@@ -28,6 +28,7 @@ harness's own :class:`~bench.backends.StageTimeout`; the child is then killed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import io
@@ -160,9 +161,10 @@ class _Child:
         os.close(from_parent)
         os.close(to_parent)
         self.out, self.inbox = Connection(to_child, readable=False), Connection(from_child, writable=False)
-        self._finalizer = weakref.finalize(self, _kill, self.proc, self.out, self.inbox)
+        self._server: list[int] = []
+        self._finalizer = weakref.finalize(self, _kill, self.proc, self._server, self.out, self.inbox)
         self.alive, self.timeout = True, START_S
-        self.wait()  # its hello: started, and the harness's modules imported
+        self._server.append(int(self.wait()))  # its hello, the server's pid: started, the harness imported
         self.timeout = timeout  # seconds every answer may take (None: the caller's deadline)
 
     def send(self, message: tuple) -> None:
@@ -206,13 +208,19 @@ class _Child:
             raise
 
 
-def _kill(proc: subprocess.Popen, *conns: Connection) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its session: the server and whatever it started
-        except OSError:
-            proc.kill()
-    proc.wait()
+def _kill(proc: subprocess.Popen, server: list[int], *conns: Connection) -> None:
+    """End the server; the waiter then kills what the server's code started and left, and ends too
+    (else, after a few seconds, the whole session is killed)."""
+    for pid in server:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=5 if server else 0)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its session: the waiter, the server, what they started
+        proc.kill()
+        proc.wait()
     for c in conns:
         c.close()
 
@@ -308,15 +316,23 @@ def _die_with_parent() -> None:
 
 def wait_and_serve(rfd: int, wfd: int) -> None:
     """The child: it forks the server and waits for it, so that a signal the user's code sends "to its
-    parent" reaches this waiter, not the harness; it ends as the server ended."""
+    parent" reaches this waiter, not the harness; when the server ends it kills every process the
+    server's code left (their child subreaper), then ends as the server ended."""
+    from bench.checks.sandbox import _become_subreaper, _kill_orphans
+
     _die_with_parent()
+    _become_subreaper()  # what the server's code starts and orphans comes back here, to be killed
     pid = os.fork()
     if pid == 0:
         _die_with_parent()
         serve(rfd, wfd)
     os.close(rfd)
     os.close(wfd)
-    status = os.waitpid(pid, 0)[1]
+    while True:
+        ended, status = os.waitpid(-1, 0)
+        if ended == pid:
+            break
+    _kill_orphans(keep=set())
     if os.WIFSIGNALED(status):
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
@@ -328,7 +344,7 @@ def serve(rfd: int, wfd: int) -> None:
     import bench.provenance  # noqa: F401 - the originals, before any user code
 
     inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
-    out.send_bytes(_pack("ready"))
+    out.send_bytes(_pack(os.getpid()))
     state: dict[str, Any] = {"pending": None}
     while True:
         try:
