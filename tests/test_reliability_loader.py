@@ -294,3 +294,25 @@ def _running(pid: int) -> bool:
             return fh.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("method, body, needle", [
+    ("describe", "return {'x': 'y' * 5_000_000}", "longer than"),          # an answer beyond its cap
+    ("evaluate", "[_write(fd) for fd in range(3, 64)]", "cannot be read"),  # bytes on its own pipe
+])
+def test_what_a_backends_process_sends_back_is_bounded_and_checked(tmp_path, monkeypatch, method, body, needle):
+    """An isolated backend's answers are capped in size and parsed as JSON and .npz, never unpickled;
+    one it breaks costs its run alone."""
+    arg = "self, split" if method == "evaluate" else "self"
+    name = plugin(tmp_path, monkeypatch, "def available(device):\n    return True, 'ok'\n"
+                  + CLASS.format(name="x", init="pass").replace("class Backend(NumpyBackend):",
+                                                                "class Base(NumpyBackend):")
+                  + "\ndef _write(fd):\n    try:\n        __import__('os').write(fd, b'\\0' * 8 + b'junk')\n"
+                  + "    except OSError:\n        pass\n"
+                  + f"\nclass Backend(Base):\n    def {method}({arg}):\n        {body}\n"
+                  + "        return 0.0, 0.5\n" * (method == "evaluate") + "\nBackend = Backend\n")
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
+    assert runs.loc[f"{name}:cpu", "status"] == "failed" and needle in runs.loc[f"{name}:cpu", "error"]
+    assert runs.loc["numpy:cpu", "status"] == "ok"

@@ -45,7 +45,8 @@ import numpy as np
 
 from bench.errors import UserError, shorten
 
-REPLY_BYTES = 2**31 - 1  # the largest answer read back (weights of the largest model allowed)
+REPLY_BYTES = 2**31 - 1  # the largest answer read back: weights (export_state), the epoch's losses
+SMALL_BYTES = 2**20      # of any other answer (describe, evaluate, ...)
 START_S = 60.0           # seconds a child may take to start and import what it needs
 ASYNC = ("train_batch", "gather")  # sent without waiting; their errors come back at the next wait
 CALLS = {"init_model", "device_indices", "pop_step_records", "synchronize", "evaluate", "export_state",
@@ -129,7 +130,8 @@ class Isolated:
     def __getattr__(self, name: str) -> Any:
         if name not in CALLS:
             raise AttributeError(name)
-        return lambda *args: self._child.call(("call", name, args))
+        big = name in ("export_state", "pop_step_records")
+        return lambda *args: self._child.call(("call", name, args), REPLY_BYTES if big else SMALL_BYTES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +177,27 @@ class _Child:
         self._guard("load_data", lambda: self.out.send_bytes(memoryview(data).cast("B")) if data.nbytes
                     else self.out.send_bytes(b""))
 
-    def call(self, message: tuple) -> Any:
+    def call(self, message: tuple, limit: int = SMALL_BYTES) -> Any:
         self.send(message)
-        return self.wait()
+        return self.wait(limit)
 
-    def wait(self) -> Any:
+    def wait(self, limit: int = SMALL_BYTES) -> Any:
         def read() -> bytes:
             if self.timeout is not None and not self.inbox.poll(self.timeout):
                 raise BackendProcessError(f"{self.who}: its {self.op} did not return within {self.timeout:g} s")
-            return self.inbox.recv_bytes(REPLY_BYTES)
+            try:
+                return self.inbox.recv_bytes(limit)
+            except OSError as exc:
+                if "bad message length" not in str(exc):
+                    raise
+                raise BackendProcessError(f"{self.who}: its answer to {self.op} is longer than {limit} bytes"
+                                          ) from None
 
-        return _unpack(self._guard(self.op, read))
+        try:
+            return _unpack(self._guard(self.op, read))
+        except BackendProcessError:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.alive = False
@@ -308,10 +320,10 @@ def _unpack(raw: bytes) -> Any:
 def _die_with_parent() -> None:
     for name in IGNORED:  # the harness handles them, then ends this process
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG: die with the parent
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        fh.write("1000")  # out of memory, the kernel ends this process first, never the harness
 
 
 def wait_and_serve(rfd: int, wfd: int) -> None:
