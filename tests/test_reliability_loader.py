@@ -316,3 +316,33 @@ def test_what_a_backends_process_sends_back_is_bounded_and_checked(tmp_path, mon
     runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
     assert runs.loc[f"{name}:cpu", "status"] == "failed" and needle in runs.loc[f"{name}:cpu", "error"]
     assert runs.loc["numpy:cpu", "status"] == "ok"
+
+
+def test_a_backends_process_that_ended_in_one_seed_is_started_anew_for_the_next(tmp_path, monkeypatch):
+    """The process died in seed 42 and seed 43 was "stopped earlier" without running (A8)."""
+    name = plugin(tmp_path, monkeypatch, textwrap.dedent("""
+        import os
+        from bench.backends.numpy_backend import NumpyBackend
+
+        def available(device):
+            return True, 'ok'
+
+        class Backend(NumpyBackend):
+            impl = "seeded"
+
+            def init_model(self, seed):
+                self.seed = seed
+                super().init_model(seed)
+
+            def evaluate(self, split):
+                if self.seed == 42:
+                    os._exit(3)
+                return super().evaluate(split)
+        Backend = Backend
+        """))
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--seeds", "42", "43", "--backends", f"{name}:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("seed")
+    assert runs.loc[42, "status"] == "failed" and "exit status 3" in runs.loc[42, "error"]
+    assert "during evaluate" in runs.loc[42, "error"]
+    assert runs.loc[43, "status"] == "ok"

@@ -89,9 +89,13 @@ class Isolated:
 
     def __init__(self, impl: str, module: str, cls: str, config: Any, device: str):
         self.impl, self.device = impl, device
-        self._child = _Child(f"{impl}:{device}", None)
+        self._build = ("build", module, cls, config, device)
+        self._start()
+
+    def _start(self) -> None:
+        self._child = _Child(f"{self.impl}:{self.device}", None)
         try:
-            info = self._child.call(("build", module, cls, config, device))
+            info = self._child.call(self._build)
         except BaseException:
             self._child.close()
             raise
@@ -100,8 +104,12 @@ class Isolated:
             self.gather = lambda idx: self._child.send(("gather", idx.start, idx.stop))
 
     def load_data(self, data: Any) -> None:
+        """The first call of every run: a process that ended in an earlier run (another seed's) is
+        started and built anew."""
         from bench.threads import current_threads
 
+        if not self._child.alive:
+            self._start()
         self._child.call(("threads", current_threads()))
         arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)
                   if isinstance(getattr(data, f.name), np.ndarray)}
@@ -170,7 +178,7 @@ class _Child:
         self.timeout = timeout  # seconds every answer may take (None: the caller's deadline)
 
     def send(self, message: tuple) -> None:
-        self._guard(message[0], lambda: self.out.send(message))
+        self._guard(message[1] if message[0] == "call" else message[0], lambda: self.out.send(message))
 
     def send_array(self, a: np.ndarray) -> None:
         data = np.ascontiguousarray(a)
@@ -280,8 +288,12 @@ def _pack(value: Any) -> bytes:
 def _error(exc: BaseException) -> bytes:
     kind = ("user" if isinstance(exc, UserError) else "memory" if isinstance(exc, MemoryError)
             else "other")
-    head = json.dumps({"error": {"kind": kind, "type": type(exc).__name__[:80],
-                                 "message": shorten(str(exc), 1000)}}).encode()
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - an exception whose str() raises
+        message = "(its message cannot be printed)"
+    head = json.dumps({"error": {"kind": kind, "type": str(type(exc).__name__)[:80],
+                                 "message": shorten(message, 1000)}}).encode()
     return len(head).to_bytes(8, "little") + head
 
 
