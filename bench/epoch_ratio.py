@@ -99,7 +99,7 @@ def _summary_lines(epochs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     lines = []
     for row in summary.to_dict("records"):
         steady = steady_epochs(epochs[epochs["backend"] == row["backend"]])
-        if "epoch_to_gemm" not in steady:
+        if "epoch_to_gemm" not in steady or steady.empty:  # a backend that failed before its 2nd epoch
             continue
         r = steady["epoch_to_gemm"].to_numpy(float)
         g = steady["gather_seconds"].to_numpy(float) if "gather_seconds" in steady else np.array([np.nan])

@@ -167,7 +167,7 @@ class Run:
         r.run["replaced"] = ",".join(replaced() + own)  # NumPy callables a backend replaced: not to be trusted
         r.options = options_of(self.backend) if self.backend is not None else {}
         # a compiling backend's compile time, before the first epoch and outside every clock
-        r.run["compile_seconds"] = r.options.get("compile_seconds", math.nan)
+        r.run["compile_seconds"] = _seconds(r.options.get("compile_seconds"))
         return r
 
     # ------------------------------------------------------------ the stages
@@ -249,6 +249,9 @@ class Run:
             b.import_state(self.best_state)
             self.test = self._evaluate("test")
         self.peak = b.peak_memory_bytes()
+        if self.peak is not None and not (isinstance(self.peak, (int, np.integer)) and 0 <= self.peak < 2**50):
+            raise BackendValueError(f"{self.base['backend']}: peak memory {shorten(repr(self.peak), 40)} "
+                                    "(allowed: None or a whole number of bytes below 1 PiB)")
 
     def _guard(self, stage: Callable[[], Any]) -> bool:
         """Run one stage; an exception or Ctrl-C ends the run with its status instead of propagating."""
@@ -284,7 +287,7 @@ class Run:
             b.synchronize()
             seconds += self.clock() - t0
             rec = b.pop_step_records()
-            self._check_steps(rec)
+            self._check_steps(rec, stop - start)
             if self.record_steps:
                 self.record.steps.extend({**self.base, "epoch": epoch, "step": self.global_step + j,
                                           "loss": float(loss)} for j, loss in enumerate(rec.losses))
@@ -329,9 +332,13 @@ class Run:
                                     "(allowed: a number >= 0)")
         return loss, acc
 
-    def _check_steps(self, rec) -> None:
-        """A backend's step records, checked: a negative loss or more right answers than rows fails the run."""
+    def _check_steps(self, rec, steps: int) -> None:
+        """A backend's step records, checked: a loss per step taken, none negative, and no more right
+        answers than rows; else the run fails."""
         losses = np.asarray(rec.losses, dtype=float)
+        if losses.shape != (steps,):
+            raise BackendValueError(f"{self.base['backend']}: {losses.size} training losses for {steps} steps "
+                                    "(allowed: one loss a step)")
         if np.any(losses < 0):
             raise BackendValueError(f"{self.base['backend']}: a training loss of {losses[losses < 0][0]!r} "
                                     "(allowed: >= 0, or inf/NaN: a divergence)")
@@ -363,6 +370,11 @@ def run_one(who: Chosen | Backend, config: Config, data: Dataset, seed: int, **k
         while run.step():
             pass
     return run.finish()
+
+
+def _seconds(value: Any) -> float:
+    """A duration a backend reported, or NaN when it is not a number of seconds."""
+    return float(value) if isinstance(value, (int, float, np.number)) and value >= 0 else math.nan
 
 
 def failure_status(exc: BaseException) -> str:

@@ -262,8 +262,8 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
 
     settings = ", ".join(f"{k}={v}" for k, v in ctx.settings_dict().items())
     gone = ctx.env.get("replaced_callables")
-    warn = [f"**Replaced while this command ran (a backend's import or constructor): {', '.join(gone)}. "
-            "Runs that finished after it are flagged in `replaced` and are not to be trusted.**", ""] if gone else []
+    warn = [f"**Replaced while this command ran (by a backend's code): {', '.join(gone)}. The runs it "
+            "touched are flagged in `replaced` (runs.csv) and are not to be trusted.**", ""] if gone else []
     lines = [f"# {ctx.command.title}", "", *ctx.folder.interrupted_note(), *warn, "## Setup", "",
              *setup_lines(ctx.env, [*result.setup, f"- Settings: {settings}"]), ""]
     for heading, body in result.sections:
@@ -283,8 +283,8 @@ def finish(ctx: Context, result: Result) -> int:
     for line in result.notes:
         print(line, file=sys.stderr)
     if ctx.env.get("replaced_callables"):
-        print(f"warning: a backend replaced {', '.join(ctx.env['replaced_callables'])}: the runs that "
-              "finished after it are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
+        print(f"warning: a backend's code replaced {', '.join(ctx.env['replaced_callables'])}: the runs it "
+              "touched are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
     if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
             print(f"interrupted: partial results in {ctx.folder.shown}", file=sys.stderr)

@@ -43,3 +43,16 @@ def test_prints_a_ratio_and_a_floor_per_backend_and_writes_its_folder(tmp_path, 
 def test_bad_flag_is_one_line(cli):
     assert_one_line_error(cli("bench.epoch_ratio", "--lr", "0"), "lr")
     assert_one_line_error(cli("bench.epoch_ratio", "--lockstep"), "--lockstep")
+
+
+def test_a_backend_that_fails_at_once_is_a_row_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """A backend whose first epoch failed left an empty list for min() and max() (A8-F3)."""
+    from bench.backends import IMPLS, Impl
+
+    monkeypatch.setitem(IMPLS, "exploding", Impl("fake_backends", "ExplodingBackend", None, False))
+    args = [a if a != "numpy:cpu,torch:cpu" else "exploding:cpu,numpy:cpu" for a in TINY]
+    assert epoch_ratio.main([*args, "--out", str(tmp_path / "er")]) == 0
+    runs = pd.read_csv(tmp_path / "er" / "runs.csv").set_index("backend")
+    assert runs.loc["exploding:cpu", "status"] == "failed" and runs.loc["numpy:cpu", "status"] == "ok"
+    assert (tmp_path / "er" / "report.md").exists()
+    assert "numpy:cpu: median" in capsys.readouterr().out

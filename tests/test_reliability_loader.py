@@ -346,3 +346,53 @@ def test_a_backends_process_that_ended_in_one_seed_is_started_anew_for_the_next(
     assert runs.loc[42, "status"] == "failed" and "exit status 3" in runs.loc[42, "error"]
     assert "during evaluate" in runs.loc[42, "error"]
     assert runs.loc[43, "status"] == "ok"
+
+
+ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word of its error or None)
+    "describe-hangs-after-build": ("describe", "if getattr(self, '_asked', False):\n"
+                                   "            __import__('time').sleep(1000)\n"
+                                   "        self._asked = True\n        return {}", "ok", None),
+    "describe-nonsense": ("describe", "return {'compile_seconds': 'soon', 'x': object(), 7: [1] * 10**5}",
+                          "ok", None),
+    "losses-beyond-steps": ("pop_step_records", "from bench.backends.api import StepRecords\n"
+                            "        return StepRecords(np.zeros(10**6), 0, 0)", "failed", "longer than"),
+    "fewer-losses": ("pop_step_records", "from bench.backends.api import StepRecords\n"
+                     "        return StepRecords(np.zeros(1), 0, 0)", "failed", "training losses for"),
+    "peak-memory-nonsense": ("peak_memory_bytes", "return 10**30", "failed", "peak memory"),
+    "execs-a-program": ("evaluate", "os.execvp('sleep', ['sleep', '1000'])", "failed", "ended during evaluate"),
+}
+
+
+@pytest.mark.parametrize("method, body, status, needle", ANSWERS.values(), ids=ANSWERS.keys())
+def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monkeypatch, method, body, status,
+                                                                  needle):
+    """A8: describe() that hangs at the run's end hung the command; nonsense in describe() crashed the
+    report; 10**8 losses for 8 steps were kept; a peak of 1e30 bytes was recorded; an exec'd program
+    kept the pipes open. Each is now that run's failure, or ignored, within the stage limit."""
+    arg = "self, split" if method == "evaluate" else "self"
+    name = plugin(tmp_path, monkeypatch, textwrap.dedent(f"""
+        import os
+        import numpy as np
+        from bench.backends.numpy_backend import NumpyBackend
+
+        def available(device):
+            return True, 'ok'
+
+        class Backend(NumpyBackend):
+            impl = "answers"
+
+            def {method}({arg}):
+        """) + f"        {body}\nBackend = Backend\n")
+    monkeypatch.setattr(backends, "UNTRUSTED_STAGE_S", 3.0)
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
+    assert runs.loc[f"{name}:cpu", "status"] == status, runs.loc[f"{name}:cpu", "error"]
+    assert needle is None or needle in runs.loc[f"{name}:cpu", "error"]
+    assert runs.loc["numpy:cpu", "status"] == "ok" and (tmp_path / "o" / "report.md").exists()
+    assert (tmp_path / "o" / "env.json").stat().st_size < 200_000
+
+
+def test_a_backend_name_with_a_control_character_is_one_line(tmp_path):
+    proc = compare_with(tmp_path, str(tmp_path / "a\nb"))
+    assert proc.returncode == 2 and "control character" in proc.stderr and not (tmp_path / "o").exists()

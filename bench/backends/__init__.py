@@ -59,6 +59,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -304,6 +305,8 @@ def probe(impl: str, device: str, impls: dict[str, Impl]) -> tuple[Callable | No
 
 def parse_name(name: str, impls: dict[str, Impl] | None = None) -> tuple[str, str]:
     impls = implementations() if impls is None else impls
+    if not os.fsencode(name).decode("utf-8", "replace").isprintable():  # a newline breaks every table
+        raise UserError(f"backend {name!r} holds a control character (allowed: printable characters)")
     impl, sep, device = name.strip().partition(":")
     if impl not in impls:
         raise UserError(f"unknown backend {name!r}{did_you_mean(impl, impls)} (allowed implementations: "

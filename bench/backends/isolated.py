@@ -45,13 +45,15 @@ import numpy as np
 
 from bench.errors import UserError, shorten
 
-REPLY_BYTES = 2**31 - 1  # the largest answer read back: weights (export_state), the epoch's losses
-SMALL_BYTES = 2**20      # of any other answer (describe, evaluate, ...)
+REPLY_BYTES = 2**31 - 1  # the largest answer read back: weights before the data says their size
+SMALL_BYTES = 2**20      # of any answer; the weights' (export_state) and the losses' (pop) by their size
 START_S = 60.0           # seconds a child may take to start and import what it needs
+MEMORY_HEADROOM = 2 * 2**30  # address space a backend's process may add after loading the data (or 2x the data)
 ASYNC = ("train_batch", "gather")  # sent without waiting; their errors come back at the next wait
-CALLS = {"init_model", "device_indices", "pop_step_records", "synchronize", "evaluate", "export_state",
-         "import_state", "gemm_seconds", "describe", "peak_memory_bytes"}  # each waits for its answer
-IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGPIPE")
+CALLS = {"init_model", "synchronize", "evaluate", "import_state", "gemm_seconds",
+         "peak_memory_bytes"}  # each waits for its answer (the others have methods of their own)
+SERVED = CALLS | {"device_indices", "pop_step_records", "export_state", "describe"}
+IGNORED = ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGPIPE")  # by the waiter (SIGTERM: it ends)
 
 
 class BackendProcessError(RuntimeError):
@@ -93,13 +95,16 @@ class Isolated:
         self._start()
 
     def _start(self) -> None:
-        self._child = _Child(f"{self.impl}:{self.device}", None)
+        from bench.backends import UNTRUSTED_STAGE_S
+
+        self._child = _Child(f"{self.impl}:{self.device}", UNTRUSTED_STAGE_S)  # each answer, whoever waits
         try:
             info = self._child.call(self._build)
         except BaseException:
             self._child.close()
             raise
-        self._options: dict[str, Any] = info["describe"]
+        self._options: dict[str, Any] = plain_options(info["describe"])
+        self._steps, self._limit = 0, REPLY_BYTES  # steps sent since the last pop; the weights' bound
         if info["gather"]:
             self.gather = lambda idx: self._child.send(("gather", idx.start, idx.stop))
 
@@ -118,28 +123,60 @@ class Isolated:
         for a in arrays.values():
             self._child.send_array(a)
         self._child.wait()
+        from bench.memory import bytes_needed
+
+        config = self._build[3]
+        self._limit = SMALL_BYTES + 2 * bytes_needed(config, data.n_features, data.n_classes)
 
     def device_indices(self, order: np.ndarray) -> "_Order":
         self._child.call(("call", "device_indices", (np.asarray(order),)))
         return _Order(len(order))
 
     def train_batch(self, idx: slice) -> None:
+        self._steps += 1
         self._child.send(("train_batch", idx.start, idx.stop))
 
+    def pop_step_records(self) -> Any:
+        steps, self._steps = self._steps, 0
+        return self._child.call(("call", "pop_step_records", ()), SMALL_BYTES + 16 * steps)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return self._child.call(("call", "export_state", ()), self._limit)
+
     def describe(self) -> dict[str, Any]:
+        """Its options, made plain (see :func:`plain_options`); the last known ones when it cannot say."""
         if self._child.alive:
-            self._options = self._child.call(("call", "describe", ()))
+            with contextlib.suppress(BackendProcessError, RemoteError):
+                self._options = plain_options(self._child.call(("call", "describe", ())))
         return self._options
 
     def replaced(self) -> list[str]:
-        """The NumPy callables the child's code replaced (``bench.provenance``) in its own process."""
-        return list(self._child.call(("replaced",))) if self._child.alive else []
+        """The NumPy callables the child's code replaced (``bench.provenance``) in its own process;
+        "unknown" when it cannot say (it ended, or did not answer)."""
+        try:
+            return [str(n)[:200] for n in self._child.call(("replaced",))][:50]
+        except (BackendProcessError, RemoteError):
+            return ["unknown (the backend's process did not answer)"]
 
     def __getattr__(self, name: str) -> Any:
         if name not in CALLS:
             raise AttributeError(name)
-        big = name in ("export_state", "pop_step_records")
-        return lambda *args: self._child.call(("call", name, args), REPLY_BYTES if big else SMALL_BYTES)
+        return lambda *args: self._child.call(("call", name, args))
+
+
+MAX_OPTIONS = 50  # entries of a describe() kept, each value at most 200 characters
+
+
+def plain_options(got: Any) -> dict[str, Any]:
+    """What code nobody here wrote says of itself, fit for env.json and the report: a dict of at most
+    MAX_OPTIONS entries whose values are numbers, booleans, None or text of at most 200 characters."""
+    if not isinstance(got, dict):
+        return {"describe": shorten(repr(got), 200)}
+
+    def plain(v: Any) -> Any:
+        return v if v is None or isinstance(v, (bool, int, float)) else shorten(str(v), 200)
+
+    return {shorten(str(k), 60): plain(v) for k, v in list(got.items())[:MAX_OPTIONS]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,9 +284,9 @@ def _kill(proc: subprocess.Popen, server: list[int], *conns: Connection) -> None
 
 def _ending(proc: subprocess.Popen) -> str:
     try:
-        code = proc.wait(timeout=5)
+        code = proc.wait(timeout=1)
     except subprocess.TimeoutExpired:
-        return "it closed its pipe"
+        return "it closed its pipe, or ran another program"
     if code < 0:
         return f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
     return f"exit status {code}"
@@ -329,29 +366,41 @@ def _unpack(raw: bytes) -> Any:
 # ---------------------------------------------------------------- the child
 
 
-def _die_with_parent() -> None:
-    for name in IGNORED:  # the harness handles them, then ends this process
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+def _die_with_parent(signum: int) -> None:
+    """``signum`` when this process's parent ends (``PR_SET_PDEATHSIG``); first to go when memory runs out."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG: die with the parent
+        ctypes.CDLL(None).prctl(1, int(signum))
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
         fh.write("1000")  # out of memory, the kernel ends this process first, never the harness
 
 
 def wait_and_serve(rfd: int, wfd: int) -> None:
     """The child: it forks the server and waits for it, so that a signal the user's code sends "to its
-    parent" reaches this waiter, not the harness; when the server ends it kills every process the
-    server's code left (their child subreaper), then ends as the server ended."""
+    parent" reaches this waiter, not the harness. It is the child subreaper of all the server starts:
+    when the server ends, or the harness does (SIGTERM), it kills every process the server's code left,
+    then ends as the server ended. The server keeps the default signal dispositions (it has a session of
+    its own: no terminal sends it any), so what its code starts inherits no ignored signal."""
     from bench.checks.sandbox import _become_subreaper, _kill_orphans
 
-    _die_with_parent()
-    _become_subreaper()  # what the server's code starts and orphans comes back here, to be killed
+    _become_subreaper()
     pid = os.fork()
     if pid == 0:
-        _die_with_parent()
+        _die_with_parent(signal.SIGKILL)
         serve(rfd, wfd)
     os.close(rfd)
     os.close(wfd)
+
+    def end(signum, frame):  # noqa: ARG001 - the harness ended: nothing of the code's outlives it
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # gone: what it started is this process's now
+        _kill_orphans(keep=set())
+        os._exit(1)
+
+    for name in IGNORED:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, end)
+    _die_with_parent(signal.SIGTERM)
     while True:
         ended, status = os.waitpid(-1, 0)
         if ended == pid:
@@ -367,13 +416,18 @@ def serve(rfd: int, wfd: int) -> None:
     """The server's loop: one message in, at most one answer out, until the harness closes the pipe."""
     import bench.provenance  # noqa: F401 - the originals, before any user code
 
+    for fd in (rfd, wfd):  # a program the code runs (exec) does not hold the harness's pipes open
+        os.set_inheritable(fd, False)
     inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
-    out.send_bytes(_pack(os.getpid()))
+    me = os.getpid()
+    out.send_bytes(_pack(me))
     state: dict[str, Any] = {"pending": None}
     while True:
         try:
             message = inbox.recv()
         except (EOFError, OSError):
+            os._exit(0)
+        if os.getpid() != me:  # a copy the code forked came back here: only the server answers
             os._exit(0)
         op = message[0]
         if op in ASYNC:
@@ -390,10 +444,24 @@ def serve(rfd: int, wfd: int) -> None:
             reply = _pack(_handle(op, message[1:], state, inbox))
         except BaseException as exc:  # noqa: BLE001 - every failure is the backend's, sent back
             reply = _error(exc)
+        if os.getpid() != me:
+            os._exit(0)
         try:
             out.send_bytes(reply)
         except OSError:
             os._exit(0)
+
+
+def _bound_memory(extra: int) -> None:
+    """Limit this process's address space to its size now (the data loaded) plus ``extra`` bytes: code
+    that leaks fails its own run (a MemoryError: ``oom``) long before the machine's memory is gone."""
+    import resource
+
+    used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    want = used + extra if hard == resource.RLIM_INFINITY else min(used + extra, hard)
+    if soft == resource.RLIM_INFINITY or want < soft:
+        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
 
 
 def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> Any:
@@ -438,13 +506,14 @@ def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> A
                 inbox.recv_bytes_into(memoryview(a).cast("B"))
             else:
                 inbox.recv_bytes()
-        return state["backend"].load_data(kind(**meta, **arrays))
+        state["backend"].load_data(kind(**meta, **arrays))
+        return _bound_memory(max(MEMORY_HEADROOM, 2 * sum(a.nbytes for a in arrays.values())))
     if op == "replaced":
         from bench.provenance import replaced
 
         return replaced()
     name, call_args = args
-    if name not in CALLS:
+    if name not in SERVED:
         raise ValueError(f"no backend call {name!r}")
     value = getattr(state["backend"], name)(*call_args)
     if name == "device_indices":
