@@ -69,8 +69,10 @@ def release_signals() -> None:
 
 
 def shorten(text: str, limit: int = MAX_LINE) -> str:
-    """``text`` on one line of at most ``limit`` characters: its head and tail around an ellipsis."""
-    text = " ".join(str(text).split())
+    """``text`` on one line of at most ``limit`` characters, its head and tail around an ellipsis, and
+    every character a terminal would act on (an escape sequence, a NUL) written as an escape."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in " ".join(str(text).split()))
     if len(text) <= limit:
         return text
     tail = limit // 3

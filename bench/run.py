@@ -335,6 +335,9 @@ class Run:
     def _check_steps(self, rec, steps: int) -> None:
         """A backend's step records, checked: a loss per step taken, none negative, and no more right
         answers than rows; else the run fails."""
+        if np.asarray(rec.losses).dtype.kind != "f":
+            raise BackendValueError(f"{self.base['backend']}: training losses of dtype "
+                                    f"{np.asarray(rec.losses).dtype} (allowed: floating point)")
         losses = np.asarray(rec.losses, dtype=float)
         if losses.shape != (steps,):
             raise BackendValueError(f"{self.base['backend']}: {losses.size} training losses for {steps} steps "
@@ -383,9 +386,8 @@ def failure_status(exc: BaseException) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line, at most MAX_MESSAGE characters."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+    """``Type: message`` on one line, at most MAX_MESSAGE printable characters."""
+    return shorten(f"{type(exc).__name__}: {exc}", MAX_MESSAGE)
 
 
 def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:

@@ -352,7 +352,8 @@ ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word o
     "describe-hangs-after-build": ("describe", "if getattr(self, '_asked', False):\n"
                                    "            __import__('time').sleep(1000)\n"
                                    "        self._asked = True\n        return {}", "ok", None),
-    "describe-nonsense": ("describe", "return {'compile_seconds': 'soon', 'x': object(), 7: [1] * 10**5}",
+    "describe-nonsense": ("describe", "return {'compile_seconds': 'soon', 'x': object(), 7: [1] * 10**5, "
+                                      "'n': float('nan')}",
                           "ok", None),
     "losses-beyond-steps": ("pop_step_records", "from bench.backends.api import StepRecords\n"
                             "        return StepRecords(np.zeros(10**6), 0, 0)", "failed", "longer than"),
@@ -360,6 +361,14 @@ ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word o
                      "        return StepRecords(np.zeros(1), 0, 0)", "failed", "training losses for"),
     "peak-memory-nonsense": ("peak_memory_bytes", "return 10**30", "failed", "peak memory"),
     "execs-a-program": ("evaluate", "os.execvp('sleep', ['sleep', '1000'])", "failed", "ended during evaluate"),
+    "real-time-signal": ("evaluate", "os.kill(os.getpid(), 40)", "failed", "killed by signal 40"),  # A9-F1
+    "losses-not-float": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
+                         "        rec.losses = rec.losses.astype(np.float16).view(np.uint16)\n"
+                         "        return rec", "failed", "dtype uint16"),  # A9-F3
+    "weights-with-extra": ("export_state", "return {**NumpyBackend.export_state(self), 'evil': np.zeros(2)}",
+                           "failed", "unexpected evil"),  # A9-F2
+    "error-with-escapes": ("evaluate", "raise type('Bad\\nName\\x1b[31m', (Exception,), {})('\\x1b[2J' + 'x' * 5000)",
+                           "failed", "\\x1b"),  # A9-F4: written as an escape, never sent to a terminal
 }
 
 
@@ -389,8 +398,10 @@ def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monke
     runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
     assert runs.loc[f"{name}:cpu", "status"] == status, runs.loc[f"{name}:cpu", "error"]
     assert needle is None or needle in runs.loc[f"{name}:cpu", "error"]
+    assert "\x1b" not in runs.loc[f"{name}:cpu"].to_string() and "\x1b" not in (tmp_path / "o" / "report.md").read_text()
     assert runs.loc["numpy:cpu", "status"] == "ok" and (tmp_path / "o" / "report.md").exists()
     assert (tmp_path / "o" / "env.json").stat().st_size < 200_000
+    json.loads((tmp_path / "o" / "env.json").read_text(), parse_constant=pytest.fail)  # strict JSON
 
 
 def test_a_backend_name_with_a_control_character_is_one_line(tmp_path):

@@ -176,6 +176,7 @@ def test_no_file_is_written_outside_the_one_writer():
         ("bench/errors.py", "open"): "os.devnull for a closed standard stream",
         ("bench/checks/sandbox.py", "open"): "the sandboxed child's progress lines, appended for its parent",
         ("bench/data/archive.py", "fdopen"): "the download, to a .part file renamed into place after its md5",
+        ("bench/backends/isolated.py", "open"): "/proc/self/oom_score_adj of a backend's process",
     }
     writers = {"write_text", "write_bytes", "to_csv", "savefig", "to_json", "to_parquet"}
     found = []

@@ -33,6 +33,7 @@ import ctypes
 import dataclasses
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -105,6 +106,7 @@ class Isolated:
             raise
         self._options: dict[str, Any] = plain_options(info["describe"])
         self._steps, self._limit = 0, REPLY_BYTES  # steps sent since the last pop; the weights' bound
+        self._shapes: dict[str, tuple[int, ...]] | None = None  # the weights' names and shapes, once known
         if info["gather"]:
             self.gather = lambda idx: self._child.send(("gather", idx.start, idx.stop))
 
@@ -125,8 +127,14 @@ class Isolated:
         self._child.wait()
         from bench.memory import bytes_needed
 
+        from impl_common.arch import layer_widths
+
         config = self._build[3]
         self._limit = SMALL_BYTES + 2 * bytes_needed(config, data.n_features, data.n_classes)
+        widths = layer_widths(data.n_features, config.hidden_dims, data.n_classes)
+        self._shapes = None if config.residual else {  # the shared names and shapes (api.py)
+            **{f"linears.{i}.weight": (b, a) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))},
+            **{f"linears.{i}.bias": (b,) for i, b in enumerate(widths[1:])}}
 
     def device_indices(self, order: np.ndarray) -> "_Order":
         self._child.call(("call", "device_indices", (np.asarray(order),)))
@@ -141,7 +149,18 @@ class Isolated:
         return self._child.call(("call", "pop_step_records", ()), SMALL_BYTES + 16 * steps)
 
     def export_state(self) -> dict[str, np.ndarray]:
-        return self._child.call(("call", "export_state", ()), self._limit)
+        """Its weights, checked here: another backend may start from them (lock-step)."""
+        state = self._child.call(("call", "export_state", ()), self._limit)
+        bad = (not isinstance(state, dict) or not state
+               or any(not isinstance(v, np.ndarray) or v.dtype.kind != "f" for v in state.values()))
+        if bad:
+            raise RemoteError(f"export_state() returned {shorten(repr(state), 80)} (allowed: a dict of "
+                              "real floating-point arrays)")
+        if self._shapes is not None:
+            from bench.backends.api import check_state
+
+            check_state(self._shapes, state)
+        return state
 
     def describe(self) -> dict[str, Any]:
         """Its options, made plain (see :func:`plain_options`); the last known ones when it cannot say."""
@@ -174,7 +193,9 @@ def plain_options(got: Any) -> dict[str, Any]:
         return {"describe": shorten(repr(got), 200)}
 
     def plain(v: Any) -> Any:
-        return v if v is None or isinstance(v, (bool, int, float)) else shorten(str(v), 200)
+        if v is None or isinstance(v, (bool, int)) or isinstance(v, float) and math.isfinite(v):
+            return v
+        return shorten(str(v), 200)  # NaN and inf too: env.json stays strict JSON
 
     return {shorten(str(k), 60): plain(v) for k, v in list(got.items())[:MAX_OPTIONS]}
 
@@ -199,8 +220,9 @@ class _Child:
         self.who, self.op = who, "start"
         from_parent, to_child = os.pipe()
         from_child, to_parent = os.pipe()
-        paths = [p or os.getcwd() for p in sys.path]
-        code = (f"import sys; sys.path[:0] = {paths!r}; "
+        # sys.path goes through the pipe (however long), before bench can be imported there
+        code = (f"import sys; from multiprocessing.connection import Connection; "  # kept: it owns the fd
+                f"first = Connection({from_parent}, writable=False); sys.path[:0] = first.recv(); "
                 f"from bench.backends.isolated import wait_and_serve; wait_and_serve({from_parent}, {to_parent})")
         with open(os.devnull, "r+b") as null:
             self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=null, stdout=null, stderr=null,
@@ -211,6 +233,7 @@ class _Child:
         self._server: list[int] = []
         self._finalizer = weakref.finalize(self, _kill, self.proc, self._server, self.out, self.inbox)
         self.alive, self.timeout = True, START_S
+        self._guard("start", lambda: self.out.send([p or os.getcwd() for p in sys.path]))
         self._server.append(int(self.wait()))  # its hello, the server's pid: started, the harness imported
         self.timeout = timeout  # seconds every answer may take (None: the caller's deadline)
 
@@ -288,7 +311,10 @@ def _ending(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         return "it closed its pipe, or ran another program"
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:  # a real-time signal has no name
+            return f"killed by signal {-code}"
     return f"exit status {code}"
 
 
@@ -347,9 +373,9 @@ def _unpack(raw: bytes) -> Any:
     if "error" in doc:
         err = doc["error"]
         if err["kind"] == "user":
-            raise UserError(err["message"])
+            raise UserError(shorten(str(err["message"]), 1000))
         base = MemoryError if err["kind"] == "memory" else RemoteError
-        raise type(str(err["type"]), (base,), {})(err["message"])
+        raise type(shorten(str(err["type"]), 80), (base,), {})(shorten(str(err["message"]), 1000))
 
     def tree(v: Any) -> Any:
         if isinstance(v, dict):
@@ -406,8 +432,9 @@ def wait_and_serve(rfd: int, wfd: int) -> None:
         if ended == pid:
             break
     _kill_orphans(keep=set())
-    if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    if os.WIFSIGNALED(status):  # end as the server ended: by its signal
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's cannot be set, and is the default
+            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
     os._exit(os.waitstatus_to_exitcode(status))
 
