@@ -68,11 +68,16 @@ def release_signals() -> None:
         raise KeyboardInterrupt
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (a newline, an escape sequence, a NUL)
+    written as an escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def shorten(text: str, limit: int = MAX_LINE) -> str:
-    """``text`` on one line of at most ``limit`` characters, its head and tail around an ellipsis, and
-    every character a terminal would act on (an escape sequence, a NUL) written as an escape."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in " ".join(str(text).split()))
+    """``text`` on one line of at most ``limit`` characters, its head and tail around an ellipsis,
+    :func:`printable`."""
+    text = printable(" ".join(str(text).split()))
     if len(text) <= limit:
         return text
     tail = limit // 3

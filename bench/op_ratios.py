@@ -7,10 +7,10 @@ Run it as::
     python -m bench.op_ratios .benchmarks/<machine>/0001_ops.json   # a run saved earlier
 
 ``--run`` is ``pytest benchmarks -p no:cacheprovider --benchmark-save=ops
---benchmark-json=OUT/ops.json`` plus whatever follows ``--`` (e.g.
-``-- --bench-threads 1 -k linear``), run from the repository root;
-``pytest-benchmark compare`` and ``pytest benchmarks --benchmark-compare``
-read the copy saved under ``.benchmarks/`` as usual. The measurements
+--benchmark-storage=OUT/benchmarks --benchmark-json=OUT/ops.json`` plus
+whatever follows ``--`` (e.g. ``-- --bench-threads 1 -k linear``), run from
+the repository root; everything it writes is inside OUT, and
+``pytest-benchmark compare --storage OUT/benchmarks`` reads the saved copy. The measurements
 (``bench.op_timings``) read everything from each benchmark's ``extra_info``
 (``op``, ``backend``, ``batch``, ``hidden``), never from test names.
 

@@ -211,12 +211,14 @@ def plot_ratios(table: pd.DataFrame, machine_info: dict[str, Any]):
 
 
 def run_benchmarks(out: Path, pytest_args: Sequence[str]) -> tuple[Path, bool]:
-    """Run benchmarks/ timed, saved as 'ops' in pytest-benchmark's storage and as OUT/ops.json;
-    (the JSON, whether a signal stopped it). On Ctrl-C, SIGTERM or SIGHUP pytest is asked to stop
-    (SIGINT) and saves what it timed so far."""
+    """Run benchmarks/ timed, saved as 'ops' in a pytest-benchmark storage inside OUT
+    (OUT/benchmarks/, never the repository's .benchmarks/) and as OUT/ops.json; (the JSON, whether a
+    signal stopped it). On Ctrl-C, SIGTERM or SIGHUP pytest is asked to stop (SIGINT) and saves what
+    it timed so far."""
     json_path = out.resolve() / RUN_JSON_NAME  # pytest runs from the repository root
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
-           "--benchmark-save=ops", f"--benchmark-json={json_path}", *pytest_args]
+           "--benchmark-save=ops", f"--benchmark-storage=file://{out.resolve() / 'benchmarks'}",
+           f"--benchmark-json={json_path}", *pytest_args]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=REPO)
     try:

@@ -40,7 +40,7 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, release_signals, run_cli, shorten
+from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, printable, release_signals, run_cli, shorten
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -58,6 +58,7 @@ class Result:
     problems: list[str] = field(default_factory=list)      # stderr lines that make the exit status 1
     env: dict[str, Any] = field(default_factory=dict)      # added to env.json
     code: int | None = None                                # an exit status of its own (bench.check)
+    rows: Any = None  # a table written elsewhere (the sweep's store) whose `replaced` column counts too
 
 
 @dataclass
@@ -229,9 +230,10 @@ def write(ctx: Context, result: Result, figures: bool = True) -> None:
     for name, table in result.tables.items():
         folder.write_csv(name, table)
     ctx.env.update(result.env)
-    runs = result.tables.get("runs.csv")  # and those a backend replaced in its own process (isolated)
-    gone = set(provenance.replaced()) | {n for v in (runs["replaced"].dropna() if runs is not None and
-                                                     "replaced" in runs else ()) for n in str(v).split(",") if n}
+    gone = set(provenance.replaced())  # and those a backend replaced in its own process (isolated):
+    for table in [*result.tables.values(), result.rows]:  # named in any table's `replaced` column
+        if table is not None and "replaced" in table:
+            gone |= {n for v in table["replaced"].dropna() for n in str(v).split(",") if n}
     if gone:  # a backend's import or constructor replaced them: the runs say so too
         ctx.env["replaced_callables"] = sorted(gone)
     folder.write_json(folder.env_name, ctx.env)
@@ -287,8 +289,8 @@ def finish(ctx: Context, result: Result) -> int:
               "touched are flagged (runs.csv: replaced) and not to be trusted", file=sys.stderr)
     if ctx.folder is not None and ctx.folder.path.exists():  # a folder left empty is gone
         if ctx.interrupted:
-            print(f"interrupted: partial results in {ctx.folder.shown}", file=sys.stderr)
-        print(f"results: {ctx.folder.shown}")
+            print(f"interrupted: partial results in {printable(str(ctx.folder.shown))}", file=sys.stderr)
+        print(f"results: {printable(str(ctx.folder.shown))}")  # a newline or escape in it, escaped
     for line in result.problems:
         print(line, file=sys.stderr)
     if ctx.interrupted:

@@ -192,3 +192,23 @@ def test_thousands_of_ops_are_a_table_and_a_bounded_figure(tmp_path):
     assert len(pd.read_csv(out / "op_ratios.csv")) == MAX_BARS + 400
     width, height = Image.open(out / "op_ratios.png").size
     assert max(width, height) <= FIGURE_INCHES * 110 + 1
+
+
+def test_run_saves_nothing_outside_out(tmp_path, monkeypatch):
+    """--run saved pytest-benchmark's copy under the repository's .benchmarks/ (A10-F5)."""
+    from bench import op_timings
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def popen(cmd, *a, **kw):
+        seen.append(cmd)
+        raise Stop
+
+    monkeypatch.setattr(op_timings.subprocess, "Popen", popen)
+    with pytest.raises(Stop):
+        op_timings.run_benchmarks(tmp_path, [])
+    storage = next(a for a in seen[0] if a.startswith("--benchmark-storage="))
+    assert storage == f"--benchmark-storage=file://{tmp_path.resolve() / 'benchmarks'}"

@@ -361,6 +361,7 @@ ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word o
                      "        return StepRecords(np.zeros(1), 0, 0)", "failed", "training losses for"),
     "peak-memory-nonsense": ("peak_memory_bytes", "return 10**30", "failed", "peak memory"),
     "execs-a-program": ("evaluate", "os.execvp('sleep', ['sleep', '1000'])", "failed", "ended during evaluate"),
+    "constructor-takes-3-gib": ("__init__", "self.junk = np.ones(3 * 2**30 // 8)", "oom", "MemoryError"),  # A10-F1
     "real-time-signal": ("evaluate", "os.kill(os.getpid(), 40)", "failed", "killed by signal 40"),  # A9-F1
     "losses-not-float": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
                          "        rec.losses = rec.losses.astype(np.float16).view(np.uint16)\n"
@@ -378,7 +379,8 @@ def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monke
     """A8: describe() that hangs at the run's end hung the command; nonsense in describe() crashed the
     report; 10**8 losses for 8 steps were kept; a peak of 1e30 bytes was recorded; an exec'd program
     kept the pipes open. Each is now that run's failure, or ignored, within the stage limit."""
-    arg = "self, split" if method == "evaluate" else "self"
+    arg = {"evaluate": "self, split", "__init__": "self, config, device"}.get(method, "self")
+    body += "\n        super().__init__(config, device)" if method == "__init__" else ""
     name = plugin(tmp_path, monkeypatch, textwrap.dedent(f"""
         import os
         import numpy as np
@@ -407,3 +409,33 @@ def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monke
 def test_a_backend_name_with_a_control_character_is_one_line(tmp_path):
     proc = compare_with(tmp_path, str(tmp_path / "a\nb"))
     assert proc.returncode == 2 and "control character" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_one_course_folder_named_two_ways_is_listed_twice(tmp_path):
+    """course:DIR and course:DIR/ trained the same code twice and compared it with itself (A10-F2)."""
+    code = student(tmp_path)
+    proc = compare_with(tmp_path, code + "/,course:" + code)
+    assert proc.returncode == 2 and "listed twice" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_the_results_line_escapes_what_a_terminal_would_act_on(tmp_path):
+    """--out with a newline and an escape sequence was printed raw (A10-F3)."""
+    out = tmp_path / "a\x1b[31mred\nline"
+    proc = subprocess.run([sys.executable, "-m", "bench.compare", *TINY, "--backends", "numpy:cpu", "--out",
+                           str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "MLPBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and proc.stdout.strip().splitlines()[-1].endswith("a\\x1b[31mred\\nline")
+    assert (out / "report.md").exists()
+
+
+def test_a_sweep_names_what_a_backend_replaced(tmp_path, monkeypatch):
+    """Only sweep.csv named a replaced np.tanh; env.json and the report did not (A10-F4)."""
+    from bench.sweep.__main__ import main as sweep
+
+    name = plugin(tmp_path, monkeypatch, "import numpy as np\n_o = np.tanh\nnp.tanh = lambda *a, **k: _o(*a, **k)\n"
+                                         "def available(device):\n    return True, 'ok'")
+    monkeypatch.chdir(tmp_path)
+    assert sweep([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--grid", "lr=0.1", "--out", "sw"]) == 0
+    assert json.loads((tmp_path / "sw" / "env.json").read_text())["replaced_callables"] == ["numpy.tanh"]
+    assert "numpy.tanh" in (tmp_path / "sw" / "report.md").read_text()

@@ -334,9 +334,10 @@ def resolve(names: list[str] | None, *, skip_unavailable: bool = False
     for name in candidates:
         impl, device = parse_name(name, impls)
         name = f"{impl}:{device}"
-        if name in seen:
+        same = f"course:{os.path.realpath(device)}" if impl == "course" and os.path.exists(device) else name
+        if same in seen:  # course:dir and course:dir/ (or a link to it) are one implementation
             raise UserError(f"backend {name} is listed twice")
-        seen.add(name)
+        seen.add(same)
         cls, reason = probe(impl, device, impls)
         if cls is None:
             if explicit and not skip_unavailable:

@@ -447,6 +447,7 @@ def serve(rfd: int, wfd: int) -> None:
         os.set_inheritable(fd, False)
     inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
     me = os.getpid()
+    _bound_memory(MEMORY_HEADROOM)  # its import and constructor too
     out.send_bytes(_pack(me))
     state: dict[str, Any] = {"pending": None}
     while True:
@@ -479,16 +480,23 @@ def serve(rfd: int, wfd: int) -> None:
             os._exit(0)
 
 
+_INHERITED: list[int] = []  # the data-size limit this process was started with (ulimit -d)
+
+
 def _bound_memory(extra: int) -> None:
-    """Limit this process's address space to its size now (the data loaded) plus ``extra`` bytes: code
-    that leaks fails its own run (a MemoryError: ``oom``) long before the machine's memory is gone."""
+    """Limit this process's data (its heap and private writable mappings: every array; not the
+    address space a library reserves, such as torch's) to its size now plus ``extra`` bytes, never
+    above the limit it inherited: code that leaks or allocates without end (at import, in its
+    constructor, in a step) fails its own run (a MemoryError: ``oom``) before the machine's memory is gone."""
     import resource
 
-    used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    want = used + extra if hard == resource.RLIM_INFINITY else min(used + extra, hard)
-    if soft == resource.RLIM_INFINITY or want < soft:
-        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if not _INHERITED:
+        _INHERITED.append(soft)
+    status = open("/proc/self/status").read()
+    used = int(status.split("VmData:")[1].split()[0]) * 1024 if "VmData:" in status else 0
+    want = min(x for x in (used + extra, _INHERITED[0], hard) if x != resource.RLIM_INFINITY)
+    resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
 
 
 def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> Any:
@@ -526,6 +534,8 @@ def _handle(op: str, args: tuple, state: dict[str, Any], inbox: Connection) -> A
         return None
     if op == "load_data":
         kind, meta, shapes = args
+        _bound_memory(MEMORY_HEADROOM + 3 * sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                                                 for shape, dtype in shapes.values()))  # room for the data
         arrays = {}
         for name, (shape, dtype) in shapes.items():
             arrays[name] = a = np.empty(shape, np.dtype(dtype))

@@ -45,7 +45,7 @@ def outputs(out: Path, quiet: bool) -> Result:
         printed += [f"\nNumPy / PyTorch median epoch time, {label}:", md_table(table, floatfmt=".2f"),
                     *[f"- {sentence}" for sentence in crossings.get(label, [])]]
     failed = int((rows["status"] != "ok").sum())
-    return Result(figures=figures, printed=printed,
+    return Result(figures=figures, printed=printed, rows=rows,
                   sections=sections(spec, rows, _host_envs(out), ratios, acc, crossings),
                   notes=[f"{failed} task(s) did not finish ok (see status and error in {out / 'sweep.csv'})"]
                   if failed else [],

@@ -221,7 +221,7 @@ def read_rows(out: Path) -> pd.DataFrame:
     if df is None:
         df = pd.DataFrame(columns=["backend", "seed", "status"])
     text = {*spec["grid"], "backend", "status", "error", "hostname", "cpu_model", "gpu", "worker",
-            "executor", "run_id", "started_at", "finished_at", "data_fingerprint", "timing_quality"}
+            "executor", "run_id", "started_at", "finished_at", "data_fingerprint", "timing_quality", "replaced"}
     for c in df.columns:
         if c not in text:
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
