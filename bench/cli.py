@@ -198,7 +198,14 @@ def _split_list(name: str, cls: type, f: dataclasses.Field, tokens: list[str]) -
     elem, _is_list, optional = field_kind(cls, f)
     if f.metadata.get("whole") or f.metadata.get("positional"):
         return list(tokens)
-    items = [t.strip() for tok in tokens for t in tok.split(",") if t.strip() != ""]
+    items = []
+    for i, tok in enumerate(tokens if tokens != [""] else []):  # "" alone: the empty list
+        parts = [t.strip() for t in tok.split(",")]
+        if i < len(tokens) - 1 and len(parts) > 1 and parts[-1] == "":
+            parts.pop()  # "42, 43": a comma, then a space
+        if "" in parts:  # "128,,64", "numpy:cpu,": a typo, never dropped in silence
+            raise ConfigError(name, ",".join(tokens), "a comma-separated list without empty items")
+        items += parts
     if optional and [i.lower() for i in items] == ["none"]:
         return None
     out = []

@@ -231,8 +231,8 @@ class _ReaderMayLeave:
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
     _signal["last"] = signum
-    if _signal["held"] and not _signal["pending"]:  # results are being written: finish them first
-        _signal["pending"] = True
+    if _signal["held"]:  # results are being written: finish them first, whatever else arrives (a
+        _signal["pending"] = True  # second signal that interrupted an import left it half-loaded)
         return
     if signum == signal.SIGHUP and _TERMINALS:  # the terminal is gone: what it would show goes nowhere
         null = os.open(os.devnull, os.O_WRONLY)

@@ -67,6 +67,8 @@ class ResultsFolder:
                marker: str | None = None, reads: Sequence[str] = ()) -> "ResultsFolder":
         """Claim ``out`` (or a new ``results/<timestamp>_<label>/``); a UserError when it cannot, or
         when it lies inside a folder the command ``reads`` (the next run would read the results)."""
+        if out is not None and str(out) == "":
+            raise UserError("--out is empty (allowed: a folder path; leave it out for results/<timestamp>_...)")
         shown = Path(out) if out is not None else default_path(label)
         # every write goes here, wherever code run meanwhile moves the process; "a/../b" is b, and no
         # folder a is made on the way (normpath: lexical, as the user reads the path)

@@ -205,7 +205,7 @@ CLI_CASES = [
     (["--lr", "abc"], ["lr", "abc"]),
     (["--batch-size", "0"], ["batch_size", "0"]),
     (["--batch-size", "45001"], ["batch_size", "45001", "45000"]),
-    (["--hidden-dims", ","], ["hidden_dims", "[]"]),
+    (["--hidden-dims", ","], ["hidden_dims", "without empty items"]),
     (["--hidden-dims", "128,-4"], ["hidden_dims", "-4"]),
     (["--hidden-dims", "12x"], ["hidden_dims", "12x"]),
     (["--activation", "gelu"], ["activation", "gelu", "elu"]),
@@ -299,3 +299,21 @@ def test_a_toml_key_written_with_dashes_names_the_key(tmp_path, key):
     f.write_text(f"{key.replace('_', '-')} = 1\n")
     with pytest.raises(UserError, match=rf"unknown key '{key.replace('_', '-')}' \(did you mean {key}\?\)"):
         load_toml(f, "compare")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--hidden-dims", "128,,64"], "without empty items"),   # an empty item was dropped (A11-F3)
+    (["--backends", "numpy:cpu,"], "without empty items"),
+    (["--out", ""], "--out is empty"),                       # became "." (A11-F4)
+    (["--dataset", "cifar10", "--data-dir", ""], "--data-dir is empty"),  # fell back to the default
+])
+def test_an_empty_item_or_path_is_one_line(cli, flags, needle):
+    assert_one_line_error(cli("bench.compare", "--epochs", "1", "--train-subset", "256", *flags), needle)
+
+
+def test_a_comma_then_a_space_still_separates():
+    from bench.compare import COMMAND
+    from bench.runner import parse
+
+    ctx = parse(COMMAND, ["--seeds", "42,", "43"])
+    assert ctx.config.seeds == [42, 43]

@@ -64,7 +64,10 @@ def default_data_dir() -> Path:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
     """(data directory, how it was chosen): the argument > $MLPBENCH_DATA_DIR > the default."""
-    if data_dir is not None and str(data_dir) != "":
+    if data_dir is not None and str(data_dir) == "":
+        raise UserError("--data-dir is empty (allowed: a folder path; leave it out for "
+                        f"${ENV_DATA_DIR} or the user cache)")
+    if data_dir is not None:
         found, origin, name = Path(data_dir).expanduser(), "the data dir given explicitly", "--data-dir"
     elif os.environ.get(ENV_DATA_DIR):
         found, origin, name = default_data_dir(), f"the data dir from ${ENV_DATA_DIR}", f"${ENV_DATA_DIR}"
