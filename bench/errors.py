@@ -37,7 +37,8 @@ EXIT_SIGTERM = 143
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a reader that stopped early
 MAX_LINE = 600  # characters of an error line at most: the head and the tail of a longer one are kept
 _signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterrupt
-           "held": False, "pending": False}  # while results are written: a signal waits for the end
+           "held": False, "pending": False,  # while results are written: a signal waits for the end
+           "came": False}  # a signal came: the command ends, even where its KeyboardInterrupt was swallowed
 SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
                 signal.SIGHUP: "SIGHUP, the terminal closed",  # and the others whose default ends a process:
                 signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2", signal.SIGALRM: "SIGALRM",
@@ -53,6 +54,20 @@ def interrupted_code() -> int:
 def interruption() -> str:
     """What interrupted the run, in words: ``Ctrl-C``, ``SIGTERM`` or ``SIGHUP, the terminal closed``."""
     return SIGNAL_WORDS.get(_signal["last"], f"signal {int(_signal['last'])}")
+
+
+def signal_came() -> bool:
+    """Whether a stopping signal came during this command (delivered, swallowed or waiting)."""
+    return _signal["came"]
+
+
+def stop_if_signalled() -> None:
+    """Raise KeyboardInterrupt if a signal came whose KeyboardInterrupt never ended the work: code that
+    catches every exception, or a callback CPython runs without letting an exception out (a ``gc``
+    callback such as JAX's, a ``__del__``, a weakref callback) swallows it. Measuring loops call this
+    between their pieces of work, so a swallowed Ctrl-C still stops them."""
+    if _signal["came"] and not _signal["held"]:
+        raise KeyboardInterrupt
 
 
 def hold_signals() -> None:
@@ -164,6 +179,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {shorten(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
+    if signal_came() and code not in (EXIT_SIGINT, EXIT_SIGTERM):  # its KeyboardInterrupt was swallowed
+        print(f"{prog}: interrupted ({interruption()})", file=sys.stderr)
+        sys.exit(interrupted_code())
     sys.exit(code or 0)
 
 
@@ -230,7 +248,7 @@ class _ReaderMayLeave:
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
-    _signal["last"] = signum
+    _signal["last"], _signal["came"] = signum, True
     if _signal["held"]:  # results are being written: finish them first, whatever else arrives (a
         _signal["pending"] = True  # second signal that interrupted an import left it half-loaded)
         return

@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, hold_signals, interruption, release_signals
+from bench.errors import UserError, hold_signals, interruption, release_signals, stop_if_signalled
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -174,6 +174,7 @@ class ResultsFolder:
         signal waits for the results to be written (a second one does not wait)."""
         try:
             yield self
+            stop_if_signalled()  # one whose KeyboardInterrupt something swallowed
         except KeyboardInterrupt:
             self.interrupted = True
         finally:

@@ -48,7 +48,7 @@ from bench.backends.api import Backend
 from bench.backends.isolated import Isolated
 from bench.config import Config
 from bench.data.dataset import Dataset
-from bench.errors import out_of_memory, shorten
+from bench.errors import out_of_memory, shorten, stop_if_signalled
 from bench.provenance import replaced
 
 WARMUP_STEPS = 5  # steps taken, then undone, before the first clock (lazy init, BLAS threads, compile)
@@ -258,7 +258,9 @@ class Run:
         armed, what = False, f"{self.base['backend']}'s {stage.__name__.strip('_')}"
         try:
             with deadline(stage_limit(self.base["impl"]), what) as armed:  # code nobody here wrote
-                return stage() is True
+                done = stage() is True
+            stop_if_signalled()  # a Ctrl-C that code or a gc callback swallowed stops the run here
+            return done
         except StageTimeout as exc:
             if not armed:  # an outer stage's deadline: its guard records it
                 raise
@@ -288,6 +290,7 @@ class Run:
             seconds += self.clock() - t0
             rec = b.pop_step_records()
             self._check_steps(rec, stop - start)
+            stop_if_signalled()
             if self.record_steps:
                 self.record.steps.extend({**self.base, "epoch": epoch, "step": self.global_step + j,
                                           "loss": float(loss)} for j, loss in enumerate(rec.losses))

@@ -40,7 +40,8 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import EXIT_FAILED, UserError, hold_signals, interrupted_code, printable, release_signals, run_cli, shorten
+from bench.errors import (EXIT_FAILED, UserError, hold_signals, interrupted_code, printable, release_signals, run_cli,
+                          shorten, signal_came)
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -217,6 +218,7 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
                 raise
         if ctx.folder is not None:
             hold_signals()  # until the folder is closed: the results are written whole
+            ctx.folder.interrupted |= signal_came()  # also one whose KeyboardInterrupt was swallowed
             if ctx.env:
                 write(ctx, result)
     return finish(ctx, result)

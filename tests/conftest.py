@@ -29,6 +29,18 @@ ARCH_CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _signal_state_per_test():
+    """Each test starts as a fresh command: no signal came (the record lives for a command's process)."""
+    from bench import errors
+
+    saved = dict(errors._signal)
+    errors._signal.update(came=False, held=False, pending=False)
+    yield
+    errors._signal.clear()
+    errors._signal.update(saved)
+
+
 def real_data_dir() -> Path | None:
     """The CIFAR-10 copy for real-data tests: $MLPBENCH_DATA_DIR, else ../shared/cifar10."""
     env = os.environ.get("MLPBENCH_DATA_DIR")

@@ -244,3 +244,63 @@ def test_a_signal_while_the_results_are_written_waits_for_them(tmp_path, monkeyp
     assert (out / "report.md").exists() and not (out / ".lock").exists()
     assert list(pd.read_csv(out / "runs.csv")["status"]) == ["ok"]
     assert not errors._signal["held"] and not errors._signal["pending"]
+
+
+SWALLOWED = """
+import gc, os, signal, sys
+from bench import compare, run
+from bench.errors import run_cli
+
+state = {"epochs": 0, "fired": False}
+real = run.Run._epoch
+
+
+def epoch(self):
+    state["epochs"] += 1
+    done = real(self)
+    if state["epochs"] == 2:
+        gc.collect()
+    return done
+
+
+def swallow(phase, info):  # as JAX's _xla_gc_callback: CPython prints what it raises and goes on
+    if phase == "start" and state["epochs"] >= 2 and not state["fired"]:
+        state["fired"] = True
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+
+
+run.Run._epoch = epoch
+gc.callbacks.append(swallow)
+run_cli(compare.main, sys.argv[1:], prog="python -m bench.compare")
+"""
+
+
+def test_a_ctrl_c_swallowed_by_a_gc_callback_still_ends_the_command(tmp_path):
+    """A KeyboardInterrupt raised inside a gc callback (JAX installs one), a ``__del__`` or code that
+    catches everything never reaches the loop; the signal is recorded, and the loop stops at its next
+    check: the run is interrupted, what finished is written, the exit status is 130 (A11-F1)."""
+    proc = subprocess.run([sys.executable, "-c", SWALLOWED, *TINY, "--epochs", "50", "--backends", "numpy:cpu",
+                           "--out", "o"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "Exception ignored" in proc.stderr  # CPython swallowed the KeyboardInterrupt
+    assert proc.returncode == 130, proc.stderr
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv")
+    assert list(runs["status"]) == ["interrupted"] and runs["epochs_done"][0] < 50
+    assert "interrupted (Ctrl-C" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_a_swallowed_signal_still_sets_the_exit_status(monkeypatch):
+    """Code that swallowed the interrupt and returned normally: the command still exits 143."""
+    def main(_argv):
+        try:
+            errors._raise_interrupt(signal.SIGTERM, None)
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    monkeypatch.setattr(errors, "_TERMINALS", [])
+    with pytest.raises(SystemExit) as exit_:
+        errors.run_cli(main, [], prog="x")
+    assert exit_.value.code == 143

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UserError, shorten
+from bench.reaper import become_subreaper, how_it_ended, kill_orphans
 
 REPLY_BYTES = 2**31 - 1  # the largest answer read back: weights before the data says their size
 SMALL_BYTES = 2**20      # of any answer; the weights' (export_state) and the losses' (pop) by their size
@@ -307,15 +308,9 @@ def _kill(proc: subprocess.Popen, server: list[int], *conns: Connection) -> None
 
 def _ending(proc: subprocess.Popen) -> str:
     try:
-        code = proc.wait(timeout=1)
+        return how_it_ended(proc.wait(timeout=1))
     except subprocess.TimeoutExpired:
         return "it closed its pipe, or ran another program"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:  # a real-time signal has no name
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 # ---------------------------------------------------------------- the answers
@@ -406,9 +401,7 @@ def wait_and_serve(rfd: int, wfd: int) -> None:
     when the server ends, or the harness does (SIGTERM), it kills every process the server's code left,
     then ends as the server ended. The server keeps the default signal dispositions (it has a session of
     its own: no terminal sends it any), so what its code starts inherits no ignored signal."""
-    from bench.checks.sandbox import _become_subreaper, _kill_orphans
-
-    _become_subreaper()
+    become_subreaper()
     pid = os.fork()
     if pid == 0:
         _die_with_parent(signal.SIGKILL)
@@ -420,7 +413,7 @@ def wait_and_serve(rfd: int, wfd: int) -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)  # gone: what it started is this process's now
-        _kill_orphans(keep=set())
+        kill_orphans(keep=set())
         os._exit(1)
 
     for name in IGNORED:
@@ -431,7 +424,7 @@ def wait_and_serve(rfd: int, wfd: int) -> None:
         ended, status = os.waitpid(-1, 0)
         if ended == pid:
             break
-    _kill_orphans(keep=set())
+    kill_orphans(keep=set())
     if os.WIFSIGNALED(status):  # end as the server ended: by its signal
         with contextlib.suppress(OSError, ValueError):  # SIGKILL's cannot be set, and is the default
             signal.signal(os.WTERMSIG(status), signal.SIG_DFL)

@@ -45,6 +45,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.io import read_bounded
+from bench.reaper import become_subreaper, how_it_ended, kill_orphans
 
 RESULT_BYTES = 4 * 2**20      # more than any document a check writes
 FILE_BYTES = 64 * 2**20       # the largest file the user's code may write
@@ -145,12 +146,7 @@ def _kill(pid: int) -> None:
 
 def _status(code: int | None) -> str:
     """How the checking process ended: killed by a signal (the waiter exits 128 + N), or its status."""
-    if code is not None and (code < 0 or code > 128):
-        try:
-            return f"killed by {signal.Signals(-code if code < 0 else code - 128).name}"
-        except ValueError:
-            pass
-    return "the checking server ended" if code is None else f"exit status {code}"
+    return "the checking server ended" if code is None else how_it_ended(code, shifted=True)
 
 
 def _read(path: Path) -> tuple[list[str], dict | None]:
@@ -231,7 +227,7 @@ def serve() -> None:
     """Import the checks once, then fork a checking process per request line until stdin closes."""
     import bench.checks.runner  # noqa: F401 - what every check needs, imported before any fork
 
-    _become_subreaper()
+    become_subreaper()
 
     children: dict[int, int] = {}
     pending = b""
@@ -244,7 +240,7 @@ def serve() -> None:
                     _kill(pid)
                 for pid in children:
                     os.waitpid(pid, 0)
-                _kill_orphans(keep=set())
+                kill_orphans(keep=set())
                 return
             pending += chunk
             while b"\n" in pending:
@@ -260,40 +256,8 @@ def serve() -> None:
             if pid == 0:
                 break
             if pid in children:  # not an orphan the server reaped: a checking process ended
-                _kill_orphans(keep=set(children))  # what its code started and left, before the check is over
+                kill_orphans(keep=set(children))  # what its code started and left, before the check is over
                 _reply({"id": children.pop(pid), "status": os.waitstatus_to_exitcode(status)})
-
-
-def _become_subreaper() -> None:
-    """Every process a check starts, orphaned (``setsid`` and its parent gone), becomes this server's
-    child instead of init's (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``), so none escapes being killed."""
-    import ctypes
-
-    if sys.platform.startswith("linux") and ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0):
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-
-
-def _kill_orphans(keep: set[int]) -> None:
-    """SIGKILL this server's children that are not checking processes: what a check's code started
-    and left behind (reparented here), until none is left; each killed one's own children come next."""
-    while True:
-        orphans = []
-        for stat_file in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat_file.read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            pid = int(stat_file.parent.name)
-            if int(fields[1]) == os.getpid() and fields[0] != "Z" and pid not in keep:
-                orphans.append(pid)
-        if not orphans:
-            return
-        for pid in orphans:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
 
 
 def _reply(item: dict) -> None:
