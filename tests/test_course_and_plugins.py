@@ -159,3 +159,18 @@ def test_a_plugin_found_through_entry_points_is_listed_and_trains(plugin_site, t
     proc = subprocess.run([sys.executable, "-m", "bench.compare", "--list-backends"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "| example:cpu | plugin | yes |" in proc.stdout
+
+
+def test_an_entry_point_that_cannot_be_used_is_listed_with_why(plugin_site, tmp_path, monkeypatch, capsys):
+    """An entry point naming no class, or the name of a built-in backend, is never silently dropped."""
+    (plugin_site / "mlpbench_example_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[mlpbench.backends]\nexample = example_plugin:ExampleBackend\nbare = example_plugin\n"
+        "numpy = example_plugin:ExampleBackend\n")
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--list-backends"]) == 0
+    listed = capsys.readouterr().out
+    assert "| example:cpu | plugin | yes |" in listed
+    assert "| bare | plugin | no | ignored: example_plugin (package mlpbench-example-plugin) names no class" \
+        in listed
+    assert "| numpy | plugin | no | ignored: example_plugin:ExampleBackend" in listed
+    assert "| numpy:cpu | built-in | yes |" in listed

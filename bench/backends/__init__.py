@@ -121,19 +121,33 @@ GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")  # NVIDIA
 _BROKEN: dict[str, str] = {}  # module -> why it cannot be used (a hung import is never retried)
 
 
-def plugins() -> dict[str, Impl]:
-    """The backends other packages register under the entry-point group ``mlpbench.backends``."""
-    found: dict[str, Impl] = {}
+def _entry_points() -> list[tuple[str, Impl | None, str]]:
+    """(name, its Impl or None, why it is ignored) for every entry point of ``mlpbench.backends``."""
     try:
         entries = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     except Exception:  # noqa: BLE001 - broken metadata of some package: no plugins, not a crash
-        return found
+        return []
+    found = []
     for ep in entries:
         module, _, cls = ep.value.partition(":")
-        if ep.name not in IMPLS and module and cls:
-            found[ep.name] = Impl(module.strip(), cls.strip(), PLUGIN, False,
-                                  f"{ep.value} (package {getattr(ep.dist, 'name', None) or '?'})")
+        where = f"{ep.value} (package {getattr(ep.dist, 'name', None) or '?'})"
+        if ep.name in IMPLS:
+            found.append((ep.name, None, f"ignored: {where} has the name of a built-in backend"))
+        elif not (module.strip() and cls.strip()):
+            found.append((ep.name, None, f"ignored: {where} names no class (allowed: module:Class)"))
+        else:
+            found.append((ep.name, Impl(module.strip(), cls.strip(), PLUGIN, False, where), ""))
     return found
+
+
+def plugins() -> dict[str, Impl]:
+    """The backends other packages register under the entry-point group ``mlpbench.backends``."""
+    return {name: impl for name, impl, _ in _entry_points() if impl is not None}
+
+
+def ignored_plugins() -> list[tuple[str, str]]:
+    """(name, why) of the entry points of ``mlpbench.backends`` that are not used."""
+    return [(name, why) for name, impl, why in _entry_points() if impl is None]
 
 
 def implementations() -> dict[str, Impl]:
@@ -417,4 +431,6 @@ def listing() -> list[dict[str, str]]:
             why = f"{spec.policy}; {spec.what}" if ok else f"{spec.policy}; not here: {reason}"
             rows.append({"backend": f"{impl}:{device}", "origin": origin, "runs here": "yes" if ok else "no",
                          "why / what": shorten(why, 300)})
+    rows += [{"backend": name, "origin": "plugin", "runs here": "no", "why / what": shorten(why, 300)}
+             for name, why in ignored_plugins()]
     return rows
