@@ -21,6 +21,7 @@ keeps every error message to one line of bounded length.
 from __future__ import annotations
 
 import argparse
+import atexit
 import difflib
 import errno
 import os
@@ -148,8 +149,22 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
             prog: str | None = None) -> None:
-    """Run ``main(argv)`` and exit; a :class:`UserError` becomes one line and exit 2."""
+    """Run ``main(argv)`` and exit; a :class:`UserError` becomes one line and exit 2. Once the command
+    is over, a signal changes nothing: its exit status is the command's."""
+    try:
+        _run_cli(main, argv, prog)
+    finally:
+        hold_signals()  # while the exit unwinds and the exit handlers run; at the interpreter's end
+        atexit.register(_ignore_signals)  # (after the last exit handler), ignored
+
+
+def _run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,
+             prog: str | None) -> None:
+    import bench
+
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "bench")
+    if bench.early_signal:  # one came while the modules imported, and something swallowed it
+        _signal.update(last=bench.early_signal[0], came=True)
     _standard_streams()
     # SIGTERM and SIGHUP end a run like Ctrl-C: what finished is written, with the status "interrupted"
     for signum in SIGNAL_WORDS:
@@ -183,6 +198,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"{prog}: interrupted ({interruption()})", file=sys.stderr)
         sys.exit(interrupted_code())
     sys.exit(code or 0)
+
+
+def _ignore_signals() -> None:
+    """At the interpreter's exit, the work done and written: a signal now changes nothing (CPython
+    would restore the default dispositions and die of it, its status hiding the command's)."""
+    for signum in SIGNAL_WORDS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 _TERMINALS: list[int] = []  # the standard descriptors that were a terminal when the command started
@@ -247,14 +269,25 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
+def _raise_interrupt(signum, frame):
     _signal["last"], _signal["came"] = signum, True
-    if _signal["held"]:  # results are being written: finish them first, whatever else arrives (a
-        _signal["pending"] = True  # second signal that interrupted an import left it half-loaded)
-        return
     if signum == signal.SIGHUP and _TERMINALS:  # the terminal is gone: what it would show goes nowhere
         null = os.open(os.devnull, os.O_WRONLY)
         for fd in _TERMINALS:
             os.dup2(null, fd)
         os.close(null)
+    if _signal["held"]:  # results are being written: finish them first, whatever else arrives (a
+        _signal["pending"] = True  # second signal that interrupted an import left it half-loaded)
+        return
+    if _inside_import(frame):  # an interrupted import leaves its package half-loaded, and importing it
+        return  # again fails: the import finishes, and the next stop_if_signalled() ends the work
     raise KeyboardInterrupt
+
+
+def _inside_import(frame) -> bool:
+    """Whether ``frame`` runs inside an ``import`` (the import machinery is on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False

@@ -40,8 +40,8 @@ from typing import Any
 from bench import provenance  # before any backend is imported: the callables it watches are the originals
 from bench.cli import build_parser, prog_name, settings_from_args
 from bench.config import COMMAND_FIELDS, PRESETS, SETTINGS, Config, check_caps
-from bench.errors import (EXIT_FAILED, UserError, hold_signals, interrupted_code, printable, release_signals, run_cli,
-                          shorten, signal_came)
+from bench.errors import (EXIT_FAILED, UserError, hold_signals, interrupted_code, interruption, printable,
+                          release_signals, run_cli, shorten, signal_came, stop_if_signalled)
 from bench.results import ResultsFolder
 from bench.threads import default_threads, limit_threads, resolve_threads
 
@@ -207,6 +207,7 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
                 ctx.write_env()
         with limit_threads(ctx.threads):
             try:
+                stop_if_signalled()  # one that came while the modules above imported
                 result = command.measure(ctx)
             except KeyboardInterrupt:
                 if ctx.folder is None:
@@ -293,6 +294,9 @@ def finish(ctx: Context, result: Result) -> int:
         if ctx.interrupted:
             print(f"interrupted: partial results in {printable(str(ctx.folder.shown))}", file=sys.stderr)
         print(f"results: {printable(str(ctx.folder.shown))}")  # a newline or escape in it, escaped
+    elif ctx.interrupted:
+        print(f"{prog(ctx.command)}: interrupted ({interruption()}) before anything was measured",
+              file=sys.stderr)
     for line in result.problems:
         print(line, file=sys.stderr)
     if ctx.interrupted:

@@ -304,3 +304,42 @@ def test_a_swallowed_signal_still_sets_the_exit_status(monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         errors.run_cli(main, [], prog="x")
     assert exit_.value.code == 143
+
+
+def test_a_signal_inside_an_import_lets_the_import_finish_then_stops(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised inside an import leaves the package half-loaded, and the next import
+    of it fails (a Ctrl-C in `import matplotlib` lost the report); inside an import the signal is only
+    recorded, the import finishes whole, and the next check stops the work."""
+    (tmp_path / "slow_module_for_signal.py").write_text(
+        "import signal, sys\nfrom bench import errors\n"
+        "errors._raise_interrupt(signal.SIGINT, sys._getframe())\nWHOLE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_module_for_signal", raising=False)
+    import slow_module_for_signal
+
+    assert slow_module_for_signal.WHOLE and errors.signal_came()
+    with pytest.raises(KeyboardInterrupt):
+        errors.stop_if_signalled()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_any_moment_is_one_line_and_its_status(tmp_path, signum):
+    """Sent while the modules import, while the data load, during training or while the results are
+    written: never a traceback, always 130/143 and a line saying so; a folder only when it holds results."""
+    import time
+
+    for i, delay in enumerate([0.2, 0.9, 1.6, 2.4, 3.2]):
+        proc = subprocess.Popen([sys.executable, "-m", "bench.compare", *TINY, "--epochs", "1",
+                                 "--backends", "numpy:cpu", "--out", f"o{i}"], cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        time.sleep(delay)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:  # it finished first
+            continue
+        assert proc.returncode == (130 if signum == signal.SIGINT else 143), (delay, err)
+        assert "Traceback" not in err and "interrupted" in err, (delay, err)
+        out = tmp_path / f"o{i}"
+        assert not out.exists() or (out / "report.md").exists(), (delay, err)
+        assert not (out / ".lock").exists()
