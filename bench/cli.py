@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.config import COMMAND_FIELDS, SETTINGS, Config, split
 from bench.errors import ConfigError, OneLineArgumentParser, UserError, did_you_mean, shorten
-from bench.io import read_bounded
+from bench.io import read_bounded, shallow
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +30,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TOML_BYTES = 1 << 20  # the largest config file read (every field fits in a few KiB)
+TOML_NESTING = 4  # a table, a key, a list of values: one more is refused before it is read further
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 ALL_FIELDS = {**FIELDS, **{f.name: f for cls in SETTINGS.values() for f in dataclasses.fields(cls)}}
 
@@ -91,6 +92,7 @@ def load_toml(path: str | Path, command: str = "compare") -> dict[str, Any]:
                         "values)") from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    shallow(raw, path, TOML_NESTING, "flat keys, each a value or a list of values")
     allowed, fields = toml_keys(command), fields_of(command)
     for key in raw:
         if key in allowed:

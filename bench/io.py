@@ -46,6 +46,7 @@ JSON_BYTES = 64 * 2**20  # the largest JSON document read (a result's env.json i
 # (24x); a 198 MB file of empty objects took 3.7 GB to parse (adversarial O18), nested one-element
 # lists about 50x (N-F3)
 JSON_EXPANSION = 64
+JSON_NESTING = 32  # levels of one JSON document (pytest-benchmark's nest 5)
 FIGURE_RESERVE = 2 * 2**20  # free bytes a figure must leave: the tables and the report come first
 FIGURE_INODES = 16  # and free files (inodes): each table, the report and their temporaries need one
 
@@ -241,6 +242,22 @@ def read_bounded(path: Path, limit: int, what: str = "a file of its kind") -> by
     return data
 
 
+def shallow(obj: Any, where: object, limit: int, what: str) -> Any:
+    """``obj`` when its lists, tuples and dicts nest at most ``limit`` deep, walked without recursion
+    (a container met twice is walked once); a deeper one is one UserError here, before anything
+    recursive (a repr, a comparison, a copy) meets it."""
+    stack, seen = [(obj, 1)], set()
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (list, tuple, dict)) or id(item) in seen:
+            continue
+        if depth > limit:
+            raise UserError(f"{where}: nested more than {limit} deep (allowed: {what})")
+        seen.add(id(item))
+        stack += [(x, depth + 1) for x in ([*item.keys(), *item.values()] if isinstance(item, dict) else item)]
+    return obj
+
+
 def read_json(path: Path, limit: int = JSON_BYTES, what: str = "a JSON file of its kind") -> Any:
     """A JSON document from a bounded regular file; anything that is not JSON is one UserError."""
     data = read_bounded(path, limit, what)
@@ -252,7 +269,7 @@ def read_json(path: Path, limit: int = JSON_BYTES, what: str = "a JSON file of i
                         f"once parsed, and {room[0] / GIB:.1f} GiB is available ({room[1]}); "
                         f"refusing to parse it (allowed: {what} that fits)")
     try:
-        return json.loads(data.decode("utf-8"))
+        return shallow(json.loads(data.decode("utf-8")), path, JSON_NESTING, what)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text (allowed: {what})") from None
     except RecursionError:

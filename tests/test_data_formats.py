@@ -379,3 +379,45 @@ def test_class_names_must_be_printable_short_and_different(names, needle):
 def test_a_byte_order_mark_and_crlf_are_not_part_of_a_name():
     meta = ("\ufeff" + "\r\n".join(NAMES) + "\r\n").encode()
     assert formats.parse_binary_meta(meta, "batches.meta.txt") == tuple(NAMES)
+
+
+def _nested_pickle(depth: int) -> bytes:
+    """A pickle of ``depth`` lists, each holding the next: a few bytes a level, built by opcodes."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+@pytest.mark.parametrize("depth", [17, 1500, 100_000])
+def test_a_deeply_nested_pickle_is_refused_before_anything_recursive_meets_it(depth):
+    """A12-P2/P3: label_names or labels[0] nested 1500 or 100 000 deep unpickled (the C unpickler does
+    not recurse), then a repr or a comparison of it raised RecursionError: a traceback. Every pickle,
+    JSON and TOML document read is walked without recursion and refused past its nesting limit."""
+    with pytest.raises(UserError, match="nested more than 16 deep"):
+        restricted_loads(_nested_pickle(depth), "data_batch_1")
+    assert restricted_loads(_nested_pickle(16), "data_batch_1") is not None
+
+
+def test_a_python_batch_whose_labels_nest_deeply_is_one_line(tmp_path):
+    a = tiny_arrays()
+    folder = write_python_folder(tmp_path / "data", a)
+    good = (folder / "batches.meta").read_bytes()
+    assert pickle.loads(good)
+    deep: list = ["airplane"]
+    for _ in range(300):  # the file stays within the 4 KiB a batches.meta may have
+        deep = [deep]
+    meta = pickle.loads(good)
+    meta[b"label_names"][0] = deep
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    with pytest.raises(UserError, match="batches.meta: nested more than 16 deep"):
+        load_quiet(tmp_path / "data")
+
+
+def test_a_deeply_nested_json_or_toml_is_one_line(tmp_path):
+    from bench.cli import load_toml
+    from bench.io import read_json
+
+    (tmp_path / "deep.json").write_text("[" * 500 + "]" * 500)
+    with pytest.raises(UserError, match="nested more than 32 deep"):
+        read_json(tmp_path / "deep.json")
+    (tmp_path / "deep.toml").write_text("hidden_dims = " + "[" * 30 + "]" * 30 + "\n")
+    with pytest.raises(UserError, match="nested more than 4 deep"):
+        load_toml(tmp_path / "deep.toml")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.errors import UserError
+from bench.io import shallow
 
 try:  # the array reconstructors NumPy writes into pickles (admitted by the unpickler)
     from numpy._core.multiarray import _reconstruct
@@ -90,6 +91,7 @@ BINARY_BATCH_BYTES = BATCH_RECORDS * RECORD_BYTES   # 30 730 000
 PYTHON_BATCH_BYTES = 32 * 2**20               # the official pickles are 31 035 704 bytes or fewer
 META_BYTES = 4096                             # the official class-name files are 61 and 158 bytes
 ARCHIVE_BYTES = 512 * 2**20                   # the official archives are about 163 MiB
+MAX_NESTING = 16  # containers in containers of one pickled batch: the official ones nest 3
 MAX_OPCODES = 250_000  # opcodes of one pickled batch: 10 000 labels and file names take under 100 000
 
 
@@ -256,7 +258,8 @@ def restricted_loads(buf: bytes, where: str, max_bytes: int = BATCH_RECORDS * N_
             if isinstance(arg, int) and arg.bit_length() > 64:  # Python cannot even print one of 4300 digits
                 raise UserError(f"{where}: a pickled integer of {arg.bit_length()} bits (a CIFAR-10 python "
                                 "batch holds labels 0-9 and sizes); refusing to unpickle it")
-        return RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load()
+        return shallow(RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load(), where, MAX_NESTING,
+                       "a CIFAR-10 python batch (it nests 3)")
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise almost anything
