@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from typing import Any
 
 from bench import io
 from bench.env import collect_env
-from bench.errors import UserError, hold_signals, interruption, release_signals, stop_if_signalled
+from bench.errors import UserError, hold_signals, interruption, release_signals, shorten, stop_if_signalled
 
 LOCK_FILE = ".lock"
 RESULTS_ROOT = Path("results")
@@ -55,6 +56,8 @@ class ResultsFolder:
         self._lock_fd = lock_fd
         self.shown = path        # the path as the user gave it, for messages
         self.written: list[str] = []
+        self.unwritten: dict[str, str] = {}  # once measuring began: a file whose last write failed, and why
+        self.measured = False    # measuring began: a file that cannot be written costs that file only
         self.interrupted = False
         self.resumed = False     # the folder held a run of this command, which goes on
         self.env_name = "env.json"  # this command's record (beside the first one in a resumed folder)
@@ -132,13 +135,31 @@ class ResultsFolder:
             self.written.append(name)
         return self.path / name
 
-    def _write(self, name: str, write, value) -> Path:
+    def _write(self, name: str, write, value, strict: bool = False) -> Path | None:
+        """Write one file. Before measuring, or ``strict``, a failure is the command's (one line: a disk
+        full from the start fails before any work). Once measuring began, a file that cannot be written (a full disk, a link planted there)
+        costs that file: a warning line (once per reason), None, and :attr:`unwritten` names it; the
+        copy an earlier write left stays."""
         try:
             write(value, self.path / name)
-        except OSError as exc:  # a full disk: the error line names the file it could not write
-            exc.filename = str(self.path / name)
-            raise
+        except (OSError, UserError) as exc:
+            if isinstance(exc, OSError):  # the error line names the file it could not write
+                exc.filename = str(self.path / name)
+            if strict or not self.measured:
+                raise
+            why = shorten(f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror
+                          else str(exc), 300)
+            if self.unwritten.get(name) != why:
+                print(f"warning: could not write {name}: {why}", file=sys.stderr, flush=True)
+            self.unwritten[name] = why
+            return None
+        self.unwritten.pop(name, None)
         return self._wrote(name)
+
+    def unwritten_lines(self) -> list[str]:
+        """One line per file whose last write failed, for the terminal."""
+        return [f"not written: {name}: {why}" + (" (the copy there is an earlier write's)" if name in self.written
+                                                 else "") for name, why in self.unwritten.items()]
 
     def write_csv(self, name: str, df) -> Path:
         return self._write(name, io.write_csv, df)
@@ -154,15 +175,17 @@ class ResultsFolder:
         be written (a full disk, say): a plot is never worth the tables and the report."""
         try:
             io.save_figure(fig, self.path / name, **savefig)
-        except OSError as exc:
-            print(f"warning: could not write {self.path / name}: {exc.strerror or exc}", flush=True)
+        except (OSError, UserError) as exc:  # a full disk, a link planted there
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"warning: could not write {self.path / name}: {shorten(str(why), 300)}", file=sys.stderr,
+                  flush=True)
             return None
         return self._wrote(name)
 
     def write_env(self, threads: int, extra: dict[str, Any]) -> dict[str, Any]:
         """env.json: machine, versions, threads, command, plus ``extra`` (config, data, ...)."""
         env = collect_env(threads, extra)
-        self.write_json(self.env_name, env)
+        self._write(self.env_name, io.write_json, env, strict=True)  # the first record: no work without it
         return env
 
     # ------------------------------------------------------------ measuring
@@ -172,6 +195,7 @@ class ResultsFolder:
         """The block a command measures in: Ctrl-C, SIGTERM or SIGHUP ends it (``interrupted``), and
         the command goes on to write what it has. From the end of the block until :meth:`close`, a
         signal waits for the results to be written (a second one does not wait)."""
+        self.measured = True
         try:
             yield self
             stop_if_signalled()  # one whose KeyboardInterrupt something swallowed

@@ -222,6 +222,7 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
             ctx.folder.interrupted |= signal_came()  # also one whose KeyboardInterrupt was swallowed
             if ctx.env:
                 write(ctx, result)
+            result.problems += ctx.folder.unwritten_lines()
     return finish(ctx, result)
 
 
@@ -278,7 +279,8 @@ def report(ctx: Context, result: Result, figures: dict[str, str]) -> str:
         for name, title in figures.items():
             lines += [f"### {title}", "", f"![{title}]({name})", ""]
     files = [*(f for f in ctx.folder.written if f != ctx.command.report), ctx.command.report]
-    return "\n".join([*lines, "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""])
+    missing = [f"**Not written: `{name}` ({why}).**" for name, why in ctx.folder.unwritten.items()]
+    return "\n".join([*lines, *missing, "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""])
 
 
 def finish(ctx: Context, result: Result) -> int:

@@ -109,12 +109,44 @@ def test_a_full_disk_while_saving_a_plot_costs_the_plot_only(monkeypatch, capsys
 
     monkeypatch.setattr(Figure, "savefig", no_space)
     assert compare.main([*TINY, "--backends", "numpy:cpu", "--out", "o"]) == 0
-    assert "warning: could not write" in capsys.readouterr().out
+    assert "warning: could not write" in capsys.readouterr().err
     out = Path("o")
     assert not list(out.glob("*.png")) and not list(out.glob(".*.tmp"))  # no half-written file
     report = (out / "report.md").read_text()
     assert "epoch_time.png" not in report and {"runs.csv", "summary.csv"} <= {p.name for p in out.iterdir()}
     assert plt.get_fignums() == []  # every figure was closed
+
+
+def test_a_table_that_cannot_be_written_costs_that_table_only(monkeypatch, capsys):
+    """A12-O8c/O12: the disk filled before the last rewrite of epochs.csv, or a link was planted at
+    summary.csv during the run: the command stopped at that file, the report and the other tables
+    unwritten. Each file is written on its own; one that fails is named (a warning, the report, the
+    exit status 1) and the earlier checkpoint's copy of it stays."""
+    from bench import io as bench_io
+
+    real, calls = bench_io.write_csv, {"epochs.csv": 0}
+
+    def full_at_the_end(df, path):
+        if path.name == "epochs.csv":
+            calls["epochs.csv"] += 1
+            if calls["epochs.csv"] > 1:  # the first epoch's write went through; none after it
+                raise OSError(errno.ENOSPC, "No space left on device")
+        if path.name == "summary.csv":
+            raise UserError(f"{path}: a link (refusing to write through it)")
+        return real(df, path)
+
+    monkeypatch.setattr(bench_io, "write_csv", full_at_the_end)
+    assert compare.main([*TINY, "--backends", "numpy:cpu", "--out", "o"]) == 1
+    captured = capsys.readouterr()
+    assert "results: o" in captured.out
+    assert "not written: epochs.csv: No space left on device" in captured.err
+    assert "(the copy there is an earlier write's)" in captured.err and "not written: summary.csv" in captured.err
+    out = Path("o")
+    report = (out / "report.md").read_text()
+    assert "Not written: `epochs.csv`" in report and "Not written: `summary.csv`" in report
+    assert len(pd.read_csv(out / "epochs.csv")) == 1 and len(pd.read_csv(out / "runs.csv")) == 1
+    assert {"train_loss.png", "val_acc.png"} <= {p.name for p in out.iterdir()}
+    assert not (out / ".lock").exists()
 
 
 SWEEP = ["--grid", "lr=0.05,0.1", *TINY, "--backends", "numpy:cpu", "--no-reference-timing"]
