@@ -160,6 +160,8 @@ class Config:
         _check(len(self.std) == 3 and all(_finite(s) and s > 0 for s in self.std), "std", self.std,
                "three finite numbers > 0 (R G B)")
         if self.dataset == "synthetic":  # its data are made normalised: a record of others would be false
+            _check(self.data_dir is None, "data_dir", self.data_dir,
+                   "none with --dataset synthetic, which reads no data (a path given is never ignored)")
             for name in ("mean", "std"):
                 _check(getattr(self, name) == getattr(Config(), name), name, getattr(self, name),
                        "the default with --dataset synthetic, whose data are made normalised (mean "

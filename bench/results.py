@@ -30,6 +30,7 @@ command has checked every setting (a refused command leaves nothing behind):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -221,6 +222,10 @@ class ResultsFolder:
             for name in self.written:
                 (self.path / name).unlink(missing_ok=True)
             self.written.clear()
+            for folder, _subs, _files in sorted(os.walk(self.path), key=lambda w: -len(w[0])):  # deepest first
+                if Path(folder) != self.path and not os.path.islink(folder):
+                    with contextlib.suppress(OSError):  # one holding a file stays
+                        os.rmdir(folder)  # an empty folder a tool made for its output (pytest's storage)
 
     def _drop_lock(self) -> None:
         """Remove ``.lock`` if this command made it, and release the flock."""

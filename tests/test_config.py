@@ -220,6 +220,7 @@ CLI_CASES = [
     (["--dataset", "synthetic", "--mean", "1e30", "0", "0"], ["mean", "--dataset synthetic"]),  # F42
     (["--data-dir", "x" * 300], ["cannot read data dir", "File name too long"]),  # D20b
     (["--dataset", "synthetic", "--std", "1e-30", "1", "1"], ["std", "made normalised"]),
+    (["--dataset", "synthetic", "--data-dir", "/nonexistent"], ["data_dir", "reads no data"]),  # A12-M2
     (["--dtype", "float16"], ["dtype", "float16", "float32"]),
 ]
 

@@ -212,3 +212,18 @@ def test_run_saves_nothing_outside_out(tmp_path, monkeypatch):
         op_timings.run_benchmarks(tmp_path, [])
     storage = next(a for a in seen[0] if a.startswith("--benchmark-storage="))
     assert storage == f"--benchmark-storage=file://{tmp_path.resolve() / 'benchmarks'}"
+
+
+def test_a_run_refused_by_pytest_leaves_the_folder_as_found(tmp_path, monkeypatch, capsys):
+    """A12-J10: pytest refused its arguments after making OUT/benchmarks/, which stayed, empty, and the
+    rerun with the same --out was refused as not empty. A command refused before it measured anything
+    removes the empty folders made in its folder too (one holding a file stays)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, ["--run", "--out", "j", "--", "--no-such-pytest-flag"], prog="op_ratios")
+    assert exit_.value.code == 2 and "pytest exited with status 4" in capsys.readouterr().err
+    assert not (tmp_path / "j").exists()
+    (tmp_path / "k").mkdir()
+    with pytest.raises(SystemExit):
+        run_cli(main, ["--run", "--out", "k", "--", "--no-such-pytest-flag"], prog="op_ratios")
+    assert (tmp_path / "k").is_dir() and not list((tmp_path / "k").iterdir())  # the user's folder stays

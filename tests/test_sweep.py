@@ -196,6 +196,8 @@ def test_grid_values_take_the_field_type():
 
 @pytest.mark.parametrize("grid, needles", [
     (["bogus=1,2"], ["unknown field 'bogus'"]),
+    (["hiden_dims=8,16"], ["unknown field 'hiden_dims' (did you mean hidden_dims?)"]),  # A12-W11
+    (["data_dir=/nonexistent,/tmp"], ["invalid data_dir", "--dataset synthetic"]),  # A12-W23: never ignored
     (["batch_size=32,abc"], ["invalid batch_size: 'abc'", "an integer"]),
     (["hidden_dims=64,12q"], ["invalid hidden_dims: '12q'", "512x256"]),
     (["batch_size=32,32"], ["batch_size lists the value 32 twice"]),

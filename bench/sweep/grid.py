@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.cli import FIELDS, field_kind
 from bench.config import COMMAND_FIELDS, Config
-from bench.errors import ConfigError, UserError
+from bench.errors import ConfigError, UserError, did_you_mean
 
 # fields a grid may not cover, and why
 NOT_IN_GRID = {
@@ -91,8 +91,9 @@ def parse_grid(items: Sequence[str]) -> Grid:
         if not sep or not name:
             raise UserError(f"--grid item {item!r} is not FIELD=V1,V2,... (e.g. batch_size=32,128)")
         if name not in FIELDS or (name not in COMMAND_FIELDS["sweep"] and name not in NOT_IN_GRID):
-            raise UserError(f"--grid: unknown field {name!r} (allowed: "
-                            f"{', '.join(f for f in COMMAND_FIELDS['sweep'] if f not in NOT_IN_GRID)})")
+            allowed = [f for f in COMMAND_FIELDS["sweep"] if f not in NOT_IN_GRID]
+            raise UserError(f"--grid: unknown field {name!r}{did_you_mean(name, allowed)} (allowed: "
+                            f"{', '.join(allowed)})")
         if name in NOT_IN_GRID:
             raise UserError(f"--grid: {name} cannot be swept ({NOT_IN_GRID[name]})")
         if name in fields:
