@@ -53,7 +53,7 @@ def measure(ctx: runner.Context) -> runner.Result:
             data = ctx.data(seed)  # the validation split is drawn by the seed
             for name, reason in ctx.skipped if i == 0 else ():
                 print(f"skipped {name}: {reason}", file=sys.stderr)
-            initial = _initial_state(ctx.backends, data, seed) if config.lockstep else None
+            initial = _initial_state(ctx, data, seed) if config.lockstep else None
             for c, b in zip(ctx.chosen, ctx.backends):
                 bar = Progress(ctx, f"{c.name} seed {seed}")
                 r = rec.add(run_one(c, config, data, seed, backend=b, initial_state=initial,
@@ -77,10 +77,10 @@ def measure(ctx: runner.Context) -> runner.Result:
     return _outputs(ctx, rec, control, data) if data is not None else runner.Result()
 
 
-def _initial_state(backends: list, data, seed: int) -> dict | None:
-    """The lock-step start: the first backend that can give its initial weights for ``seed`` (one
-    that fails here fails again, recorded, in its own run)."""
-    for b in backends:
+def _initial_state(ctx: runner.Context, data, seed: int) -> dict | None:
+    """The lock-step start: the first backend that gives its initial weights for ``seed``, this package's
+    before code nobody here wrote (``isolated``); one that fails here fails again in its own run."""
+    for _c, b in sorted(zip(ctx.chosen, ctx.backends), key=lambda cb: cb[0].apart):
         try:
             if b is not None:
                 b.load_data(data)
@@ -133,8 +133,8 @@ def _outputs(ctx: runner.Context, rec: Recorder, control: list[dict], data) -> r
 def _label(ctx: runner.Context) -> str:
     """results/<timestamp>_<backends>[_lockstep][_<n>seeds]."""
     label = "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in c.name) for c in ctx.chosen)
-    return (label + ("_lockstep" if ctx.config.lockstep else "")
-            + (f"_{len(ctx.config.seeds)}seeds" if len(ctx.config.seeds) > 1 else ""))
+    n = len(ctx.config.seeds)
+    return label + ("_lockstep" if ctx.config.lockstep else "") + (f"_{n}seeds" if n > 1 else "")
 
 
 COMMAND = runner.Command(

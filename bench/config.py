@@ -37,6 +37,7 @@ SYNTHETIC_TRAIN_SIZE = 2000  # training images of --dataset synthetic without --
 CIFAR10_N_FEATURES = 3 * 32 * 32
 CIFAR10_N_CLASSES = 10
 MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: a normalised pixel stays below it
 MAX_SEEDS = 1000      # seeds of one command
 MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
 MAX_BACKENDS = 64     # backends of one command
@@ -158,7 +159,11 @@ class Config:
         _check(len(self.mean) == 3 and all(_finite(m) for m in self.mean), "mean", self.mean,
                "three finite numbers (R G B)")
         _check(len(self.std) == 3 and all(_finite(s) and s > 0 for s in self.std), "std", self.std,
-               "three finite numbers > 0 (R G B)")
+               f"three finite numbers > 0 (R G B), not {len(self.std)}" if len(self.std) != 3
+               else "three finite numbers > 0 (R G B)")
+        _check(all(max(abs(m), abs(1 - m)) / s < FLOAT32_MAX for m, s in zip(self.mean, self.std)), "std",
+               self.std, "numbers large enough that every normalised pixel, (x - mean) / std for x in "
+               "[0, 1], is finite in float32")
         if self.dataset == "synthetic":  # its data are made normalised: a record of others would be false
             _check(self.data_dir is None, "data_dir", self.data_dir,
                    "none with --dataset synthetic, which reads no data (a path given is never ignored)")

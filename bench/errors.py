@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -39,7 +40,9 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a reader that stop
 MAX_LINE = 600  # characters of an error line at most: the head and the tail of a longer one are kept
 _signal = {"last": signal.SIGINT,  # the signal behind the latest KeyboardInterrupt
            "held": False, "pending": False,  # while results are written: a signal waits for the end
-           "came": False}  # a signal came: the command ends, even where its KeyboardInterrupt was swallowed
+           "came": False,  # a signal came: the command ends, even where its KeyboardInterrupt was swallowed
+           "at": 0.0}  # when the first came (time.monotonic)
+SAME_STOP_S = 2.0  # a signal this soon after the first is the same stop: it does not interrupt its handling
 SIGNAL_WORDS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
                 signal.SIGHUP: "SIGHUP, the terminal closed",  # and the others whose default ends a process:
                 signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2", signal.SIGALRM: "SIGALRM",
@@ -270,7 +273,12 @@ class _ReaderMayLeave:
 
 
 def _raise_interrupt(signum, frame):
+    again = _signal["came"] and time.monotonic() - _signal["at"] < SAME_STOP_S
+    if not _signal["came"]:
+        _signal["at"] = time.monotonic()
     _signal["last"], _signal["came"] = signum, True
+    if again:  # a key pressed twice, `kill` sent to every process of a group: the same stop, which the
+        return  # first one's KeyboardInterrupt (or the next check) is carrying out; later, a second one ends it
     if signum == signal.SIGHUP and _TERMINALS:  # the terminal is gone: what it would show goes nowhere
         null = os.open(os.devnull, os.O_WRONLY)
         for fd in _TERMINALS:

@@ -610,6 +610,22 @@ def test_a_class_is_one_table_whatever_its_submissions_do(capsys, tmp_path):
     assert "4 of 4 submissions checked" in out
 
 
+def test_a_linked_submission_is_never_searched_below(tmp_path):
+    """A12-F2: `root -> /` in a class folder graded another user's modules.py two levels below / (and ran
+    it); a link is checked where it points, never searched below it."""
+    from bench.checks.classwide import find_submissions
+
+    subs = tmp_path / "subs"
+    variant(subs / "alice")
+    variant(tmp_path / "elsewhere" / "proj")  # modules.py one level below the link's target
+    (subs / "bob").symlink_to(tmp_path / "elsewhere")
+    variant(tmp_path / "direct")
+    (subs / "carol").symlink_to(tmp_path / "direct")  # a link to a submission itself is checked
+    found = dict(find_submissions([str(subs)]))
+    assert found["alice"] == str(subs / "alice") and found["bob"] == str(subs / "bob")
+    assert found["carol"] == str(subs / "carol")
+
+
 @pytest.mark.parametrize("where", ["subs/report", "subs", "subs/alice/deeper"])
 def test_results_inside_the_folders_checked_are_refused(capsys, tmp_path, monkeypatch, where):
     """--out inside the class folder made the next run check the report as a submission (A7-F5)."""

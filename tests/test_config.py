@@ -221,6 +221,8 @@ CLI_CASES = [
     (["--data-dir", "x" * 300], ["cannot read data dir", "File name too long"]),  # D20b
     (["--dataset", "synthetic", "--std", "1e-30", "1", "1"], ["std", "made normalised"]),
     (["--dataset", "synthetic", "--data-dir", "/nonexistent"], ["data_dir", "reads no data"]),  # A12-M2
+    (["--std", "1e-40", "1", "1"], ["std", "finite in float32"]),  # A12-F11: trained to NaN before
+    (["--std", "1e-320"], ["std", "not 1"]),
     (["--dtype", "float16"], ["dtype", "float16", "float32"]),
 ]
 

@@ -165,7 +165,7 @@ def test_an_entry_point_that_cannot_be_used_is_listed_with_why(plugin_site, tmp_
     """An entry point naming no class, or the name of a built-in backend, is never silently dropped."""
     (plugin_site / "mlpbench_example_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[mlpbench.backends]\nexample = example_plugin:ExampleBackend\nbare = example_plugin\n"
-        "numpy = example_plugin:ExampleBackend\n")
+        "numpy = example_plugin:ExampleBackend\nweird:name = example_plugin:ExampleBackend\n")
     monkeypatch.chdir(tmp_path)
     assert compare.main(["--list-backends"]) == 0
     listed = capsys.readouterr().out
@@ -174,3 +174,5 @@ def test_an_entry_point_that_cannot_be_used_is_listed_with_why(plugin_site, tmp_
         in listed
     assert "| numpy | plugin | no | ignored: example_plugin:ExampleBackend" in listed
     assert "| numpy:cpu | built-in | yes |" in listed
+    assert "| weird:name | plugin | no | ignored: example_plugin:ExampleBackend" in listed  # A12-F10
+    assert "weird:name:cpu" not in listed

@@ -439,3 +439,28 @@ def test_a_sweep_names_what_a_backend_replaced(tmp_path, monkeypatch):
     assert sweep([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--grid", "lr=0.1", "--out", "sw"]) == 0
     assert json.loads((tmp_path / "sw" / "env.json").read_text())["replaced_callables"] == ["numpy.tanh"]
     assert "numpy.tanh" in (tmp_path / "sw" / "report.md").read_text()
+
+
+def test_lockstep_never_starts_a_backend_from_an_isolated_backends_bad_weights(tmp_path, monkeypatch):
+    """A12-F3: with --lockstep and a plugin first whose export_state() gave NaN, numpy:cpu started from
+    the NaN weights and was recorded diverged. An isolated backend's weights must be finite, and the
+    lock-step start comes from this package's backends before an isolated one."""
+    name = plugin(tmp_path, monkeypatch, textwrap.dedent("""
+        import numpy as np
+        from bench.backends.numpy_backend import NumpyBackend
+
+        def available(device):
+            return True, 'ok'
+
+        class Backend(NumpyBackend):
+            impl = "nan-weights"
+
+            def export_state(self):
+                return {k: np.full_like(v, np.nan) for k, v in NumpyBackend.export_state(self).items()}
+        Backend = Backend
+        """))
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([*TINY, "--lockstep", "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
+    assert runs.loc["numpy:cpu", "status"] == "ok"
+    assert runs.loc[f"{name}:cpu", "status"] == "failed" and "every value finite" in runs.loc[f"{name}:cpu", "error"]

@@ -239,8 +239,7 @@ def test_a_signal_while_the_results_are_written_waits_for_them(tmp_path, monkeyp
 
     monkeypatch.setattr(runner, "report", report_interrupted)
     out = tmp_path / "o"
-    with pytest.raises(KeyboardInterrupt):  # the run shell turns it into 143
-        compare.main([*TINY, "--backends", "numpy:cpu", "--out", str(out)])
+    assert compare.main([*TINY, "--backends", "numpy:cpu", "--out", str(out)]) == 143
     assert (out / "report.md").exists() and not (out / ".lock").exists()
     assert list(pd.read_csv(out / "runs.csv")["status"]) == ["ok"]
     assert not errors._signal["held"] and not errors._signal["pending"]
@@ -343,3 +342,18 @@ def test_a_signal_at_any_moment_is_one_line_and_its_status(tmp_path, signum):
         out = tmp_path / f"o{i}"
         assert not out.exists() or (out / "report.md").exists(), (delay, err)
         assert not (out / ".lock").exists()
+
+
+def test_a_second_signal_at_once_is_the_same_stop(monkeypatch):
+    """A12-S10: INT, INT, TERM within 40 ms: the second interrupted the handling of the first (a run's
+    record and two tables lost). A signal within SAME_STOP_S of the first is recorded only; a later one
+    still ends what the first could not."""
+    monkeypatch.setattr(errors, "_TERMINALS", [])
+    with pytest.raises(KeyboardInterrupt):
+        errors._raise_interrupt(signal.SIGINT, None)
+    errors._raise_interrupt(signal.SIGINT, None)  # no exception: the first is being handled
+    errors._raise_interrupt(signal.SIGTERM, None)
+    assert errors.interrupted_code() == 143  # the last one names the status
+    monkeypatch.setitem(errors._signal, "at", errors._signal["at"] - errors.SAME_STOP_S - 1)
+    with pytest.raises(KeyboardInterrupt):
+        errors._raise_interrupt(signal.SIGINT, None)

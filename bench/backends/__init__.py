@@ -60,6 +60,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -133,6 +134,9 @@ def _entry_points() -> list[tuple[str, Impl | None, str]]:
         where = f"{ep.value} (package {getattr(ep.dist, 'name', None) or '?'})"
         if ep.name in IMPLS:
             found.append((ep.name, None, f"ignored: {where} has the name of a built-in backend"))
+        elif not re.fullmatch(r"[\w.-]+", ep.name):  # a ':' would end the name in impl:device
+            found.append((ep.name, None, f"ignored: {where} has a name that is not a backend's (allowed: "
+                                         "letters, digits, '_', '.', '-')"))
         elif not (module.strip() and cls.strip()):
             found.append((ep.name, None, f"ignored: {where} names no class (allowed: module:Class)"))
         else:

@@ -153,10 +153,11 @@ class Isolated:
         """Its weights, checked here: another backend may start from them (lock-step)."""
         state = self._child.call(("call", "export_state", ()), self._limit)
         bad = (not isinstance(state, dict) or not state
-               or any(not isinstance(v, np.ndarray) or v.dtype.kind != "f" for v in state.values()))
+               or any(not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not np.isfinite(v).all()
+                      for v in state.values()))
         if bad:
             raise RemoteError(f"export_state() returned {shorten(repr(state), 80)} (allowed: a dict of "
-                              "real floating-point arrays)")
+                              "real floating-point arrays, every value finite)")
         if self._shapes is not None:
             from bench.backends.api import check_state
 

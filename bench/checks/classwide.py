@@ -42,7 +42,9 @@ def find_submissions(targets: list[str]) -> list[tuple[str, str]] | None:
         if not root.is_dir() or (root / "modules.py").is_file() or (root / "__init__.py").is_file():
             return None
         subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
-        return [(p.name, _modules_folder(p)) for p in subs] or None
+        # a link is checked where it points, never searched below: `root -> /` would grade whatever
+        # modules.py lies two levels under / (another user's code, run as this submission)
+        return [(p.name, str(p) if p.is_symlink() else _modules_folder(p)) for p in subs] or None
     names = [t.rstrip("/") or t for t in targets]
     return [(n, _modules_folder(Path(t)) if Path(t).is_dir() else t) for n, t in zip(names, targets)]
 
