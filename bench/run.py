@@ -35,6 +35,7 @@ what it recorded before.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ Clock = Callable[[], float]
 EPOCH_COLUMNS = ["backend", "impl", "device", "seed", "epoch", "step", "steps", "train_loss",
                  "train_acc", "val_loss", "val_acc", "epoch_seconds", "eval_seconds",
                  "samples_per_second", "timing_quality"]
+OWN_SECONDS = {"epoch_seconds", "eval_seconds", "gemm_seconds", "gemm_before_seconds", "gemm_after_seconds",
+               "fixed_step_seconds", "gather_seconds"}  # the harness's clocks: a backend never writes them
+MAX_EXTRA = 8  # columns a backend adds to epochs.csv (StepRecords.extra): data_seconds, compute_seconds
 RUN_COLUMNS = ["backend", "impl", "device", "seed", "status", "error", "test_acc", "test_loss",
                "best_epoch", "best_val_acc", "epochs_done", "total_train_seconds",
                "median_epoch_seconds_all", "time_to_target_seconds", "peak_memory_bytes",
@@ -352,6 +356,14 @@ class Run:
                 and 0 <= rec.correct <= rec.seen):
             raise BackendValueError(f"{self.base['backend']}: {rec.correct!r} right of {rec.seen!r} training "
                                     "rows (allowed: integers, 0 <= right <= rows)")
+        extra = rec.extra
+        if not isinstance(extra, dict) or len(extra) > MAX_EXTRA or not all(
+                isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,60}_seconds", k) and k not in OWN_SECONDS
+                and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                and math.isfinite(v) and v >= 0 for k, v in extra.items()):
+            raise BackendValueError(f"{self.base['backend']}: epoch columns of its own {shorten(repr(extra), 120)} "
+                                    f"(allowed: at most {MAX_EXTRA} names ending in _seconds, none of the "
+                                    "harness's, each a finite number >= 0)")
 
     def _warm_up(self, steps: int) -> None:
         """A few steps on the first rows, then their records are dropped (the caller restores the weights)."""

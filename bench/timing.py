@@ -48,7 +48,7 @@ import pandas as pd
 from bench.backends.api import Backend
 from bench.config import Config
 from bench.roofline import Gemm
-from bench.run import LoopHooks, epoch_order
+from bench.run import BackendValueError, LoopHooks, epoch_order
 
 NOMINAL_SLACK = 0.15      # an epoch whose bracket is this much above the fastest ran on a loaded machine
 BRACKET_TOLERANCE = 0.25  # brackets before and after an epoch differing by more: the load changed
@@ -73,11 +73,21 @@ class GemmBrackets(LoopHooks):
         self.last = math.nan
 
     def before_training(self, backend: Backend) -> None:
-        backend.gemm_seconds(self.shapes, max(1, self.steps // 10))  # warm-up round
-        self.last = backend.gemm_seconds(self.shapes, self.steps)
+        self._timed(backend, max(1, self.steps // 10))  # warm-up round
+        self.last = self._timed(backend, self.steps)
+
+    def _timed(self, backend: Backend, repeats: int) -> float:
+        """The backend's own clock of its products, checked: a finite number of seconds >= 0, else its run
+        fails (a negative or NaN time would pass as a trusted epoch-to-GEMM ratio)."""
+        seconds = backend.gemm_seconds(self.shapes, repeats)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(seconds) and seconds >= 0):
+            raise BackendValueError(f"{backend.impl}:{backend.device}: GEMM-only time {seconds!r:.40} "
+                                    "(allowed: a finite number of seconds >= 0)")
+        return float(seconds)
 
     def after_epoch(self, backend: Backend, row: dict[str, Any]) -> None:
-        after = backend.gemm_seconds(self.shapes, self.steps)
+        after = self._timed(backend, self.steps)
         before, self.last = self.last, after
         gemm = (before + after) / 2
         row.update(gemm_before_seconds=before, gemm_after_seconds=after, gemm_seconds=gemm,

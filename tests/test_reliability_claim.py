@@ -199,7 +199,7 @@ def test_a_nearly_full_disk_costs_the_plots_never_the_report(tmp_path, monkeypat
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert {"report.md", "runs.csv", "epochs.csv", "summary.csv"} <= names
     assert not any(n.endswith(".png") for n in names)
-    assert capsys.readouterr().out.count("kept for the tables and the report") == 3
+    assert capsys.readouterr().err.count("kept for the tables and the report") == 3
 
 
 def test_no_inode_for_a_temporary_file_rewrites_an_existing_file_in_place(tmp_path, monkeypatch):

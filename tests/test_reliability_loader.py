@@ -366,6 +366,11 @@ ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word o
     "losses-not-float": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
                          "        rec.losses = rec.losses.astype(np.float16).view(np.uint16)\n"
                          "        return rec", "failed", "dtype uint16"),  # A9-F3
+    "extra-overwrites-the-clock": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
+                                   "        rec.extra = {'epoch_seconds': 1e-9, 'status': 1.0}\n"
+                                   "        return rec", "failed", "epoch columns of its own"),  # A13-F2
+    "gemm-negative": ("gemm_seconds", "return -1.0", "failed", "GEMM-only time -1.0"),  # A13-F3
+    "gemm-nan": ("gemm_seconds", "return float('nan')", "failed", "GEMM-only time nan"),
     "weights-with-extra": ("export_state", "return {**NumpyBackend.export_state(self), 'evil': np.zeros(2)}",
                            "failed", "unexpected evil"),  # A9-F2
     "error-with-escapes": ("evaluate", "raise type('Bad\\nName\\x1b[31m', (Exception,), {})('\\x1b[2J' + 'x' * 5000)",
@@ -379,7 +384,8 @@ def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monke
     """A8: describe() that hangs at the run's end hung the command; nonsense in describe() crashed the
     report; 10**8 losses for 8 steps were kept; a peak of 1e30 bytes was recorded; an exec'd program
     kept the pipes open. Each is now that run's failure, or ignored, within the stage limit."""
-    arg = {"evaluate": "self, split", "__init__": "self, config, device"}.get(method, "self")
+    arg = {"evaluate": "self, split", "__init__": "self, config, device",
+           "gemm_seconds": "self, shapes, repeats"}.get(method, "self")
     body += "\n        super().__init__(config, device)" if method == "__init__" else ""
     name = plugin(tmp_path, monkeypatch, textwrap.dedent(f"""
         import os
@@ -396,7 +402,8 @@ def test_every_call_of_a_backends_process_is_bounded_and_checked(tmp_path, monke
         """) + f"        {body}\nBackend = Backend\n")
     monkeypatch.setattr(backends, "UNTRUSTED_STAGE_S", 8.0)  # a fresh Python's start on a loaded machine fits
     monkeypatch.chdir(tmp_path)
-    assert compare.main([*TINY, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
+    flags = [f for f in TINY if method != "gemm_seconds" or f != "--no-reference-timing"]  # the GEMM clock runs
+    assert compare.main([*flags, "--backends", f"{name}:cpu,numpy:cpu", "--out", "o"]) == 0
     runs = pd.read_csv(tmp_path / "o" / "runs.csv").set_index("backend")
     assert runs.loc[f"{name}:cpu", "status"] == status, runs.loc[f"{name}:cpu", "error"]
     assert needle is None or needle in runs.loc[f"{name}:cpu", "error"]

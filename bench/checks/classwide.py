@@ -70,15 +70,18 @@ def check_class(subs: list[tuple[str, str]], seed: int, limits: Limits, jobs: in
             pool.shutdown(cancel_futures=True)
         seconds = time.monotonic() - start
         table = pd.DataFrame([table_row(name, docs.get(name)) for name, _ in subs])
+        folder.measured = True  # the checks are done: a file that cannot be written costs that file only
         folder.write_csv("check.csv", table)
         shown = _markdown_safe(table)
         folder.write_text("report.md", _report(shown, seed, limits, jobs, seconds, interrupted))
     print(md_table(shown.drop(columns=["interface", "notes"])))
     print(f"{len(docs)} of {len(subs)} submissions checked in {seconds:.0f} s ({jobs} at a time); "
           f"results: {folder.shown}")
+    for line in folder.unwritten_lines():
+        print(line, file=sys.stderr)
     if interrupted:
         return interrupted_code()
-    return 0 if all(d["exit"] == 0 for d in docs.values()) else EXIT_FAILED
+    return 0 if all(d["exit"] == 0 for d in docs.values()) and not folder.unwritten else EXIT_FAILED
 
 
 def table_row(name: str, doc: dict[str, Any] | None) -> dict[str, Any]:
