@@ -95,10 +95,12 @@ def check_headers(fh: BinaryIO, archive: Path) -> None:
             raise _refuse(archive, f"{'extended ' * (kind in EXTENDED)}header (type "
                           f"{kind.decode('latin-1')!r}) is {size} bytes (allowed: 0 to "
                           f"{HEADER_BYTES if kind in EXTENDED else RAW_BYTES}; CIFAR-10 member names are short)")
-        if kind == tarfile.GNUTYPE_SPARSE or run > MAX_EXTENDED or headers > MAX_MEMBERS:
-            raise _refuse(archive, f"headers are not a CIFAR-10 archive's (a sparse member, more than "
-                          f"{MAX_EXTENDED} extended headers in a row or more than {MAX_MEMBERS} headers; "
-                          "it holds 8 plain members)")
+        what = ("a sparse member" if kind == tarfile.GNUTYPE_SPARSE else
+                f"more than {MAX_EXTENDED} extended headers in a row" if run > MAX_EXTENDED else
+                f"more than {MAX_MEMBERS} headers" if headers > MAX_MEMBERS else None)
+        if what:
+            raise _refuse(archive, f"it has {what}, which a CIFAR-10 archive never has (the official one holds "
+                          "8 plain members)")
         # as tarfile: data follows a regular file, an extended header or an unknown type, nothing else
         data = -(-size // BLOCK) * BLOCK if (kind in EXTENDED or info.isreg()
                                              or kind not in tarfile.SUPPORTED_TYPES) else 0
