@@ -40,6 +40,7 @@ MAX_LAYERS = 1024     # hidden layers (hidden_dims entries, depth) at most
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: a normalised pixel stays below it
 MAX_SEEDS = 1000      # seeds of one command
 MAX_SEED = 2**32 - 1  # the largest seed every library takes (scikit-learn's random_state)
+SEED_WHY = "the largest seed every library here takes: scikit-learn's random_state"
 MAX_BACKENDS = 64     # backends of one command
 MAX_EPOCHS = 100_000  # epochs of one run at most (the reference trains 10)
 MAX_WIDTH = 65_536    # units of one hidden layer at most (the reference has 128)
@@ -49,7 +50,7 @@ MAX_COUNT = 10**9     # any other integer setting at most, unless its field decl
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field carrying its command-line help (and ``choices``; ``positional``: an argument,
     not a flag or a TOML key; ``rest``: what follows ``--``; ``most``: the largest integer it takes,
-    :data:`MAX_COUNT` when not given, see :func:`check_caps`); lists are copied per instance."""
+    :data:`MAX_COUNT` when not given, ``why`` its reason, see :func:`check_caps`); lists are copied per instance."""
     meta = {"help": help, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -73,7 +74,8 @@ class Config:
     batch_size: int = _opt(128, "training batch size (the last partial batch is dropped)")
     epochs: int = _opt(10, "training epochs", most=MAX_EPOCHS)
     seeds: list[int] = _opt([42], "one run per seed and backend; the seed fixes the init, "
-                                  "the validation split and every epoch's batch order", most=MAX_SEED)
+                                  "the validation split and every epoch's batch order",
+                            most=MAX_SEED, why=SEED_WHY)
     dtype: str = _opt("float32", "floating-point type of data and parameters", choices=DTYPES)
     # --- data
     dataset: str = _opt("cifar10", "cifar10, or synthetic: learnable random data of the same shape "
@@ -329,7 +331,8 @@ class CheckSettings:
                                   "file, an importable module or package name such as impl_numpy; "
                                   "several of them, or one folder of submission folders, for a "
                                   "class-wide table", positional="PATH_OR_MODULE")
-    seed: int = _opt(0, "seed of the random inputs, weights and upstream gradients", most=MAX_SEED)
+    seed: int = _opt(0, "seed of the random inputs, weights and upstream gradients", most=MAX_SEED,
+                     why=SEED_WHY)
     json: str | None = _opt(None, "one implementation: also write the table and diagnoses as JSON")
     out: str | None = _opt(None, "several submissions: the folder for check.csv and report.md (new or "
                                  "empty; none: results/<timestamp>_check/)")
@@ -495,8 +498,8 @@ def check_caps(obj: Any) -> None:
         if isinstance(value, list) and len(value) > MAX_LAYERS and any(_is_int(v) for v in value):
             raise ConfigError(f.name, value, f"a list of at most {MAX_LAYERS} integers")
         if any(_is_int(v) and abs(v) > most for v in (value if isinstance(value, list) else [value])):
-            raise ConfigError(f.name, value, f"at most {most:_} (a cap that only a mistake reaches: the "
-                                             "work would not finish)")
+            why = f.metadata.get("why", "a cap that only a mistake reaches: the work would not finish")
+            raise ConfigError(f.name, value, f"at most {most:_} ({why})")
 
 
 def _is_int(v: object) -> bool:

@@ -34,6 +34,8 @@ KEYS = ("op", "batch", "hidden")
 REQUIRED_INFO = ("op", "backend", "batch")
 SAVED_BYTES = 256 * 2**20  # a saved run of benchmarks/ with its raw data is a few MB
 MAX_BARS = 100  # ops drawn in the figure at most (benchmarks/ gives 66 a device)
+MAX_BACKENDS = 16  # backends (impl:device) of one saved run: benchmarks/ gives 2 a device
+MAX_CELLS = 200_000  # (op, batch, hidden) x backends of the wide table: benchmarks/ gives a few hundred
 STOP_WAIT_S = 60  # after a signal: how long pytest may take to stop and save what it timed
 NAME = re.compile(r"[A-Za-z0-9_.+\-/()\[\], =]{1,200}")  # an op, impl or device name: a table cell, a label
 MAX_SIZE = 2**31 - 1  # batch and hidden at most
@@ -65,6 +67,11 @@ def load_saved(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
                         f"({len(doc['benchmarks'])} benchmarks; was it saved from a timed run of "
                         "benchmarks/, without --benchmark-disable?)")
     df = pd.DataFrame(rows)
+    n_backends, n_keys = df["backend"].nunique(), len(df.drop_duplicates(["op", "batch", "hidden"]))
+    if n_backends > MAX_BACKENDS or n_backends * n_keys > MAX_CELLS:  # before the wide table is built
+        raise UserError(f"{path}: {n_keys} op sizes on {n_backends} backends (allowed: at most {MAX_BACKENDS} "
+                        f"backends and {MAX_CELLS} op sizes x backends; benchmarks/ times 66 op sizes on two "
+                        "backends a device)")
     df["batch"] = df["batch"].astype("Int64")
     df["hidden"] = pd.to_numeric(df["hidden"]).astype("Int64")  # <NA> where the op has no hidden width
     dup = df.duplicated(["op", "batch", "hidden", "backend"], keep=False)

@@ -194,6 +194,23 @@ def test_thousands_of_ops_are_a_table_and_a_bounded_figure(tmp_path):
     assert max(width, height) <= FIGURE_INCHES * 110 + 1
 
 
+WIDE = {  # A13-F4: 3000 devices in 0.8 MB ran for minutes; F5: 20 000 ops on a backend each took 12 GB
+    "3000-devices": lambda: [_bench("op", f"{impl}:d{d}", 32, 128, 1e-3) for d in range(3000)
+                             for impl in ("numpy", "torch")],
+    "a-backend-an-op": lambda: [_bench(f"op{k}", f"impl{k}:cpu", 32, 128, 1e-3) for k in range(20_000)],
+    "many-ops-two-backends": lambda: [_bench(f"op{k}", b, 32, 128, 1e-3) for k in range(100_001)
+                                      for b in ("numpy:cpu", "torch:cpu")],
+}
+
+
+@pytest.mark.parametrize("case", WIDE)
+def test_a_saved_run_too_wide_to_pivot_is_refused_before_the_table(tmp_path, capsys, case):
+    """The wide table (op sizes x backends) and its figure are bounded before they are built."""
+    err = _error([str(_saved(tmp_path, WIDE[case]())), "--out", str(tmp_path / "out")], capsys)
+    assert "allowed: at most 16 backends and 200000 op sizes x backends" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_saves_nothing_outside_out(tmp_path, monkeypatch):
     """--run saved pytest-benchmark's copy under the repository's .benchmarks/ (A10-F5)."""
     from bench import op_timings
