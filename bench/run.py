@@ -340,8 +340,8 @@ class Run:
         return loss, acc
 
     def _check_steps(self, rec, steps: int) -> None:
-        """A backend's step records, checked: a loss per step taken, none negative, and no more right
-        answers than rows; else the run fails."""
+        """A backend's step records, checked: a loss per step taken, none negative, as many rows as it was
+        sent, and no more right answers than rows; else the run fails."""
         if np.asarray(rec.losses).dtype.kind != "f":
             raise BackendValueError(f"{self.base['backend']}: training losses of dtype "
                                     f"{np.asarray(rec.losses).dtype} (allowed: floating point)")
@@ -352,10 +352,11 @@ class Run:
         if np.any(losses < 0):
             raise BackendValueError(f"{self.base['backend']}: a training loss of {losses[losses < 0][0]!r} "
                                     "(allowed: >= 0, or inf/NaN: a divergence)")
+        rows = steps * self.config.batch_size  # what it was sent
         if not (isinstance(rec.correct, (int, np.integer)) and isinstance(rec.seen, (int, np.integer))
-                and 0 <= rec.correct <= rec.seen):
+                and rec.seen == rows and 0 <= rec.correct <= rec.seen):
             raise BackendValueError(f"{self.base['backend']}: {rec.correct!r} right of {rec.seen!r} training "
-                                    "rows (allowed: integers, 0 <= right <= rows)")
+                                    f"rows (allowed: integers, 0 <= right <= rows = {rows}, the rows it was sent)")
         extra = rec.extra
         if not isinstance(extra, dict) or len(extra) > MAX_EXTRA or not all(
                 isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,60}_seconds", k) and k not in OWN_SECONDS

@@ -369,6 +369,11 @@ ANSWERS = {  # method of a plugin backend: (its body, the run's status, a word o
     "extra-overwrites-the-clock": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
                                    "        rec.extra = {'epoch_seconds': 1e-9, 'status': 1.0}\n"
                                    "        return rec", "failed", "epoch columns of its own"),  # A13-F2
+    "rows-not-sent": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
+                      "        rec.seen, rec.correct = 10**12, 10**12 - 1\n"
+                      "        return rec", "failed", "the rows it was sent"),  # A14-F1
+    "no-rows": ("pop_step_records", "rec = NumpyBackend.pop_step_records(self)\n"
+                "        rec.seen = rec.correct = 0\n        return rec", "failed", "the rows it was sent"),
     "gemm-negative": ("gemm_seconds", "return -1.0", "failed", "GEMM-only time -1.0"),  # A13-F3
     "gemm-nan": ("gemm_seconds", "return float('nan')", "failed", "GEMM-only time nan"),
     "weights-with-extra": ("export_state", "return {**NumpyBackend.export_state(self), 'evil': np.zeros(2)}",
