@@ -23,6 +23,7 @@ kind allows, and read for at most that many bytes. Every refusal is one
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import re
@@ -242,19 +243,25 @@ def read_bounded(path: Path, limit: int, what: str = "a file of its kind") -> by
     return data
 
 
-def shallow(obj: Any, where: object, limit: int, what: str) -> Any:
-    """``obj`` when its lists, tuples and dicts nest at most ``limit`` deep, walked without recursion
-    (a container met twice is walked once); a deeper one is one UserError here, before anything
-    recursive (a repr, a comparison, a copy) meets it."""
-    stack, seen = [(obj, 1)], set()
+def shallow(obj: Any, where: object, limit: int, what: str, *, shared: bool = False) -> Any:
+    """``obj`` when its lists, tuples and dicts nest at most ``limit`` deep, walked without recursion in
+    memory of the depth alone; a deeper one is one UserError here, before anything recursive (a repr, a
+    comparison, a copy) meets it. ``shared``: a container may be met twice (a pickle's memo: its own
+    size bounds the set of those walked), and is walked once."""
+    stack, seen = [iter((obj,))], set()
     while stack:
-        item, depth = stack.pop()
-        if not isinstance(item, (list, tuple, dict)) or id(item) in seen:
-            continue
-        if depth > limit:
-            raise UserError(f"{where}: nested more than {limit} deep (allowed: {what})")
-        seen.add(id(item))
-        stack += [(x, depth + 1) for x in ([*item.keys(), *item.values()] if isinstance(item, dict) else item)]
+        for item in stack[-1]:
+            if not isinstance(item, (list, tuple, dict)) or (shared and id(item) in seen):
+                continue
+            if len(stack) > limit:
+                raise UserError(f"{where}: nested more than {limit} deep (allowed: {what})")
+            if shared:
+                seen.add(id(item))
+            stack.append(iter(itertools.chain.from_iterable(item.items())) if isinstance(item, dict)
+                         else iter(item))
+            break
+        else:
+            stack.pop()
     return obj
 
 

@@ -259,7 +259,7 @@ def restricted_loads(buf: bytes, where: str, max_bytes: int = BATCH_RECORDS * N_
                 raise UserError(f"{where}: a pickled integer of {arg.bit_length()} bits (a CIFAR-10 python "
                                 "batch holds labels 0-9 and sizes); refusing to unpickle it")
         return shallow(RestrictedUnpickler(io.BytesIO(buf), where, max_bytes).load(), where, MAX_NESTING,
-                       "a CIFAR-10 python batch (it nests 3)")
+                       "a CIFAR-10 python batch (it nests 3)", shared=True)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise almost anything
