@@ -421,3 +421,18 @@ def test_a_deeply_nested_json_or_toml_is_one_line(tmp_path):
     (tmp_path / "deep.toml").write_text("hidden_dims = " + "[" * 30 + "]" * 30 + "\n")
     with pytest.raises(UserError, match="nested more than 4 deep"):
         load_toml(tmp_path / "deep.toml")
+
+
+def test_the_nesting_walk_keeps_memory_of_the_depth_alone():
+    """A14-F2: the walk pushed every element and remembered every container: a 60 MB JSON of empty
+    objects peaked at 74x its bytes. It now holds one iterator a level."""
+    import tracemalloc
+
+    from bench.io import shallow
+
+    wide = [{} for _ in range(1_000_000)]
+    tracemalloc.start()
+    shallow(wide, "w", 32, "a JSON file")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000  # bytes; the elements' own 64 MB are not the walk's
