@@ -37,6 +37,7 @@ passes, else 1.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench import io, runner
@@ -59,8 +60,10 @@ def measure(ctx: runner.Context) -> runner.Result:
         if s.json:
             raise UserError("--json takes one implementation; for several, check.csv and report.md go to --out")
         return runner.Result(code=check_class(subs, s.seed, limits, s.jobs, s.out, s.targets))
-    if s.out:
-        raise UserError("--out is for several submissions; for one implementation use --json FILE")
+    if s.out:  # a path that names nothing is said first: it is no class either (A14-F3)
+        missing = not os.path.lexists(s.targets[0]) and ("/" in s.targets[0] or s.targets[0].endswith(".py"))
+        raise UserError(f"no such file or folder: {s.targets[0]}" if missing else
+                        "--out is for several submissions; for one implementation use --json FILE")
     if s.json:
         _claim_json(Path(s.json), s.targets[0])
     doc = check_isolated(s.targets[0], s.seed, limits)

@@ -564,6 +564,13 @@ def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     assert (tmp_path / "sub" / "modules.py").read_bytes() == source
 
 
+def test_a_missing_target_with_out_is_named_missing(capsys, tmp_path):
+    """A14-F3: a class folder that does not exist, with --out, was told '--out is for several submissions'."""
+    code, out, err = command(capsys, tmp_path / "no_such_submissions", "--out", tmp_path / "o")
+    assert code == 2 and f"no such file or folder: {tmp_path / 'no_such_submissions'}" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_help_warns_that_the_code_is_executed(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
