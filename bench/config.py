@@ -163,9 +163,10 @@ class Config:
         _check(len(self.std) == 3 and all(_finite(s) and s > 0 for s in self.std), "std", self.std,
                f"three finite numbers > 0 (R G B), not {len(self.std)}" if len(self.std) != 3
                else "three finite numbers > 0 (R G B)")
-        _check(all(max(abs(m), abs(1 - m)) / s < FLOAT32_MAX for m, s in zip(self.mean, self.std)), "std",
-               self.std, "numbers large enough that every normalised pixel, (x - mean) / std for x in "
-               "[0, 1], is finite in float32")
+        if not _pixels_finite(self.mean, self.std):  # blamed on the mean when it overflows even with the default std
+            name = "mean" if not _pixels_finite(self.mean, Config().std) else "std"
+            _check(False, name, getattr(self, name), "values for which every normalised pixel, (x - mean) / std "
+                   "for x in [0, 1], is finite in float32")
         if self.dataset == "synthetic":  # its data are made normalised: a record of others would be false
             _check(self.data_dir is None, "data_dir", self.data_dir,
                    "none with --dataset synthetic, which reads no data (a path given is never ignored)")
@@ -469,6 +470,10 @@ def split(values: dict[str, Any], command: str) -> tuple[dict[str, Any], dict[st
 def preset(command: str) -> Config:
     """The command's starting Config: the dataclass defaults with its preset applied."""
     return Config(**split(PRESETS.get(command, {}), command)[0])
+
+
+def _pixels_finite(mean: list[float], std: list[float]) -> bool:
+    return all(max(abs(m), abs(1 - m)) / s < FLOAT32_MAX for m, s in zip(mean, std))
 
 
 def _finite(v: object) -> bool:

@@ -223,6 +223,7 @@ CLI_CASES = [
     (["--dataset", "synthetic", "--data-dir", "/nonexistent"], ["data_dir", "reads no data"]),  # A12-M2
     (["--std", "1e-40", "1", "1"], ["std", "finite in float32"]),  # A12-F11: trained to NaN before
     (["--std", "1e-320"], ["std", "not 1"]),
+    (["--mean", "1e308", "0", "0"], ["invalid mean", "finite in float32"]),  # A15-F1: the mean, not the std
     (["--seeds", "4294967296"], ["seeds", "the largest seed every library here takes"]),  # A13-F6
     (["--dtype", "float16"], ["dtype", "float16", "float32"]),
 ]

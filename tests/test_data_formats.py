@@ -436,3 +436,14 @@ def test_the_nesting_walk_keeps_memory_of_the_depth_alone():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1_000_000  # bytes; the elements' own 64 MB are not the walk's
+
+
+def test_python_class_names_must_be_text(tmp_path):
+    """A15-F2: label_names of integers were printed as class names "0".."9"; the binary layout's are
+    refused as not text, and so are the python layout's."""
+    folder = write_python_folder(tmp_path / "data", tiny_arrays())
+    meta = pickle.loads((folder / "batches.meta").read_bytes())
+    meta[b"label_names"] = list(range(10))
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    with pytest.raises(UserError, match=r"batches.meta: label_names\[0\] is int 0 \(allowed: text"):
+        load_quiet(tmp_path / "data")

@@ -305,8 +305,11 @@ def parse_python_meta(buf: bytes, where: str) -> tuple[str, ...]:
     names = d.get("label_names")
     if not isinstance(names, list):
         raise UserError(f"{where}: no 'label_names' list (not a CIFAR-10 batches.meta)")
-    return _check_classes([n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
-                           for n in names], where)
+    for i, n in enumerate(names):  # names are text, as in the binary layout's batches.meta.txt
+        if not isinstance(n, (str, bytes)):
+            raise UserError(f"{where}: label_names[{i}] is {type(n).__name__} {_short(n)} (allowed: text, "
+                            "the name of a class)")
+    return _check_classes([n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names], where)
 
 
 # ---------------------------------------------------------------- the whole set
