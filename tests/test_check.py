@@ -564,6 +564,22 @@ def test_json_is_written_atomically_and_never_through_a_link(capsys, tmp_path):
     assert (tmp_path / "sub" / "modules.py").read_bytes() == source
 
 
+@pytest.mark.parametrize("line, name", [
+    ("import numpy as _np; _np.linalg.norm = lambda *a, **k: 0.0", "numpy.linalg.norm"),  # A15-F3
+    ("import torch as _t; _t.allclose = lambda *a, **k: True", "torch.allclose"),
+])
+def test_code_that_replaces_what_the_checks_compute_with_gets_no_verdict(capsys, tmp_path, line, name):
+    """A15-F3: a submission failing 6 checks 'passed all 17' once it made np.linalg.norm return 0: the
+    relative errors are computed with it. The checking process watches NumPy's and torch's callables
+    from before the code loads; one replaced is exit 1 and named, never a pass."""
+    shutil.copytree(FIXTURES / "course_bad_ce_no_mean", tmp_path / "sub")
+    with open(tmp_path / "sub" / "modules.py", "a") as fh:
+        fh.write("\n" + line + "\n")
+    code, out, err = command(capsys, tmp_path / "sub")
+    assert code == 1 and f"the code replaced {name}" in out
+    assert "No verdict" in out or "checks failed" in out  # never "All ... checks passed"
+
+
 def test_a_missing_target_with_out_is_named_missing(capsys, tmp_path):
     """A14-F3: a class folder that does not exist, with --out, was told '--out is for several submissions'."""
     code, out, err = command(capsys, tmp_path / "no_such_submissions", "--out", tmp_path / "o")

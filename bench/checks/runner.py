@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
+from bench import provenance
 from bench.checks.diagnose import carry_stabilisers, diagnose, diagnose_network, mark_stabilisers
 from bench.checks.interface import detect
 from bench.checks.layers import COMPOSITE, check_layer, specs
@@ -19,6 +21,8 @@ from bench.checks.loader import CourseImpl, load_course
 from bench.checks.network import check_network
 from bench.checks.report import CheckReport
 from bench.errors import UserError
+
+_REFERENCE = provenance.snapshot((torch, torch.autograd, torch.nn.functional))  # before any user code
 
 
 def run_checks(impl: CourseImpl, seed: int = 0,
@@ -62,9 +66,16 @@ def check_target(target: str, seed: int = 0, progress: Callable[[str], None] = l
     try:
         progress("loading")
         impl = load_course(target)
-        return run_checks(impl, seed, progress).doc()
+        doc = run_checks(impl, seed, progress).doc()
     except UserError as exc:
         return {"target": target, "exit": 2, "passed": False, "error": str(exc)}
+    gone = provenance.replaced() + provenance.changed(_REFERENCE)  # the checks compute with them
+    if gone:
+        shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+        doc.update(exit=1, passed=False, replaced=gone[:50], diagnoses=[
+            f"the code replaced {shown}, which the checks themselves compute with: no verdict of this "
+            "check can be trusted (a correct implementation never needs to)", *doc["diagnoses"]])
+    return doc
 
 
 def _stabilisers(report: CheckReport) -> list[str]:
