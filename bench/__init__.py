@@ -11,8 +11,6 @@ import os
 import signal
 import sys
 
-EARLY_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
-                 "SIGXCPU")  # bench.errors.SIGNAL_WORDS: run_cli takes them over
 early_signal: list[int] = []  # the signal that came while the command was starting, if one did
 
 
@@ -38,5 +36,7 @@ sys.excepthook = _starting_hook
 _args = list(getattr(sys, "orig_argv", sys.argv))
 _module = _args[_args.index("-m") + 1] if "-m" in _args[:-1] else ""
 if _module.split(".")[0] == "bench" or os.path.basename(sys.argv[0] if sys.argv else "").startswith("mlpbench-"):
-    for _name in EARLY_SIGNALS:
-        signal.signal(getattr(signal, _name), _early)
+    from bench.errors import SIGNAL_WORDS  # the run shell's signals: run_cli takes them over
+
+    for _signum in SIGNAL_WORDS:
+        signal.signal(_signum, _early)

@@ -37,11 +37,11 @@ passes, else 1.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bench import io, runner
 from bench.checks.classwide import check_class, find_submissions
+from bench.checks.loader import names_nothing
 from bench.checks.report import render
 from bench.checks.sandbox import Limits, check_isolated
 from bench.errors import UserError
@@ -61,8 +61,7 @@ def measure(ctx: runner.Context) -> runner.Result:
             raise UserError("--json takes one implementation; for several, check.csv and report.md go to --out")
         return runner.Result(code=check_class(subs, s.seed, limits, s.jobs, s.out, s.targets))
     if s.out:  # a path that names nothing is said first: it is no class either (A14-F3)
-        missing = not os.path.lexists(s.targets[0]) and ("/" in s.targets[0] or s.targets[0].endswith(".py"))
-        raise UserError(f"no such file or folder: {s.targets[0]}" if missing else
+        raise UserError(f"no such file or folder: {s.targets[0]}" if names_nothing(s.targets[0]) else
                         "--out is for several submissions; for one implementation use --json FILE")
     if s.json:
         _claim_json(Path(s.json), s.targets[0])

@@ -138,9 +138,9 @@ class ResultsFolder:
 
     def _write(self, name: str, write, value, strict: bool = False) -> Path | None:
         """Write one file. Before measuring, or ``strict``, a failure is the command's (one line: a disk
-        full from the start fails before any work). Once measuring began, a file that cannot be written (a full disk, a link planted there)
-        costs that file: a warning line (once per reason), None, and :attr:`unwritten` names it; the
-        copy an earlier write left stays."""
+        full from the start fails before any work). Once measuring began, a file that cannot be written
+        (a full disk, a link planted there) costs that file: a warning line (once per reason), None, and
+        :attr:`unwritten` names it; the copy an earlier write left stays."""
         try:
             write(value, self.path / name)
         except (OSError, UserError) as exc:
@@ -148,8 +148,7 @@ class ResultsFolder:
                 exc.filename = str(self.path / name)
             if strict or not self.measured:
                 raise
-            why = shorten(f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror
-                          else str(exc), 300)
+            why = _why(exc)
             if self.unwritten.get(name) != why:
                 print(f"warning: could not write {name}: {why}", file=sys.stderr, flush=True)
             self.unwritten[name] = why
@@ -177,9 +176,7 @@ class ResultsFolder:
         try:
             io.save_figure(fig, self.path / name, **savefig)
         except (OSError, UserError) as exc:  # a full disk, a link planted there
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            print(f"warning: could not write {self.path / name}: {shorten(str(why), 300)}", file=sys.stderr,
-                  flush=True)
+            print(f"warning: could not write {name}: {_why(exc)}", file=sys.stderr, flush=True)
             return None
         return self._wrote(name)
 
@@ -247,6 +244,12 @@ class ResultsFolder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _why(exc: OSError | UserError) -> str:
+    """Why a file could not be written, on one line: the system's words and the file, or the refusal."""
+    return shorten(f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else str(exc),
+                   300)
 
 
 def default_path(label: str) -> Path:

@@ -102,9 +102,14 @@ def load_course(path_or_module: str | os.PathLike) -> CourseImpl:
         return _load_files(target, path)
     if os.path.lexists(target):  # a FIFO, a device, a link to one or to nothing
         raise UserError(f"{target} is not a regular file or folder; {INTERFACE}")
-    if _DOTTED.match(target) and not target.endswith(".py"):
+    if not names_nothing(target):
         return _load_by_name(target)
     raise UserError(f"no such file or folder: {target}")
+
+
+def names_nothing(target: str) -> bool:
+    """Whether ``target`` is no file or folder here and cannot be a module name either."""
+    return not os.path.lexists(target) and not (_DOTTED.match(target) and not target.endswith(".py"))
 
 
 # ---------------------------------------------------------------- from files
